@@ -1,0 +1,48 @@
+"""Run an ASGI app on a real socket: in the foreground (CLI) or in a thread (tests, demo)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    # One process, explicit loop and parser: see reference/stack.md on uvicorn defaults.
+    return uvicorn.Config(app, host=host, port=port, loop="asyncio", http="h11",
+                          log_config=None, access_log=False, lifespan="on")
+
+
+def run(app: ASGIApp, host: str, port: int) -> None:
+    uvicorn.Server(_config(app, host, port)).run()
+
+
+@contextmanager
+def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int | None = None
+                    ) -> Iterator[str]:
+    """Serve `app` on a free port in a daemon thread; yield its base URL."""
+    server = uvicorn.Server(_config(app, host, port or free_port(host)))
+    thread = threading.Thread(target=server.run, name="sandbox-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("sandbox server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
