@@ -56,7 +56,9 @@ class UncertainError(BridgeError):
     """
 
     code = "uncertain"
-    user_message = "Cast SMS lost contact with Cast.ph while sending; the SMS may have been delivered."
+    user_message = (
+        "Cast SMS lost contact with Cast.ph while sending; the SMS may have been delivered."
+    )
 
 
 class PermanentError(BridgeError):

@@ -1,0 +1,1 @@
+"""Cast.ph: the SMS API client and its request/response models."""

@@ -1,0 +1,33 @@
+"""Cast.ph send request and response bodies (reference/cast.md)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class CastSendRequest(BaseModel):
+    """`POST /api/v1/sms/send`. `to` is always `09XXXXXXXXX`, which both API versions take."""
+
+    model_config = ConfigDict(frozen=True)
+
+    to: str
+    message: str
+    sender_id: str | None = None
+
+
+class CastSendResponse(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    success: bool
+    message_id: str
+    parts: int = 1
+
+
+class CastErrorBody(BaseModel):
+    """Every Cast error: `error_code` is absent in the old API, so branch on it only if set."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    success: bool = False
+    error: str = ""
+    error_code: str | None = None

@@ -1,0 +1,1 @@
+"""GoHighLevel: webhook payloads we receive, and the API client we call."""

@@ -1,0 +1,128 @@
+"""The contracts that cross RabbitMQ between our services.
+
+Producers and consumers import these and nothing else, so a queue's format is defined in
+one place. Unknown fields are ignored so a newer producer can add one during a rolling
+upgrade without older consumers parking its messages.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from castghl.common.ghl.webhooks import ProviderOutboundMessage
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class QueueMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class OutboundSms(QueueMessage):
+    """`sms.outbound`: a verified ProviderOutboundMessage, as the sender needs it."""
+
+    message_id: str
+    location_id: str
+    contact_id: str | None = None
+    phone: str | None = None
+    message: str = ""
+    attachments: list[str] = Field(default_factory=list)
+    conversation_id: str | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def from_webhook(cls, webhook: ProviderOutboundMessage) -> OutboundSms:
+        return cls(
+            message_id=webhook.message_id,
+            location_id=webhook.location_id,
+            contact_id=webhook.contact_id,
+            phone=webhook.phone,
+            message=webhook.message,
+            attachments=webhook.attachments,
+            conversation_id=webhook.conversation_id,
+        )
+
+
+class StatusError(QueueMessage):
+    """GHL's `error` object of a failed status: all strings; `message` is for the GHL user."""
+
+    code: str
+    type: str = "cast_sms"
+    message: str
+
+
+class StatusUpdate(QueueMessage):
+    """`ghl.status`: the final outcome of one GHL message, to be written back to GHL."""
+
+    message_id: str
+    location_id: str
+    status: Literal["delivered", "failed"]
+    error: StatusError | None = None
+    decided_at: datetime = Field(default_factory=utcnow)
+
+
+class InboundSms(QueueMessage):
+    """`sms.inbound`: a reply received by Cast's SIM gateway (contract: docs/inbound.md)."""
+
+    from_number: str = Field(alias="from")
+    to_number: str | None = Field(None, alias="to")
+    message: str
+    cast_message_id: str
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class TokenError(StrEnum):
+    """Why the OAuth service could not hand out a token; callers branch on these."""
+
+    NOT_INSTALLED = "not_installed"
+    NEEDS_REAUTH = "needs_reauth"
+    LOCATION_INACTIVE = "location_inactive"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+
+
+class TokenRequest(QueueMessage):
+    """RPC `oauth.token`. With `stale_token`, refresh only if the stored token is still it
+    (the caller just saw GHL reject it with 401); otherwise a token valid for at least
+    `min_valid_seconds`."""
+
+    location_id: str
+    stale_token: str | None = None
+    min_valid_seconds: int = 300
+
+
+class TokenReply(QueueMessage):
+    access_token: str | None = None
+    expires_at: datetime | None = None
+    error: TokenError | None = None
+    detail: str = ""
+
+
+class LocationRequest(QueueMessage):
+    """RPC `oauth.location`: the per-location settings the sender needs."""
+
+    location_id: str
+
+
+class LocationSettings(QueueMessage):
+    location_id: str
+    installed: bool = True
+    sender_id: str | None = None
+    cast_api_key: str | None = None
+    rate_limit_per_second: float | None = None
+    inbound_numbers: list[str] = Field(default_factory=list)
+
+
+class RouteRequest(QueueMessage):
+    """RPC `oauth.route`: which location owns a receiving number (inbound routing)."""
+
+    to_number: str
+
+
+class RouteReply(QueueMessage):
+    location_id: str | None = None

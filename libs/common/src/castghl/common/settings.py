@@ -1,0 +1,114 @@
+"""Settings: one pydantic-settings base, groups shared by several services, a fail-fast loader.
+
+Each environment variable is declared exactly once, in the group that owns it; a service's
+settings class is the union of the groups it needs. `load_settings` turns any validation
+failure into one line on stderr naming every bad variable — never its value, which may be a
+secret — and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AnyUrl, BeforeValidator, Field, UrlConstraints, ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from castghl.common.topology import Topology
+
+AmqpUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["amqp", "amqps"])]
+MongoUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["mongodb", "mongodb+srv"])]
+HttpUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["http", "https"])]
+Port = Annotated[int, Field(ge=1, le=65535)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class ServiceSettings(BaseSettings):
+    """Base of every settings group: environment only, unknown variables ignored."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore",
+                                      validate_default=True)
+
+    log_level: LogLevel = "INFO"
+
+
+def _parse_delays(value: object) -> object:
+    """'5,30,120' → (5.0, 30.0, 120.0): env lists are comma-separated, not JSON."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        return tuple(float(item) for item in items) if items else ()
+    return value
+
+
+Delays = Annotated[tuple[Annotated[float, Field(gt=0, le=86_400)], ...],
+                   NoDecode, BeforeValidator(_parse_delays), Field(min_length=1)]
+
+
+class BrokerSettings(ServiceSettings):
+    """RabbitMQ and the queue layout; every service reads the same variables, so every
+    service declares the same queues."""
+
+    rabbitmq_url: AmqpUrl = AmqpUrl("amqp://guest:guest@localhost:5672/")
+    queue_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)
+    ghl_status_delay_seconds: float = Field(5.0, ge=0, le=300)
+    outbound_retry_delays: Delays = (5, 30, 120, 600)
+    status_retry_delays: Delays = (10, 30, 60, 300, 900, 3600)
+    inbound_retry_delays: Delays = (5, 30, 120, 600, 3600)
+
+    def topology(self) -> Topology:
+        return Topology(
+            prefix=self.queue_prefix,
+            status_first_delay=self.ghl_status_delay_seconds,
+            outbound_backoff=self.outbound_retry_delays,
+            status_backoff=self.status_retry_delays,
+            inbound_backoff=self.inbound_retry_delays,
+        )
+
+
+class MongoSettings(ServiceSettings):
+    mongo_uri: MongoUrl = MongoUrl("mongodb://localhost:27017/cast-ghl")
+
+    @property
+    def mongo_database(self) -> str:
+        # The database is the URI's path, as MongoDB drivers read it; a bare host gets ours.
+        name = (self.mongo_uri.path or "").lstrip("/")
+        return name or "cast-ghl"
+
+
+class GhlApiSettings(ServiceSettings):
+    ghl_api_url: HttpUrl = HttpUrl("https://services.leadconnectorhq.com")
+    ghl_http_timeout_seconds: float = Field(15.0, gt=0, le=120)
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def _variable(settings_cls: type[ServiceSettings], error: ErrorDetails) -> str:
+    """The environment variable an error is about (field alias or upper-cased name)."""
+    if not error["loc"]:
+        return "settings"
+    name = str(error["loc"][0])
+    field = settings_cls.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    return (alias if isinstance(alias, str) else name).upper()
+
+
+def describe_errors(settings_cls: type[ServiceSettings], exc: ValidationError) -> str:
+    """'A is missing; B: Input should be a valid integer' — values are never echoed."""
+    problems: dict[str, str] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        variable = _variable(settings_cls, error)
+        reason = "is missing" if error["type"] == "missing" else f": {error['msg']}"
+        problems.setdefault(variable, f"{variable} {reason}".replace(" :", ":"))
+    return "; ".join(problems.values())
+
+
+def load_settings(settings_cls: type[S], service: str) -> S:
+    """Build `settings_cls` from the environment, or exit 2 with one line naming the problems."""
+    try:
+        return settings_cls()
+    except ValidationError as exc:
+        print(f"{service}: cannot start, bad settings: {describe_errors(settings_cls, exc)}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
