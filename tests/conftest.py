@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from castghl.sandbox import infra
 
 LAYERS = ("unit", "integration", "e2e")
 
@@ -30,8 +34,19 @@ class RunningSimulator:
     app: Any
 
 
-@pytest.fixture
-def cast_sim() -> Iterator[RunningSimulator]:
+def _restore(running: RunningSimulator) -> RunningSimulator:
+    """Fresh knobs and empty state, without paying for a new server per test."""
+    import httpx
+
+    defaults = type(running.knobs)()
+    for name in type(running.knobs).model_fields:
+        setattr(running.knobs, name, getattr(defaults, name))
+    httpx.post(f"{running.url}/_sandbox/reset", timeout=10).raise_for_status()
+    return running
+
+
+@pytest.fixture(scope="session")
+def _cast_server() -> Iterator[RunningSimulator]:
     from castghl.sandbox.cast.app import CastKnobs, create_cast_app
     from castghl.sandbox.server import serve_in_thread
 
@@ -41,8 +56,8 @@ def cast_sim() -> Iterator[RunningSimulator]:
         yield RunningSimulator(url, knobs, app)
 
 
-@pytest.fixture
-def ghl_sim() -> Iterator[RunningSimulator]:
+@pytest.fixture(scope="session")
+def _ghl_server() -> Iterator[RunningSimulator]:
     from castghl.sandbox.ghl.app import GhlKnobs, create_ghl_app
     from castghl.sandbox.server import serve_in_thread
 
@@ -50,3 +65,74 @@ def ghl_sim() -> Iterator[RunningSimulator]:
     app = create_ghl_app(knobs)
     with serve_in_thread(app) as url:
         yield RunningSimulator(url, knobs, app)
+
+
+@pytest.fixture
+def cast_sim(_cast_server: RunningSimulator) -> RunningSimulator:
+    """The Cast simulator over real HTTP, with default knobs and no history."""
+    return _restore(_cast_server)
+
+
+@pytest.fixture
+def ghl_sim(_ghl_server: RunningSimulator) -> RunningSimulator:
+    """The GHL simulator over real HTTP, with default knobs and no history."""
+    return _restore(_ghl_server)
+
+
+# --- real infrastructure ------------------------------------------------------------------
+
+_USED = pytest.StashKey[dict[str, str]]()
+
+
+def _announce(config: pytest.Config, what: str, description: str) -> None:
+    config.stash.setdefault(_USED, {})[what] = description
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"[infra] {what}: {description}")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    for what, description in config.stash.get(_USED, {}).items():
+        terminalreporter.write_line(f"[infra] {what} used: {description}")
+
+
+def _obtain(config: pytest.Config, what: str, get: Any) -> infra.Infra:
+    try:
+        found: infra.Infra = get()
+    except infra.InfraUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} unavailable under CI=true: {exc}", pytrace=False)
+        pytest.skip(f"{what} unavailable: {exc}")
+    _announce(config, what, found.description)
+    return found
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(pytestconfig: pytest.Config) -> Iterator[infra.Infra]:
+    """A real RabbitMQ: RABBITMQ_URL, a testcontainer, or the local broker."""
+    found = _obtain(pytestconfig, "RabbitMQ", infra.rabbitmq)
+    yield found
+    found.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[infra.Infra]:
+    """A real Mongo wire server: MONGO_URI, a testcontainer, or the nx-27017 emulator."""
+    data_dir = tmp_path_factory.mktemp("mongo")
+    found = _obtain(pytestconfig, "Mongo", lambda: infra.mongo(data_dir))
+    yield found
+    found.stop()
+
+
+@pytest.fixture
+def mongo_uri(mongo: infra.Infra) -> Iterator[str]:
+    """A fresh database on the session's Mongo server, dropped after the test."""
+    from pymongo import MongoClient
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    base = mongo.url.split("?", 1)[0].rstrip("/")
+    yield f"{base}/{name}"
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(mongo.url, serverSelectionTimeoutMS=3000) as client:
+        client.drop_database(name)

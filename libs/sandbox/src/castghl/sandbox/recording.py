@@ -51,8 +51,10 @@ class Recorder:
         with self._lock:
             found = list(self._calls)
         if path is not None:
-            found = [c for c in found if c.path == path or c.path.startswith(path.rstrip("*"))
-                     and path.endswith("*")]
+            # "/api/sms/*" selects by prefix; anything else must match exactly.
+            prefix = path.removesuffix("*")
+            found = [c for c in found
+                     if c.path == path or (path.endswith("*") and c.path.startswith(prefix))]
         if method is not None:
             found = [c for c in found if c.method == method.upper()]
         return found
@@ -145,7 +147,7 @@ def sandbox_router(
         try:
             checked = type(knobs).model_validate(merged)
         except ValidationError as exc:
-            raise HTTPException(422, exc.errors(include_url=False)) from exc
+            raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from exc
         unknown = set(changes) - set(type(knobs).model_fields)
         if unknown:
             raise HTTPException(422, f"unknown knobs: {sorted(unknown)}")
@@ -154,7 +156,7 @@ def sandbox_router(
         return knobs.model_dump(mode="json")
 
     @router.post("/reset")
-    def reset() -> dict[str, str]:
+    async def reset() -> dict[str, str]:  # async: state is reset on the event loop's thread
         recorder.clear()
         if on_reset is not None:
             on_reset()

@@ -1,0 +1,154 @@
+"""Every queue, retry tier and header of the bridge — declared here and nowhere else.
+
+Work queues are durable quorum queues. A failed attempt is retried by publishing the
+message to a *tier*: a quorum queue whose fixed TTL dead-letters it back to its work
+queue (no delayed-message plugin needed; a fixed TTL per queue keeps expiry FIFO-exact).
+Dead-lettering is at-least-once, so a message in a tier survives a broker restart.
+A message that keeps crashing its consumer is dead-lettered to `<queue>.parked` after
+`DELIVERY_LIMIT` redeliveries, as are messages a worker gives up on: nothing is lost,
+and an operator can replay what is parked.
+
+Both producers and consumers declare what they use, with identical arguments, so either
+can start first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from faststream.rabbit import QueueType, RabbitQueue
+
+if TYPE_CHECKING:
+    from faststream.rabbit.schemas.queue import QuorumQueueArgs
+
+ATTEMPT_HEADER: Final = "x-castghl-attempt"
+PARKED_REASON_HEADER: Final = "x-castghl-parked-reason"
+# RabbitMQ drops a redelivered message into `.parked` after this many crashes mid-handling.
+DELIVERY_LIMIT: Final = 20
+# Token and settings requests are answered within seconds or not at all: stale ones expire.
+RPC_REQUEST_TTL_MS: Final = 30_000
+
+
+def _quorum(name: str, **arguments: Any) -> RabbitQueue:
+    return RabbitQueue(name, queue_type=QueueType.QUORUM, durable=True,
+                       arguments=cast("QuorumQueueArgs", arguments))
+
+
+def _label(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class WorkQueue:
+    """A work queue, its retry tiers (delay → TTL queue) and its parking queue."""
+
+    name: str
+    tier_delays: tuple[float, ...]
+    single_active_consumer: bool = False
+    queue: RabbitQueue = field(init=False)
+    parked: RabbitQueue = field(init=False)
+    tiers: dict[float, RabbitQueue] = field(init=False)
+
+    def __post_init__(self) -> None:
+        parked = _quorum(f"{self.name}.parked")
+        arguments: dict[str, Any] = {
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": parked.name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",  # required by at-least-once dead-lettering
+        }
+        if self.single_active_consumer:
+            arguments["x-single-active-consumer"] = True
+        tiers = {
+            delay: _quorum(
+                f"{self.name}.retry.{_label(delay)}",
+                **{
+                    "x-message-ttl": round(delay * 1000),
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.name,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+            for delay in sorted(set(self.tier_delays))
+        }
+        object.__setattr__(self, "queue", _quorum(self.name, **arguments))
+        object.__setattr__(self, "parked", parked)
+        object.__setattr__(self, "tiers", tiers)
+
+    def tier_for(self, delay: float) -> RabbitQueue:
+        """The shortest tier that waits at least `delay` (the longest if none does)."""
+        for tier_delay, queue in self.tiers.items():
+            if tier_delay >= delay:
+                return queue
+        return self.tiers[max(self.tiers)]
+
+    def all_queues(self) -> list[RabbitQueue]:
+        return [self.parked, self.queue, *self.tiers.values()]
+
+
+Delays = tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The bridge's queues, optionally prefixed (several stacks sharing one vhost, tests).
+
+    Retry delays are settings, so tests and demos can run the same topology fast; a
+    tier's queue is named by its delay, so changing a delay declares a new queue instead
+    of clashing with the old one's arguments.
+    """
+
+    prefix: str = ""
+    status_first_delay: float = 5.0
+    outbound_backoff: Delays = (5, 30, 120, 600)
+    status_backoff: Delays = (10, 30, 60, 300, 900, 3600)
+    inbound_backoff: Delays = (5, 30, 120, 600, 3600)
+    lifecycle_backoff: Delays = (5, 30, 300)
+
+    @cached_property
+    def outbound(self) -> WorkQueue:
+        """Verified outbound webhooks → the rate-limited Cast stage.
+
+        Single active consumer: one replica at a time owns the Cast lane, so the rate
+        limit holds for any number of replicas; RabbitMQ fails over when it dies.
+        """
+        return WorkQueue(f"{self.prefix}sms.outbound", self.outbound_backoff,
+                         single_active_consumer=True)
+
+    @cached_property
+    def status(self) -> WorkQueue:
+        """Status reports to GHL; one tier is the delay before the first attempt."""
+        first = (self.status_first_delay,) if self.status_first_delay > 0 else ()
+        return WorkQueue(f"{self.prefix}ghl.status", (*first, *self.status_backoff))
+
+    @cached_property
+    def inbound(self) -> WorkQueue:
+        return WorkQueue(f"{self.prefix}sms.inbound", self.inbound_backoff)
+
+    @cached_property
+    def lifecycle(self) -> WorkQueue:
+        return WorkQueue(f"{self.prefix}app.lifecycle", self.lifecycle_backoff)
+
+    def rpc(self, name: str) -> RabbitQueue:
+        # Classic, not quorum: a request nobody answered within its TTL is worthless.
+        return RabbitQueue(f"{self.prefix}oauth.{name}", durable=True,
+                           arguments={"x-message-ttl": RPC_REQUEST_TTL_MS})
+
+    @cached_property
+    def token_rpc(self) -> RabbitQueue:
+        return self.rpc("token")
+
+    @cached_property
+    def location_rpc(self) -> RabbitQueue:
+        return self.rpc("location")
+
+    @cached_property
+    def route_rpc(self) -> RabbitQueue:
+        return self.rpc("route")
+
+    def work_queues(self) -> list[WorkQueue]:
+        return [self.outbound, self.status, self.inbound, self.lifecycle]

@@ -1,0 +1,206 @@
+"""All the state of one Cast simulator, and the send pipeline that changes it.
+
+One instance per app (no module globals), so two simulators in one process — a test
+that runs two Cast accounts side by side — never share a bucket, a key or a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any
+
+from fastapi import Request, Response
+
+from castghl.sandbox.cast.errors import Answer, CastError, error_body
+from castghl.sandbox.cast.faults import FaultInjector
+from castghl.sandbox.cast.idempotency import Claim, IdempotencyStore
+from castghl.sandbox.cast.knobs import CastKnobs
+from castghl.sandbox.cast.messages import MessageLog, OutcomeOverride, SentMessage, mask_key
+from castghl.sandbox.cast.parts import count_parts
+from castghl.sandbox.cast.ratelimit import RateLimiter, retry_after
+from castghl.sandbox.cast.validation import (
+    SendRequest,
+    idempotency_key,
+    local_form,
+    parse_send,
+)
+
+WELL_FORMED_KEY = re.compile(r"cast_(?:test_)?[0-9a-fA-F]{64}")
+REPLAY_HEADER = "X-Idempotent-Replay"
+# Real balances are numbers; an unlimited sandbox account shows this one.
+UNLIMITED_CREDITS_SHOWN = 1_000_000
+
+
+class CastSimulator:
+    def __init__(self, knobs: CastKnobs) -> None:
+        self.knobs = knobs
+        self.faults = FaultInjector(knobs)
+        self.log = MessageLog()
+        self.idempotency = IdempotencyStore()
+        self.ip_limiters: dict[str, RateLimiter] = {}
+        self.key_limiters: dict[str, RateLimiter] = {}
+
+    def reset(self) -> None:
+        """Forget traffic (messages, idempotency, buckets, queued faults); keep knobs.
+
+        Runs on a worker thread (the reset route is sync): swapping whole objects keeps
+        a request in flight on the event loop working on the old ones, never half-reset.
+        """
+        self.log = MessageLog()
+        self.idempotency = IdempotencyStore()
+        self.ip_limiters = {}
+        self.key_limiters = {}
+        self.faults.reset()
+
+    # --- every API call -------------------------------------------------------------
+
+    def admit(self, client_ip: str) -> None:
+        """Cast's per-IP limit, shared by every key used from that address; it sits in
+        front of authentication, so unauthenticated calls count too."""
+        self._limit(self.ip_limiters, client_ip, self.knobs.rate_per_second,
+                    self.knobs.burst, "too many requests from this IP address")
+
+    def authenticate(self, api_key: str | None) -> str:
+        knobs = self.knobs
+        if not api_key:
+            raise CastError(401, "INVALID_API_KEY", "X-API-Key header is required")
+        if api_key in knobs.revoked_keys:
+            raise CastError(403, "API_KEY_REVOKED", "API key has been revoked")
+        if api_key in knobs.api_keys or (
+                knobs.accept_any_key and WELL_FORMED_KEY.fullmatch(api_key)):
+            return api_key
+        raise CastError(401, "INVALID_API_KEY", "Invalid API key")
+
+    async def pause(self) -> None:
+        delay = self.faults.latency_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    # --- send -----------------------------------------------------------------------
+
+    async def send(self, request: Request, api_key: str) -> Response:
+        knobs = self.knobs
+        send = parse_send(await request.body(), request.headers.get("content-type", ""), knobs)
+        key = idempotency_key(request.headers.get("x-idempotency-key"), knobs)
+        if key is None:
+            return await self._process(request, api_key, send, None, None)
+        store = self.idempotency  # this request's store, even if a reset swaps it
+        begun = await store.begin((api_key, key), send.fingerprint(),
+                                  knobs.idempotency_ttl_seconds)
+        if isinstance(begun, Answer):
+            return begun.response({REPLAY_HEADER: "true"})
+        try:
+            return await self._process(request, api_key, send, key, (store, begun))
+        finally:
+            store.release(begun)
+
+    async def _process(self, request: Request, api_key: str, send: SendRequest,
+                       key: str | None, claim: tuple[IdempotencyStore, Claim] | None
+                       ) -> Response:
+        knobs = self.knobs
+        if knobs.key_rate_per_second is not None:
+            self._limit(self.key_limiters, api_key, knobs.key_rate_per_second,
+                        knobs.effective_key_burst(), "too many messages for this account")
+        fault = self.faults.next_fault()
+        if fault is not None and not fault.after_send:
+            raise fault.error(knobs.retry_after_seconds)
+        await self.pause()
+        answer, sent = self._decide(api_key, send, key)
+        if claim is not None:
+            store, held = claim
+            store.complete(held, answer, knobs.idempotency_ttl_seconds)
+        hang = self.faults.take_hang() if sent else None
+        if fault is not None:
+            # Sent (and remembered under the key), but the client only sees the failure.
+            answer = fault.error(knobs.retry_after_seconds).answer()
+        if hang:
+            await _hold(request, hang)
+        return answer.response()
+
+    def _decide(self, api_key: str, send: SendRequest, key: str | None
+                ) -> tuple[Answer, bool]:
+        """Cast's answer once the request is accepted for processing; True if sent."""
+        knobs = self.knobs
+        if local_form(send.to) in {local_form(number) for number in knobs.opted_out}:
+            return Answer(422, error_body(
+                "Recipient has unsubscribed from this sender ID", "ALREADY_UNSUBSCRIBED")), False
+        encoding, parts = count_parts(send.message)
+        if knobs.credits is not None and knobs.credits < parts:
+            return Answer(402, error_body(
+                f"Insufficient credits: {parts} needed, {knobs.credits} left",
+                "INSUFFICIENT_CREDITS")), False
+        message = self.log.add(
+            api_key=api_key, to=send.to, message=send.message, sender_id=send.sender_id,
+            scheduled_at=send.scheduled_at, encoding=encoding, parts=parts,
+            idempotency_key=key, outcome=knobs.carrier_outcome,
+            dlr_delay=knobs.dlr_delay_seconds)
+        if knobs.credits is not None:
+            knobs.credits -= parts
+        return Answer(200, {"success": True, "message_id": message.message_id,
+                            "parts": parts}), True
+
+    # --- reads ----------------------------------------------------------------------
+
+    def message_for(self, api_key: str, message_id: str) -> SentMessage:
+        message = self.log.get(message_id)
+        # Another account's message is "not found": existence is not leaked across keys.
+        if message is None or message.api_key != api_key:
+            raise CastError(404, "NOT_FOUND", f"Message {message_id} not found")
+        return message
+
+    def balance(self) -> dict[str, Any]:
+        credits = self.knobs.credits
+        return {"success": True, "currency": "PHP",
+                "credits": UNLIMITED_CREDITS_SHOWN if credits is None else credits}
+
+    def sender_ids(self) -> dict[str, Any]:
+        return {"success": True, "sender_ids": [
+            {"sender_id": sender, "label": sender, "channel": "sms"}
+            for sender in self.knobs.sender_ids]}
+
+    def override_outcome(self, message_id: str, override: OutcomeOverride, now: float
+                         ) -> SentMessage:
+        message = self.log.get(message_id)
+        if message is None:
+            raise CastError(404, "NOT_FOUND", f"Message {message_id} not found")
+        message.override, message.override_at = override, now
+        return message
+
+    def state(self) -> dict[str, Any]:
+        knobs = self.knobs
+        key_burst = knobs.effective_key_burst()
+        return {
+            "ip_buckets": {ip: limiter.level(knobs.rate_per_second, knobs.burst)
+                           for ip, limiter in self.ip_limiters.items()},
+            "key_buckets": {
+                mask_key(key): limiter.level(knobs.key_rate_per_second or 1.0, key_burst)
+                for key, limiter in self.key_limiters.items()},
+            "idempotency": self.idempotency.counts(),
+            "sent": len(self.log.all()),
+            "credits": knobs.credits,
+            "fail_next": [spec.model_dump() for spec in knobs.fail_next],
+            "hang_next": knobs.hang_next,
+        }
+
+    def _limit(self, limiters: dict[str, RateLimiter], who: str, rate: float, burst: int,
+               why: str) -> None:
+        limiter = limiters.setdefault(who, RateLimiter())
+        wait = limiter.try_acquire(rate, burst)
+        if wait > 0:
+            seconds = retry_after(wait, self.knobs.retry_after_seconds)
+            raise CastError(429, "RATE_LIMIT_EXCEEDED", f"Rate limit exceeded: {why}",
+                            {"Retry-After": str(seconds)})
+
+
+async def _hold(request: Request, seconds: float) -> None:
+    """Delay the answer like a stalled network, but stop once the client hangs up: nobody
+    is left to read it, and the server can shut down without waiting out the hang."""
+
+    async def until_disconnect() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(until_disconnect(), seconds)

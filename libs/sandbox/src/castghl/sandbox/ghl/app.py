@@ -1,0 +1,63 @@
+"""Composition root of the GoHighLevel simulator: knobs in, FastAPI app out.
+
+Every piece of state is built here per call, so two simulators in one process (tests,
+the demo) never share tokens, messages or rate windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from castghl.sandbox.ghl import contacts, controls, conversations, oauth
+from castghl.sandbox.ghl.access import Gate
+from castghl.sandbox.ghl.errors import install_error_handlers
+from castghl.sandbox.ghl.faults import FaultInjector
+from castghl.sandbox.ghl.knobs import GhlKnobs
+from castghl.sandbox.ghl.ratelimit import RateLimiter, RateLimitHeaders
+from castghl.sandbox.ghl.state import GhlState
+from castghl.sandbox.ghl.tokens import TokenStore
+from castghl.sandbox.ghl.webhooks import Signer
+from castghl.sandbox.recording import Recorder, install
+
+__all__ = ["GhlKnobs", "GhlSimulator", "create_ghl_app"]
+
+
+@dataclass
+class GhlSimulator:
+    """The parts of one running simulator, at `app.state.ghl` for white-box tests."""
+
+    knobs: GhlKnobs
+    recorder: Recorder
+    state: GhlState
+    tokens: TokenStore
+    limiter: RateLimiter
+    signer: Signer
+
+    def reset(self) -> None:
+        # Knobs and signing keys survive a reset; everything GHL "stored" does not.
+        self.state.reset()
+        self.tokens.reset()
+        self.limiter.reset()
+
+
+def create_ghl_app(knobs: GhlKnobs) -> FastAPI:
+    sim = GhlSimulator(knobs, Recorder(), GhlState(), TokenStore(), RateLimiter(),
+                       Signer(knobs))
+    gate = Gate(knobs, sim.tokens, sim.limiter)
+    app = FastAPI(title="GoHighLevel simulator", docs_url="/_sandbox/docs",
+                  openapi_url="/_sandbox/openapi.json", redoc_url=None)
+    app.state.ghl = sim
+    install_error_handlers(app)
+    app.include_router(oauth.OAuthEndpoints(knobs, sim.tokens, gate).router())
+    app.include_router(conversations.build_router(knobs, sim.state, gate))
+    app.include_router(contacts.build_router(sim.state, gate))
+    app.include_router(
+        controls.SandboxControls(knobs, sim.state, sim.tokens, sim.signer).router())
+    # Added first = innermost: recording (added by `install`) sees injected faults, and
+    # rate-limit headers land on every answer the routes and error handlers produce.
+    app.add_middleware(RateLimitHeaders)
+    app.add_middleware(FaultInjector, knobs=knobs)
+    install(app, sim.recorder, knobs, on_reset=sim.reset)
+    return app
