@@ -1,0 +1,123 @@
+"""Cast.ph API client: one send, its failures sorted by what the caller does next.
+
+Failures map onto the error family (errors.py) by when they happened: a connection that
+never opened sent nothing (retry freely); a timeout or a 500/502 after the request left
+us may have sent the SMS (retry only with the same idempotency key). Error codes decide,
+never the error text (reference/cast.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import httpx
+from pydantic import ValidationError
+
+from castghl.common.cast.models import CastErrorBody, CastSendRequest, CastSendResponse
+from castghl.common.errors import (
+    AccountError,
+    BridgeError,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    UncertainError,
+)
+
+log = logging.getLogger(__name__)
+
+SEND_PATH: Final = "/api/sms/send"  # exists in both API versions; /api/v1/... is newer only
+IDEMPOTENCY_HEADER: Final = "X-Idempotency-Key"
+REPLAY_HEADER: Final = "X-Idempotent-Replay"
+
+_ACCOUNT_MESSAGES: Final = {
+    "INVALID_API_KEY": "Cast SMS is not set up correctly (the Cast API key was refused); "
+                       "please contact your administrator",
+    "INSUFFICIENT_CREDITS": "Cast SMS account is out of credit",
+    "CREDIT_LIMIT_REACHED": "Cast SMS account has reached its credit limit",
+    "API_KEY_REVOKED": "Cast SMS is not set up correctly (the Cast API key was revoked); "
+                       "please contact your administrator",
+    "API_KEY_EXPIRED": "Cast SMS is not set up correctly (the Cast API key expired); "
+                       "please contact your administrator",
+    "USER_INACTIVE": "Cast SMS account is inactive; please contact your administrator",
+    "IP_NOT_WHITELISTED": "Cast SMS server is not allowed to send (IP not whitelisted at "
+                          "Cast.ph); please contact your administrator",
+    "CHANNEL_NOT_ALLOWED": "Cast SMS account may not send SMS on this channel",
+}
+# Old Cast API answers carry no error_code: fall back on the HTTP status.
+_ACCOUNT_BY_STATUS: Final = {401: "INVALID_API_KEY", 402: "INSUFFICIENT_CREDITS",
+                             403: "USER_INACTIVE"}
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(1.0, float(response.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
+
+
+def error_for(response: httpx.Response) -> BridgeError:
+    """Map a non-2xx Cast answer onto the error family."""
+    try:
+        body = CastErrorBody.model_validate_json(response.content)
+    except ValidationError:
+        body = CastErrorBody(error=response.text[:200])
+    status = response.status_code
+    code = body.error_code or ""
+    detail = f"Cast answered {status} {code}: {body.error}".strip()
+    if status == 429:
+        return RateLimited(detail, retry_after=_retry_after(response), code="cast_rate_limited")
+    if status in (401, 402, 403):
+        account_code = code if code in _ACCOUNT_MESSAGES else _ACCOUNT_BY_STATUS[status]
+        return AccountError(detail, code=f"cast_{account_code.lower()}",
+                            user_message=_ACCOUNT_MESSAGES[account_code])
+    if status == 422 or code == "ALREADY_UNSUBSCRIBED":
+        return PermanentError(detail, code="recipient_opted_out",
+                              user_message="Cast SMS: the recipient has opted out of SMS "
+                                           "from this sender")
+    if status == 503:
+        return RetryableError(detail, code="cast_unavailable",
+                              retry_after=_retry_after(response) if "Retry-After"
+                              in response.headers else None)
+    if status >= 500:
+        return UncertainError(detail, code="cast_server_error")
+    reason = body.error or f"HTTP {status}"
+    return PermanentError(detail, code="cast_rejected",
+                          user_message=f"Cast SMS: Cast.ph rejected the message ({reason[:120]})")
+
+
+class CastClient:
+    """Sends one SMS part. The `httpx.AsyncClient` is injected (tests swap its transport)."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, *, idempotency: bool) -> None:
+        self.http = http
+        self.url = base_url.rstrip("/") + SEND_PATH
+        self.idempotency = idempotency
+
+    async def send(self, request: CastSendRequest, *, api_key: str,
+                   idempotency_key: str) -> CastSendResponse:
+        headers = {"X-API-Key": api_key}
+        if self.idempotency:
+            headers[IDEMPOTENCY_HEADER] = idempotency_key
+        try:
+            response = await self.http.post(
+                self.url, json=request.model_dump(exclude_none=True), headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # The request never reached Cast: nothing can have been sent.
+            raise RetryableError(f"cannot reach Cast: {type(exc).__name__}",
+                                 code="cast_unreachable") from exc
+        except httpx.TransportError as exc:
+            raise UncertainError(f"no answer from Cast: {type(exc).__name__}",
+                                 code="cast_no_answer") from exc
+        if response.is_success:
+            try:
+                sent = CastSendResponse.model_validate_json(response.content)
+            except ValidationError as exc:
+                raise UncertainError("Cast answered 2xx with an unreadable body",
+                                     code="cast_bad_answer") from exc
+            if sent.success:
+                if response.headers.get(REPLAY_HEADER, "").lower() == "true":
+                    log.info("Cast replayed an earlier answer", extra={
+                        "cast_message_id": sent.message_id})
+                return sent
+        raise error_for(response)

@@ -1,0 +1,123 @@
+"""GHL's OAuth endpoints (reference/ghl.md §5): code exchange, refresh, location tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from castghl.common.errors import AccountError, PermanentError, RetryableError
+from castghl.common.ghl.errors import error_for, transport_error
+
+OAUTH_VERSION: Final = "2021-07-28"
+SCOPES: Final = (
+    "conversations/message.readonly conversations/message.write conversations.readonly "
+    "conversations.write contacts.readonly contacts.write"
+)
+UserType = Literal["Location", "Company"]
+
+
+class InvalidGrant(PermanentError):
+    """The code or refresh token is spent or revoked: the location must reinstall."""
+
+    code = "invalid_grant"
+
+
+class LocationInactive(RetryableError):
+    """GHL paused the location; the same refresh token works again later."""
+
+    code = "location_inactive"
+
+
+class TokenGrant(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    access_token: str = Field(alias="access_token")
+    # /oauth/locationToken answers carry none: such tokens are re-minted from the agency's.
+    refresh_token: str | None = Field(None, alias="refresh_token")
+    expires_in: int = Field(86399, alias="expires_in")
+    scope: str = ""
+    user_type: UserType = "Location"
+    location_id: str | None = None
+    company_id: str | None = None
+    user_id: str | None = None
+    approved_locations: list[str] = Field(default_factory=list)
+    is_bulk_installation: bool = False
+
+    def expires_at(self, now: datetime | None = None) -> datetime:
+        return (now or datetime.now(UTC)) + timedelta(seconds=self.expires_in)
+
+
+class GhlOAuth:
+    def __init__(self, http: httpx.AsyncClient, base_url: str, client_id: str,
+                 client_secret: str) -> None:
+        self.http = http
+        self.base = base_url.rstrip("/")
+        self.client_id = client_id
+        self.client_secret = client_secret
+
+    async def _post(self, path: str, form: dict[str, str],
+                    bearer: str | None = None) -> httpx.Response:
+        headers = {"Accept": "application/json", "Version": OAUTH_VERSION}
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
+        try:
+            return await self.http.post(self.base + path, data=form, headers=headers)
+        except httpx.TransportError as exc:
+            raise transport_error(exc) from exc
+
+    def _grant(self, response: httpx.Response) -> TokenGrant:
+        if response.status_code in (400, 401):
+            text = response.text.lower()
+            if "invalid_grant" in text or "invalid grant" in text:
+                raise InvalidGrant(f"GHL refused the grant ({response.status_code})")
+            if "not active" in text:
+                raise LocationInactive("GHL says the location is not active")
+            if response.status_code == 401:
+                raise AccountError("GHL refused our client credentials",
+                                   code="ghl_client_rejected")
+        if not response.is_success:
+            raise error_for(response)
+        try:
+            return TokenGrant.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise RetryableError("GHL token answer is unreadable",
+                                 code="ghl_bad_answer") from exc
+
+    def _client(self) -> dict[str, str]:
+        return {"client_id": self.client_id, "client_secret": self.client_secret}
+
+    async def exchange_code(self, code: str, redirect_uri: str,
+                            user_type: UserType = "Location") -> TokenGrant:
+        return self._grant(await self._post("/oauth/token", {
+            **self._client(), "grant_type": "authorization_code", "code": code,
+            "user_type": user_type, "redirect_uri": redirect_uri}))
+
+    async def refresh(self, refresh_token: str, user_type: UserType) -> TokenGrant:
+        return self._grant(await self._post("/oauth/token", {
+            **self._client(), "grant_type": "refresh_token", "refresh_token": refresh_token,
+            "user_type": user_type}))
+
+    async def location_token(self, company_token: str, company_id: str,
+                             location_id: str) -> TokenGrant:
+        return self._grant(await self._post(
+            "/oauth/locationToken", {"companyId": company_id, "locationId": location_id},
+            bearer=company_token))
+
+    async def installed_locations(self, company_token: str, company_id: str,
+                                  app_id: str) -> list[dict[str, Any]]:
+        try:
+            response = await self.http.get(
+                self.base + "/oauth/installedLocations",
+                params={"companyId": company_id, "appId": app_id, "isInstalled": "true"},
+                headers={"Authorization": f"Bearer {company_token}", "Version": OAUTH_VERSION,
+                         "Accept": "application/json"})
+        except httpx.TransportError as exc:
+            raise transport_error(exc) from exc
+        if not response.is_success:
+            raise error_for(response)
+        locations = response.json().get("locations", [])
+        return [loc for loc in locations if isinstance(loc, dict)]

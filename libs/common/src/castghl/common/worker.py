@@ -1,0 +1,133 @@
+"""How a worker finishes with a message: done, retry after a delay, or park.
+
+Handlers decide *what* happened and return an `Outcome`; `Settler` is the one place that
+turns it into broker actions, always in the order publish-then-ack so a crash in between
+duplicates a message (which every handler tolerates) instead of losing it.
+`outcome_for` is the one mapping from the error family to retry / park.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.message import RabbitMessage
+from prometheus_client import Counter
+from pydantic import BaseModel, ValidationError
+
+from castghl.common.broker import publish
+from castghl.common.errors import BridgeError, PermanentError, RateLimited
+from castghl.common.logging import log_context
+from castghl.common.topology import ATTEMPT_HEADER, PARKED_REASON_HEADER, WorkQueue
+
+log = logging.getLogger(__name__)
+
+PARKED = Counter("castghl_parked_total", "Messages moved to a parking queue", ["queue", "code"])
+RETRIED = Counter("castghl_retried_total", "Messages sent to a retry tier", ["queue", "code"])
+
+
+@dataclass(frozen=True)
+class Done:
+    pass
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try again after `delay` seconds. `counts` is False for waits that are not failures
+    (rate limits, GHL's status race), which must not use up the attempt budget."""
+
+    delay: float
+    code: str
+    counts: bool = True
+
+
+@dataclass(frozen=True)
+class Park:
+    code: str
+    reason: str
+
+
+Outcome = Done | Retry | Park
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[M, int], Awaitable[Outcome]]
+
+
+def attempt_of(message: RabbitMessage) -> int:
+    """1 for a first delivery; tiers carry the count forward in a header."""
+    try:
+        return max(1, int(message.headers.get(ATTEMPT_HEADER, 1)))
+    except (TypeError, ValueError):
+        return 1
+
+
+def outcome_for(error: BridgeError, attempt: int, backoff: Sequence[float]) -> Outcome:
+    """The error family, mapped once: wait, retry with backoff, or park."""
+    if isinstance(error, RateLimited):
+        return Retry(error.retry_after or backoff[0], error.code, counts=False)
+    if isinstance(error, PermanentError):
+        return Park(error.code, error.detail)
+    delay = backoff[min(attempt - 1, len(backoff) - 1)]
+    retry_after = getattr(error, "retry_after", None)
+    return Retry(max(delay, retry_after or 0), error.code)
+
+
+class Settler:
+    """Acks, re-queues through a retry tier, or parks — for one work queue."""
+
+    def __init__(self, broker: RabbitBroker, work: WorkQueue, max_attempts: int,
+                 backoff: Sequence[float]) -> None:
+        self.broker = broker
+        self.work = work
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+
+    async def run(self, message: RabbitMessage, model: type[M], handle: Handler[M]) -> None:
+        """Parse, handle and settle one delivery. Never raises for a bad message: an
+        unreadable one is parked, an unexpected failure retried (and parked when the
+        attempts run out); only a failure to settle leaves it unacked for redelivery."""
+        attempt = attempt_of(message)
+        try:
+            parsed = model.model_validate_json(message.body)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                 for e in exc.errors(include_input=False, include_url=False))
+            await self.settle(message, Park("unreadable", f"not a {model.__name__}: {problems}"))
+            return
+        with log_context(messageId=getattr(parsed, "message_id", None),
+                         locationId=getattr(parsed, "location_id", None)):
+            try:
+                outcome = await handle(parsed, attempt)
+            except BridgeError as error:
+                outcome = outcome_for(error, attempt, self.backoff)
+            except Exception:
+                log.exception("unexpected failure while handling a message",
+                              extra={"queue": self.work.name, "attempt": attempt})
+                outcome = Retry(self.backoff[min(attempt - 1, len(self.backoff) - 1)],
+                                "unexpected")
+            await self.settle(message, outcome)
+
+    async def settle(self, message: RabbitMessage, outcome: Outcome) -> None:
+        attempt = attempt_of(message)
+        if isinstance(outcome, Retry) and outcome.counts and attempt >= self.max_attempts:
+            outcome = Park(outcome.code, f"gave up after {attempt} attempts ({outcome.code})")
+        headers: dict[str, Any] = dict(message.headers)
+        if isinstance(outcome, Retry):
+            headers[ATTEMPT_HEADER] = attempt + 1 if outcome.counts else attempt
+            tier = self.work.tier_for(outcome.delay)
+            await publish(self.broker, tier, message.body, headers=headers,
+                          message_id=message.message_id)
+            RETRIED.labels(self.work.name, outcome.code).inc()
+            log.info("retry scheduled", extra={"queue": self.work.name, "tier": tier.name,
+                                               "attempt": attempt, "error_code": outcome.code})
+        elif isinstance(outcome, Park):
+            headers[PARKED_REASON_HEADER] = outcome.reason[:500]
+            await publish(self.broker, self.work.parked, message.body, headers=headers,
+                          message_id=message.message_id)
+            PARKED.labels(self.work.name, outcome.code).inc()
+            log.warning("message parked", extra={"queue": self.work.parked.name,
+                                                 "error_code": outcome.code,
+                                                 "reason": outcome.reason})
+        await message.ack()

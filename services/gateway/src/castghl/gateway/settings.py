@@ -1,0 +1,45 @@
+"""Gateway settings (environment variables; see the README's configuration table)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+
+from castghl.common.settings import BrokerSettings, Port
+from castghl.common.signatures import (
+    GHL_ED25519_PUBLIC_KEY_PEM,
+    GHL_RSA_PUBLIC_KEY_PEM,
+    load_public_key,
+)
+
+_PEM_BLOCK = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
+
+
+def split_pem_blocks(value: str) -> list[str]:
+    """One variable may hold several PEM keys (old and new, during a key rotation)."""
+    text = value.replace("\\n", "\n")
+    return _PEM_BLOCK.findall(text) or [text]
+
+
+class GatewaySettings(BrokerSettings):
+    host: str = "0.0.0.0"  # noqa: S104 - in a container; compose publishes on 127.0.0.1
+    port: Port = 3002
+    ghl_webhook_public_key: str = GHL_ED25519_PUBLIC_KEY_PEM
+    ghl_webhook_rsa_public_key: str = GHL_RSA_PUBLIC_KEY_PEM
+    webhook_max_age_seconds: int = Field(300, ge=30)
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    inbound_api_key: SecretStr = Field(min_length=16)
+
+    @field_validator("ghl_webhook_public_key", "ghl_webhook_rsa_public_key")
+    @classmethod
+    def _keys_load(cls, value: str) -> str:
+        for block in split_pem_blocks(value):
+            load_public_key(block)  # raises ValueError naming the problem
+        return value
+
+    def public_keys(self) -> list[Any]:
+        return [load_public_key(block)
+                for value in (self.ghl_webhook_public_key, self.ghl_webhook_rsa_public_key)
+                for block in split_pem_blocks(value)]
