@@ -11,6 +11,7 @@ from castghl.common.broker import declare, make_broker
 from castghl.common.health import health_router
 from castghl.common.signatures import WebhookVerifier
 from castghl.gateway import answers
+from castghl.gateway.inbound import inbound_router
 from castghl.gateway.settings import GatewaySettings
 from castghl.gateway.webhooks import Webhooks, webhook_router
 
@@ -45,6 +46,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                   openapi_url=None)
     answers.install(app)
     app.include_router(webhook_router(hooks))
+    app.include_router(inbound_router(hooks, settings.inbound_api_key.get_secret_value()))
     app.include_router(health_router({"rabbitmq": broker_ready}))
     app.state.hooks = hooks
     return app

@@ -1,0 +1,84 @@
+"""POST /webhooks/cast/inbound: the contract of docs/inbound.md, enforced."""
+
+from __future__ import annotations
+
+import json
+
+import aio_pika
+import httpx
+import pytest
+
+from castghl.common.messages import InboundSms
+
+from .conftest import INBOUND_KEY, RunningGateway, drain
+
+PATH = "/webhooks/cast/inbound"
+AUTH = {"X-API-Key": INBOUND_KEY}
+
+
+def reply(**overrides: object) -> bytes:
+    fields = {"from": "0917-123-4567", "to": "+63 918 123 4567", "message": "Yes po",
+              "message_id": "CASTIN1", "received_at": "2026-11-25T10:00:00+08:00"}
+    fields.update(overrides)
+    return json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
+
+
+@pytest.mark.parametrize("headers", [AUTH, {"Authorization": f"Bearer {INBOUND_KEY}"}],
+                         ids=["x-api-key", "bearer"])
+async def test_a_reply_is_normalised_and_published(gateway: RunningGateway,
+                                                   amqp: aio_pika.abc.AbstractChannel,
+                                                   headers: dict[str, str]) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        answer = await client.post(PATH, content=reply(extra="tolerated"), headers=headers)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "accepted"}
+    [message] = await drain(amqp, gateway.topology.inbound.queue.name)
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    sms = InboundSms.model_validate_json(message.body)
+    assert (sms.from_number, sms.to_number, sms.message, sms.cast_message_id) == (
+        "+639171234567", "09181234567", "Yes po", "CASTIN1")
+    assert sms.received_at.utcoffset() is not None
+
+
+async def test_without_a_message_id_a_repost_gets_the_same_id(
+    gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel,
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        for _ in range(2):
+            answer = await client.post(PATH, content=reply(message_id=...), headers=AUTH)
+            assert answer.status_code == 200
+    first, second = await drain(amqp, gateway.topology.inbound.queue.name)
+    ids = {InboundSms.model_validate_json(m.body).cast_message_id for m in (first, second)}
+    assert len(ids) == 1
+    assert ids.pop().startswith("sha256-")
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "error"),
+    [
+        pytest.param(reply(), {}, 401, "missing API key", id="no-key"),
+        pytest.param(reply(), {"X-API-Key": "wrong-key-0123456789"}, 401, "invalid API key",
+                     id="wrong-key"),
+        pytest.param(reply(), {"Authorization": "Basic abc"}, 401, "missing API key",
+                     id="not-bearer"),
+        pytest.param(b"junk", AUTH, 400, "body is not valid JSON", id="junk"),
+        pytest.param(reply(**{"from": ...}), AUTH, 400, "from is missing", id="no-from"),
+        pytest.param(reply(**{"from": "+1 555 123 4567"}), AUTH, 400,
+                     "must be a Philippine mobile number", id="foreign-from"),
+        pytest.param(reply(to="12"), AUTH, 400, "to", id="bad-to"),
+        pytest.param(reply(message=...), AUTH, 400, "message is missing", id="no-message"),
+        pytest.param(reply(message=7), AUTH, 400, "message", id="message-not-text"),
+        pytest.param(reply(received_at="yesterday"), AUTH, 400, "received_at",
+                     id="bad-time"),
+        pytest.param(reply(message="x" * 70_000), AUTH, 413, "larger than", id="oversized"),
+    ],
+)
+async def test_bad_requests_are_refused_and_publish_nothing(
+    gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel, body: bytes,
+    headers: dict[str, str], status: int, error: str,
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        answer = await client.post(PATH, content=body, headers=headers)
+    assert answer.status_code == status
+    assert error in answer.json()["error"]
+    assert await drain(amqp, gateway.topology.inbound.queue.name) == []
