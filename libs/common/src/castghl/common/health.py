@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from faststream.rabbit import RabbitBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo import AsyncMongoClient
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -25,6 +28,21 @@ async def _passes(check: ReadinessCheck) -> bool:
             return await check()
     except Exception:  # a check that raises or hangs is simply "not ready"
         return False
+
+
+def broker_check(broker: RabbitBroker) -> ReadinessCheck:
+    async def connected() -> bool:
+        return await broker.ping(timeout=1.0)
+
+    return connected
+
+
+def mongo_check(client: AsyncMongoClient[Any]) -> ReadinessCheck:
+    async def answers() -> bool:
+        await client.admin.command("ping")
+        return True
+
+    return answers
 
 
 def health_router(checks: Mapping[str, ReadinessCheck]) -> APIRouter:

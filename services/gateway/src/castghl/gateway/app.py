@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from castghl.common.broker import declare, make_broker
-from castghl.common.health import health_router
+from castghl.common.health import broker_check, health_router
 from castghl.common.signatures import WebhookVerifier
 from castghl.gateway import answers
 from castghl.gateway.inbound import inbound_router
@@ -39,14 +39,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         yield
         await broker.stop()
 
-    async def broker_ready() -> bool:
-        return await broker.ping(timeout=1.0)
-
     app = FastAPI(title="Cast SMS gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     answers.install(app)
     app.include_router(webhook_router(hooks))
     app.include_router(inbound_router(hooks, settings.inbound_api_key.get_secret_value()))
-    app.include_router(health_router({"rabbitmq": broker_ready}))
+    app.include_router(health_router({"rabbitmq": broker_check(broker)}))
     app.state.hooks = hooks
     return app

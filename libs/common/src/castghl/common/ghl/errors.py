@@ -25,7 +25,8 @@ class GhlProviderNotReady(RetryableError):
     code = "ghl_provider_not_ready"
 
 
-def _message(response: httpx.Response) -> str:
+def message_of(response: httpx.Response) -> str:
+    """GHL's own words from an error answer (its JSON `message`, or the text)."""
     try:
         body = response.json()
     except json.JSONDecodeError:
@@ -48,7 +49,7 @@ def rate_limit_wait(response: httpx.Response) -> float:
 
 def error_for(response: httpx.Response) -> BridgeError:
     status = response.status_code
-    message = _message(response)
+    message = message_of(response)
     detail = f"GHL answered {status}: {message}".strip()
     if status == 401:
         return GhlUnauthorized(detail)

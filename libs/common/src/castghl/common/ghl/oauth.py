@@ -10,12 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from castghl.common.errors import AccountError, PermanentError, RetryableError
-from castghl.common.ghl.errors import error_for, transport_error
+from castghl.common.ghl.errors import error_for, message_of, transport_error
 
 OAUTH_VERSION: Final = "2021-07-28"
 SCOPES: Final = (
     "conversations/message.readonly conversations/message.write conversations.readonly "
-    "conversations.write contacts.readonly contacts.write"
+    "conversations.write contacts.readonly contacts.write "
+    # An agency (Company) token needs these to mint location tokens and list locations.
+    "oauth.readonly oauth.write"
 )
 UserType = Literal["Location", "Company"]
 
@@ -77,8 +79,8 @@ class GhlOAuth:
             if "not active" in text:
                 raise LocationInactive("GHL says the location is not active")
             if response.status_code == 401:
-                raise AccountError("GHL refused our client credentials",
-                                   code="ghl_client_rejected")
+                raise AccountError(f"GHL answered 401: {message_of(response)}",
+                                   code="ghl_unauthorized_client")
         if not response.is_success:
             raise error_for(response)
         try:

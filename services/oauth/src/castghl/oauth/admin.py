@@ -1,0 +1,172 @@
+"""The operator's admin API: list installations, read and set per-location settings.
+
+Bearer `ADMIN_API_KEY`, compared in constant time. Answers never carry a token and show
+a Cast API key only masked. A bad request is refused whole with a 4xx naming the
+problem (never echoing values): nothing is written unless everything is valid.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Final, Protocol
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from castghl.common.phone import InvalidPhoneNumber, to_cast_number
+from castghl.oauth.installation import Installation, location_key
+from castghl.oauth.refresh import utcnow
+
+MAX_INBOUND_NUMBERS: Final = 100
+_SHOWN_INPUT: Final = 24
+
+SenderId = Annotated[str, StringConstraints(min_length=1, max_length=11,
+                                            pattern=r"^[A-Za-z0-9][A-Za-z0-9 .&-]*$")]
+# Cast keys are `cast_<64 hex>` (sandbox: `cast_test_…`); anything else is a paste error.
+CastKey = Annotated[str, StringConstraints(pattern=r"^cast_[A-Za-z0-9_-]{8,256}$")]
+
+
+class SettingsStore(Protocol):
+    async def all(self, limit: int = 1000) -> list[Installation]: ...
+
+    async def get(self, key: str) -> Installation | None: ...
+
+    async def update_prefs(self, key: str, changes: dict[str, Any],
+                           now: datetime) -> Installation | None: ...
+
+    async def owners_of(self, numbers: list[str], except_key: str) -> dict[str, str]: ...
+
+
+class SettingsUpdate(BaseModel):
+    """`PUT /admin/installations/{locationId}`: only the fields given change; `null`
+    returns a field to the default (and removes a stored Cast key)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sender_id: SenderId | None = None
+    cast_api_key: CastKey | None = None
+    rate_limit_per_second: float | None = Field(None, gt=0, le=1000)
+    inbound_numbers: list[str] | None = Field(None, max_length=MAX_INBOUND_NUMBERS)
+
+    @field_validator("inbound_numbers")
+    @classmethod
+    def _normalise(cls, numbers: list[str] | None) -> list[str] | None:
+        if numbers is None:
+            return None
+        normal: list[str] = []
+        for position, raw in enumerate(numbers):
+            try:
+                number = to_cast_number(raw)
+            except InvalidPhoneNumber as exc:
+                raise ValueError(f"entry {position} ({raw[:_SHOWN_INPUT]!r}) is not a "
+                                 f"Philippine mobile number ({exc.reason})") from None
+            if number not in normal:
+                normal.append(number)
+        return normal
+
+
+def mask(cast_api_key: str | None) -> str | None:
+    if not cast_api_key:
+        return None
+    return f"cast_…{cast_api_key[-4:]}" if len(cast_api_key) >= 16 else "cast_…"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def view(inst: Installation) -> dict[str, Any]:
+    """An installation as the admin API shows it: no secrets."""
+    prefs = inst.prefs
+    return {
+        "location_id": inst.location_id, "company_id": inst.company_id, "kind": inst.kind,
+        "status": inst.status.value, "minted": inst.minted, "scopes": inst.scopes,
+        "token_expires_at": _iso(inst.expires_at), "refreshed_at": _iso(inst.refreshed_at),
+        "installed_at": _iso(inst.installed_at), "updated_at": _iso(inst.updated_at),
+        "uninstalled_at": _iso(inst.uninstalled_at),
+        "settings": {"sender_id": prefs.sender_id, "cast_api_key": mask(prefs.cast_api_key),
+                     "rate_limit_per_second": prefs.rate_limit_per_second,
+                     "inbound_numbers": list(prefs.inbound_numbers)},
+    }
+
+
+def _describe(exc: ValidationError) -> tuple[int, str]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        if error["type"] == "json_invalid":
+            return 400, "body is not valid JSON"
+        if error["type"] in {"model_type", "model_attributes_type"} or not error["loc"]:
+            return 400, "body must be a JSON object"
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if error["type"] != "extra_forbidden"
+                        else f"{where}: unknown setting")
+    return 422, "; ".join(problems)
+
+
+def _bearer(admin_api_key: str) -> Callable[[Request], None]:
+    expected = admin_api_key.encode()
+
+    def authorise(request: Request) -> None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 expected):
+            raise HTTPException(401, "missing or wrong admin API key (Authorization: Bearer)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return authorise
+
+
+def admin_router(store: SettingsStore, admin_api_key: str,
+                 clock: Callable[[], datetime] = utcnow) -> APIRouter:
+    router = APIRouter(prefix="/admin", include_in_schema=False,
+                       dependencies=[Depends(_bearer(admin_api_key))])
+
+    async def installed(location_id: str) -> Installation:
+        inst = await store.get(location_key(location_id))
+        if inst is None:
+            raise HTTPException(404, "no installation for this location")
+        return inst
+
+    @router.get("/installations")
+    async def list_installations(limit: int = 1000) -> dict[str, Any]:
+        found = await store.all(max(1, min(limit, 5000)))
+        return {"installations": [view(inst) for inst in found]}
+
+    @router.get("/installations/{location_id}")
+    async def get_installation(location_id: str) -> dict[str, Any]:
+        return view(await installed(location_id))
+
+    @router.put("/installations/{location_id}")
+    async def put_installation(location_id: str, request: Request) -> dict[str, Any]:
+        try:
+            update = SettingsUpdate.model_validate_json(await request.body())
+        except ValidationError as exc:
+            status, detail = _describe(exc)
+            raise HTTPException(status, detail) from None
+        inst = await installed(location_id)
+        if not inst.installed:
+            raise HTTPException(409, "this location is uninstalled; reinstall the app first")
+        changes = update.model_dump(include=update.model_fields_set)
+        if "inbound_numbers" in changes:
+            changes["inbound_numbers"] = changes["inbound_numbers"] or []
+            owners = await store.owners_of(changes["inbound_numbers"], inst.key)
+            if owners:
+                taken = ", ".join(f"{number} (location {owner})"
+                                  for number, owner in sorted(owners.items()))
+                raise HTTPException(409, f"inbound numbers already in use: {taken}")
+        updated = await store.update_prefs(inst.key, changes, clock())
+        if updated is None:
+            raise HTTPException(409, "this location was uninstalled meanwhile")
+        return view(updated)
+
+    return router

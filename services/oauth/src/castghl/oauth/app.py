@@ -1,0 +1,101 @@
+"""Composition root of the OAuth service: settings → clients, store, token service, broker
+subscribers and routes. Nothing connects before the lifespan starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from castghl.common.broker import declare, make_broker
+from castghl.common.ghl.oauth import GhlOAuth
+from castghl.common.health import broker_check, health_router, mongo_check
+from castghl.common.worker import Settler
+from castghl.oauth.admin import admin_router
+from castghl.oauth.install import Installer, install_router
+from castghl.oauth.install_state import StateSigner
+from castghl.oauth.lifecycle import Lifecycle, register_lifecycle
+from castghl.oauth.refresh import RefreshPolicy, TokenService
+from castghl.oauth.rpc import register_rpc
+from castghl.oauth.settings import OAuthSettings
+from castghl.oauth.store import COLLECTION, MongoInstallations
+from castghl.oauth.sweep import Sweep
+
+SERVICE = "castghl-oauth"
+
+
+def lease_owner() -> str:
+    """Names this process in the leases it takes (for operators reading MongoDB)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def mongo_client(settings: OAuthSettings) -> AsyncMongoClient[dict[str, Any]]:
+    # tz_aware: lease and expiry comparisons are between aware UTC datetimes.
+    return AsyncMongoClient(str(settings.mongo_uri), tz_aware=True,
+                            serverSelectionTimeoutMS=5000)
+
+
+def create_app(settings: OAuthSettings) -> FastAPI:
+    topology = settings.topology()
+    mongo = mongo_client(settings)
+    store = MongoInstallations(mongo[settings.mongo_database][COLLECTION], settings.cipher())
+    http = httpx.AsyncClient(timeout=settings.ghl_http_timeout_seconds)
+    client_secret = settings.ghl_client_secret.get_secret_value()
+    ghl = GhlOAuth(http, str(settings.ghl_api_url), settings.ghl_client_id, client_secret)
+    tokens = TokenService(store, ghl, lease_owner(), RefreshPolicy(
+        lease_seconds=settings.refresh_lease_seconds,
+        wait_seconds=settings.refresh_lease_seconds + 5,
+        poll_seconds=settings.refresh_poll_seconds,
+        call_timeout=settings.ghl_http_timeout_seconds))
+    installer = Installer(
+        store, ghl, tokens, StateSigner(client_secret, settings.oauth_state_ttl_seconds),
+        authorize_url=f"{str(settings.ghl_marketplace_url).rstrip('/')}/v2/oauth/chooselocation",
+        callback_url=settings.callback_url, client_id=settings.ghl_client_id,
+        app_id=settings.ghl_app_id)
+
+    broker = make_broker(settings, SERVICE)
+    register_rpc(broker, topology, tokens, store, min_valid_floor=settings.token_min_valid_seconds,
+                 prefetch=settings.rpc_prefetch)
+    register_lifecycle(broker, topology, Lifecycle(store, tokens),
+                       Settler(broker, topology.lifecycle, settings.lifecycle_max_attempts,
+                               topology.lifecycle.tier_delays))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await store.ensure_indexes()
+        await broker.connect()
+        # The Settler publishes to the tiers and the parking queue: declare them all.
+        await declare(broker, topology.lifecycle.all_queues())
+        await broker.start()
+        sweep = asyncio.create_task(
+            Sweep(store, tokens, timedelta(days=settings.refresh_idle_days)).run(
+                settings.sweep_interval_seconds))
+        try:
+            yield
+        finally:
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
+            await broker.stop()  # waits for in-flight handlers (graceful_timeout)
+            await http.aclose()
+            await mongo.close()
+
+    app = FastAPI(title="Cast SMS OAuth", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.include_router(install_router(installer))
+    app.include_router(admin_router(store, settings.admin_api_key.get_secret_value()))
+    app.include_router(health_router({"mongo": mongo_check(mongo),
+                                      "rabbitmq": broker_check(broker)}))
+    app.state.store = store
+    app.state.tokens = tokens
+    return app

@@ -1,0 +1,63 @@
+"""OAuth service settings (environment variables; see docs/oauth.md)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
+from castghl.common.crypto import TokenCipher
+from castghl.common.settings import (
+    BrokerSettings,
+    GhlApiSettings,
+    HttpUrl,
+    MongoSettings,
+    Port,
+)
+
+
+class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings):
+    host: str = "0.0.0.0"  # noqa: S104 - in a container; compose publishes on 127.0.0.1
+    port: Port = 3003
+    base_url: HttpUrl
+    ghl_client_id: str = Field(min_length=1)
+    ghl_client_secret: SecretStr = Field(min_length=1)
+    # Only needed to list an agency's installed locations when GHL's token answer names none.
+    ghl_app_id: str | None = None
+    ghl_marketplace_url: HttpUrl = HttpUrl("https://marketplace.gohighlevel.com")
+    token_encryption_keys: SecretStr
+    admin_api_key: SecretStr = Field(min_length=16)
+
+    # A token handed out is valid at least this long, whatever a caller asks for less.
+    token_min_valid_seconds: int = Field(300, ge=0, le=3600)
+    # The lease must outlive the longest GHL call, or a second replica could refresh with
+    # the same single-use refresh token (checked below against the HTTP timeout).
+    refresh_lease_seconds: float = Field(45.0, gt=0, le=600)
+    # How often a replica looks at Mongo while another one holds the refresh lease.
+    refresh_poll_seconds: float = Field(0.05, gt=0, le=5)
+    sweep_interval_seconds: float = Field(3600.0, ge=10)
+    # GHL refresh tokens live a year; refreshing those idle this long keeps them alive.
+    refresh_idle_days: float = Field(30.0, gt=0, le=300)
+    oauth_state_ttl_seconds: int = Field(900, ge=60, le=86400)
+    lifecycle_max_attempts: int = Field(8, ge=1, le=100)
+    rpc_prefetch: int = Field(200, ge=1, le=10_000)
+
+    @field_validator("token_encryption_keys")
+    @classmethod
+    def _keys_decrypt(cls, value: SecretStr) -> SecretStr:
+        # TokenCipher's errors name the entry by position only, never its value.
+        TokenCipher.from_setting(value.get_secret_value())
+        return value
+
+    @field_validator("refresh_lease_seconds")
+    @classmethod
+    def _lease_outlives_calls(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("ghl_http_timeout_seconds")
+        if isinstance(timeout, float | int) and value <= timeout + 5:
+            raise ValueError("must exceed GHL_HTTP_TIMEOUT_SECONDS by more than 5 seconds")
+        return value
+
+    @property
+    def callback_url(self) -> str:
+        return f"{str(self.base_url).rstrip('/')}/oauth/callback"
+
+    def cipher(self) -> TokenCipher:
+        return TokenCipher.from_setting(self.token_encryption_keys.get_secret_value())

@@ -1,0 +1,267 @@
+"""MongoDB `installations`: one document per location and per company, secrets encrypted.
+
+Every token and Cast API key is sealed with `TokenCipher` before it leaves this module and
+opened when a document is read, so plaintext never reaches MongoDB and ciphertext never
+reaches the service code. Concurrency control is a `version` counter (bumped by every
+change to the tokens or the status) and a refresh lease (`lease_until_ms`, `lease_owner`)
+that is always present — free means "expired at the epoch".
+
+Times are stored as integer epoch milliseconds (`*_ms`), not BSON dates: a number compares
+the same on MongoDB and on the MongoDB-wire emulator, which stores a `$set` date as a
+string (reference/stack.md's rule: write for MongoDB in forms both agree on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from castghl.common.crypto import TokenCipher
+from castghl.common.ghl.oauth import TokenGrant
+from castghl.oauth.installation import (
+    EPOCH,
+    Installation,
+    Kind,
+    LocationPrefs,
+    Status,
+    company_key,
+    location_key,
+)
+
+Document = dict[str, Any]
+COLLECTION: Final = "installations"
+# Statuses whose settings still apply: a location awaiting reinstall keeps its numbers.
+_INSTALLED: Final = [Status.ACTIVE.value, Status.NEEDS_REAUTH.value]
+_FREE_LEASE: Final = {"lease_until_ms": 0, "lease_owner": ""}
+# Where a location's tokens came from. A string, not a boolean: the emulator stores a `$set`
+# boolean as 1, which a `true` filter would not match on MongoDB.
+_INSTALL: Final = "install"
+_MINTED: Final = "company"
+
+
+def ms(value: datetime) -> int:
+    return round(value.timestamp() * 1000)
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def dig(doc: Mapping[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+class MongoInstallations:
+    def __init__(self, collection: AsyncCollection[Document], cipher: TokenCipher) -> None:
+        self.collection = collection
+        self.cipher = cipher
+
+    async def ensure_indexes(self) -> None:
+        """Idempotent: MongoDB accepts re-creating an index with identical options."""
+        await self.collection.create_index([("prefs.inbound_numbers", ASCENDING)],
+                                           name="inbound_numbers")
+        await self.collection.create_index([("company_id", ASCENDING)], name="company")
+        await self.collection.create_index(
+            [("status", ASCENDING), ("refreshed_at_ms", ASCENDING)], name="refresh_idle")
+
+    # --- sealing ------------------------------------------------------------------------------
+
+    def _seal(self, plain: str | None) -> str | None:
+        return self.cipher.encrypt(plain) if plain else None
+
+    def _open(self, sealed: Any) -> str | None:
+        return self.cipher.decrypt(sealed) if isinstance(sealed, str) and sealed else None
+
+    def _installation(self, doc: Document) -> Installation:
+        prefs: Mapping[str, Any] = doc.get("prefs") or {}
+        return Installation(
+            key=doc["_id"], kind=doc["kind"], location_id=doc.get("location_id"),
+            company_id=doc.get("company_id"), status=Status(doc["status"]),
+            version=int(doc["version"]),
+            access_token=self._open(doc.get("access_token_enc")),
+            refresh_token=self._open(doc.get("refresh_token_enc")),
+            expires_at=_time(doc.get("expires_at_ms")), scopes=doc.get("scopes") or "",
+            user_type=doc.get("user_type") or "Location",
+            minted=doc.get("token_source") == _MINTED,
+            lease_until=_time(doc.get("lease_until_ms")) or EPOCH,
+            lease_owner=doc.get("lease_owner") or "",
+            refreshed_at=_time(doc.get("refreshed_at_ms")),
+            installed_at=_time(doc.get("installed_at_ms")),
+            updated_at=_time(doc.get("updated_at_ms")),
+            uninstalled_at=_time(doc.get("uninstalled_at_ms")),
+            prefs=LocationPrefs(
+                sender_id=prefs.get("sender_id"),
+                cast_api_key=self._open(prefs.get("cast_api_key_enc")),
+                rate_limit_per_second=prefs.get("rate_limit_per_second"),
+                inbound_numbers=tuple(prefs.get("inbound_numbers") or ()),
+            ),
+        )
+
+    def _tokens(self, grant: TokenGrant, now: datetime) -> Document:
+        return {
+            "access_token_enc": self._seal(grant.access_token),
+            "refresh_token_enc": self._seal(grant.refresh_token),
+            "expires_at_ms": ms(grant.expires_at(now)), "scopes": grant.scope,
+            "refreshed_at_ms": ms(now), "updated_at_ms": ms(now), **_FREE_LEASE,
+        }
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Installation | None:
+        doc = await self.collection.find_one({"_id": key})
+        return self._installation(doc) if doc is not None else None
+
+    async def all(self, limit: int = 1000) -> list[Installation]:
+        cursor = self.collection.find({}).sort("_id", ASCENDING).limit(limit)
+        return [self._installation(doc) async for doc in cursor]
+
+    async def route(self, number: str) -> str | None:
+        # `$in` rather than array equality: the emulator misses some nested-array matches.
+        doc = await self.collection.find_one(
+            {"prefs.inbound_numbers": {"$in": [number]}, "kind": "location",
+             "status": {"$in": _INSTALLED}},
+            projection={"location_id": True})
+        return doc.get("location_id") if doc is not None else None
+
+    async def owners_of(self, numbers: list[str], except_key: str) -> dict[str, str]:
+        """number → location id, for numbers another installed location already owns."""
+        owners: dict[str, str] = {}
+        cursor = self.collection.find(
+            {"prefs.inbound_numbers": {"$in": numbers}, "kind": "location",
+             "status": {"$in": _INSTALLED}},
+            projection={"location_id": True, "prefs": True})
+        async for doc in cursor:
+            if doc["_id"] == except_key:
+                continue
+            for number in set(dig(doc, "prefs.inbound_numbers") or ()) & set(numbers):
+                owners[number] = str(doc.get("location_id"))
+        return owners
+
+    async def idle_keys(self, refreshed_before: datetime, limit: int) -> list[str]:
+        cursor = self.collection.find(
+            {"status": Status.ACTIVE.value, "refreshed_at_ms": {"$lt": ms(refreshed_before)}},
+            projection={"_id": True}).limit(limit)
+        return [doc["_id"] async for doc in cursor]
+
+    # --- installing and uninstalling ----------------------------------------------------------
+
+    async def save_grant(self, grant: TokenGrant, *, kind: Kind, location_id: str | None,
+                         company_id: str | None, minted: bool, now: datetime) -> Installation:
+        """Store fresh tokens from an install or a mint; a lease in progress is voided
+        (version + 1), so a concurrent refresher's compare-and-set fails harmlessly."""
+        key = (company_key(company_id or "") if kind == "company"
+               else location_key(location_id or ""))
+        await self._create(key, kind, location_id, company_id, now)
+        doc = await self.collection.find_one_and_update(
+            {"_id": key},
+            {"$set": {"kind": kind, "location_id": location_id, "company_id": company_id,
+                      "status": Status.ACTIVE.value, "user_type": grant.user_type,
+                      "token_source": _MINTED if minted else _INSTALL,
+                      "installed_at_ms": ms(now), "uninstalled_at_ms": None,
+                      **self._tokens(grant, now)},
+             "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER)
+        if doc is None:
+            raise RuntimeError(f"installation {key} vanished while being saved")
+        return self._installation(doc)
+
+    async def _create(self, key: str, kind: Kind, location_id: str | None,
+                      company_id: str | None, now: datetime) -> None:
+        """Make sure the document exists with every field present (a no-op if it does).
+
+        A separate upsert of `$setOnInsert` only: the emulator ignores `$setOnInsert` in
+        `find_one_and_update`, and the fields must exist before anyone filters on them.
+        """
+        # A concurrent install creating it first (duplicate key) is just as good.
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.update_one({"_id": key}, {"$setOnInsert": {
+                "kind": kind, "location_id": location_id, "company_id": company_id,
+                "status": Status.UNINSTALLED.value, "version": 0, "user_type": "Location",
+                "token_source": _INSTALL, "access_token_enc": None, "refresh_token_enc": None,
+                "expires_at_ms": None, "scopes": "", "refreshed_at_ms": ms(now),
+                "installed_at_ms": ms(now), "updated_at_ms": ms(now),
+                "uninstalled_at_ms": None, **_FREE_LEASE,
+                "prefs": {"sender_id": None, "cast_api_key_enc": None,
+                          "rate_limit_per_second": None, "inbound_numbers": []},
+            }}, upsert=True)
+
+    def _tombstone(self, now: datetime) -> Document:
+        return {"$set": {"status": Status.UNINSTALLED.value, "access_token_enc": None,
+                         "refresh_token_enc": None, "expires_at_ms": None,
+                         "prefs.cast_api_key_enc": None, "uninstalled_at_ms": ms(now),
+                         "updated_at_ms": ms(now), **_FREE_LEASE},
+                "$inc": {"version": 1}}
+
+    async def uninstall(self, key: str, now: datetime) -> bool:
+        """Delete the installation's secrets, keep the rest as a tombstone."""
+        result = await self.collection.update_one({"_id": key}, self._tombstone(now))
+        return result.matched_count == 1
+
+    async def uninstall_company(self, company_id: str, now: datetime) -> int:
+        """The company's own installation and every location token minted from it."""
+        result = await self.collection.update_many(
+            {"company_id": company_id,
+             "$or": [{"kind": "company"}, {"kind": "location", "token_source": _MINTED}]},
+            self._tombstone(now))
+        return result.matched_count
+
+    # --- the refresh protocol -----------------------------------------------------------------
+
+    async def take_lease(self, key: str, version: int, owner: str, until: datetime,
+                         now: datetime) -> bool:
+        """Atomic: only one replica can move a free lease at a given version."""
+        doc = await self.collection.find_one_and_update(
+            {"_id": key, "version": version, "lease_until_ms": {"$lt": ms(now)}},
+            {"$set": {"lease_until_ms": ms(until), "lease_owner": owner}},
+            projection={"_id": True})
+        return doc is not None
+
+    async def store_refreshed(self, key: str, version: int, owner: str, grant: TokenGrant,
+                              now: datetime) -> bool:
+        """Compare-and-set the new tokens; false if our lease was voided meanwhile."""
+        result = await self.collection.update_one(
+            {"_id": key, "version": version, "lease_owner": owner},
+            {"$set": self._tokens(grant, now), "$inc": {"version": 1}})
+        return result.modified_count == 1
+
+    async def mark_needs_reauth(self, key: str, version: int, owner: str,
+                                now: datetime) -> bool:
+        result = await self.collection.update_one(
+            {"_id": key, "version": version, "lease_owner": owner},
+            {"$set": {"status": Status.NEEDS_REAUTH.value, "updated_at_ms": ms(now),
+                      **_FREE_LEASE},
+             "$inc": {"version": 1}})
+        return result.modified_count == 1
+
+    async def release_lease(self, key: str, owner: str) -> None:
+        await self.collection.update_one({"_id": key, "lease_owner": owner},
+                                         {"$set": _FREE_LEASE})
+
+    # --- settings -----------------------------------------------------------------------------
+
+    async def update_prefs(self, key: str, changes: Mapping[str, Any],
+                           now: datetime) -> Installation | None:
+        """Apply the given settings (plain values; the Cast key is sealed here)."""
+        update: Document = {"updated_at_ms": ms(now)}
+        for name, value in changes.items():
+            if name == "cast_api_key":
+                update["prefs.cast_api_key_enc"] = self._seal(value)
+            elif name == "inbound_numbers":
+                update["prefs.inbound_numbers"] = list(value)
+            else:
+                update[f"prefs.{name}"] = value
+        doc = await self.collection.find_one_and_update(
+            {"_id": key, "kind": "location", "status": {"$in": _INSTALLED}},
+            {"$set": update}, return_document=ReturnDocument.AFTER)
+        return self._installation(doc) if doc is not None else None

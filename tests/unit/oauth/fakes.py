@@ -1,0 +1,216 @@
+"""In-memory fakes of the OAuth service's own ports: the installations repository and
+GHL's token endpoints. Same semantics as the real adapters (compare-and-set on version,
+lease filter, single-use refresh tokens), none of their I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from castghl.common.errors import BridgeError
+from castghl.common.ghl.oauth import InvalidGrant, TokenGrant, UserType
+from castghl.oauth.installation import (
+    EPOCH,
+    Installation,
+    Kind,
+    LocationPrefs,
+    Status,
+    company_key,
+    location_key,
+)
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def installation(location_id: str = "loc1", *, kind: Kind = "location",
+                 company_id: str | None = "co1", access: str = "access-0",
+                 refresh: str | None = "refresh-0", expires_in: float = 86_000,
+                 status: Status = Status.ACTIVE, minted: bool = False,
+                 refreshed_at: datetime = NOW, prefs: LocationPrefs | None = None,
+                 now: datetime = NOW) -> Installation:
+    key = company_key(company_id or "") if kind == "company" else location_key(location_id)
+    return Installation(
+        key=key, kind=kind, location_id=location_id if kind == "location" else None,
+        company_id=company_id, status=status, version=1, access_token=access,
+        refresh_token=refresh, expires_at=now + timedelta(seconds=expires_in),
+        scopes="contacts.write", user_type="Company" if kind == "company" else "Location",
+        minted=minted, lease_until=EPOCH, lease_owner="", refreshed_at=refreshed_at,
+        installed_at=now, updated_at=now, uninstalled_at=None,
+        prefs=prefs or LocationPrefs())
+
+
+@dataclass
+class FakeStore:
+    """The installations repository, in memory (every port the service defines)."""
+
+    docs: dict[str, Installation] = field(default_factory=dict)
+    lease_attempts: int = 0
+    events: list[str] = field(default_factory=list)
+
+    def put(self, inst: Installation) -> Installation:
+        self.docs[inst.key] = inst
+        return inst
+
+    async def get(self, key: str) -> Installation | None:
+        await asyncio.sleep(0)  # a real store yields to other tasks here
+        return self.docs.get(key)
+
+    async def all(self, limit: int = 1000) -> list[Installation]:
+        return [self.docs[k] for k in sorted(self.docs)][:limit]
+
+    def _bump(self, key: str, **changes: Any) -> Installation:
+        inst = self.docs[key]
+        self.docs[key] = replace(inst, version=inst.version + 1, **changes)
+        return self.docs[key]
+
+    async def save_grant(self, grant: TokenGrant, *, kind: Kind, location_id: str | None,
+                         company_id: str | None, minted: bool, now: datetime) -> Installation:
+        key = company_key(company_id or "") if kind == "company" else location_key(
+            location_id or "")
+        old = self.docs.get(key)
+        self.docs[key] = Installation(
+            key=key, kind=kind, location_id=location_id, company_id=company_id,
+            status=Status.ACTIVE, version=(old.version if old else 0) + 1,
+            access_token=grant.access_token, refresh_token=grant.refresh_token or None,
+            expires_at=grant.expires_at(now), scopes=grant.scope, user_type=grant.user_type,
+            minted=minted, lease_until=EPOCH, lease_owner="", refreshed_at=now,
+            installed_at=now, updated_at=now, uninstalled_at=None,
+            prefs=old.prefs if old else LocationPrefs())
+        self.events.append(f"saved {key}")
+        return self.docs[key]
+
+    async def take_lease(self, key: str, version: int, owner: str, until: datetime,
+                         now: datetime) -> bool:
+        self.lease_attempts += 1
+        inst = self.docs.get(key)
+        if inst is None or inst.version != version or not inst.lease_until < now:
+            return False
+        self.docs[key] = replace(inst, lease_until=until, lease_owner=owner)
+        return True
+
+    async def store_refreshed(self, key: str, version: int, owner: str, grant: TokenGrant,
+                              now: datetime) -> bool:
+        inst = self.docs.get(key)
+        if inst is None or inst.version != version or inst.lease_owner != owner:
+            return False
+        self._bump(key, access_token=grant.access_token, refresh_token=grant.refresh_token or None,
+                   expires_at=grant.expires_at(now), scopes=grant.scope, lease_until=EPOCH,
+                   lease_owner="", refreshed_at=now, updated_at=now)
+        self.events.append(f"stored {grant.access_token}")
+        return True
+
+    async def mark_needs_reauth(self, key: str, version: int, owner: str,
+                                now: datetime) -> bool:
+        inst = self.docs.get(key)
+        if inst is None or inst.version != version or inst.lease_owner != owner:
+            return False
+        self._bump(key, status=Status.NEEDS_REAUTH, lease_until=EPOCH, lease_owner="")
+        return True
+
+    async def release_lease(self, key: str, owner: str) -> None:
+        inst = self.docs.get(key)
+        if inst is not None and inst.lease_owner == owner:
+            self.docs[key] = replace(inst, lease_until=EPOCH, lease_owner="")
+
+    async def idle_keys(self, refreshed_before: datetime, limit: int) -> list[str]:
+        return [k for k, i in self.docs.items() if i.status is Status.ACTIVE
+                and i.refreshed_at is not None and i.refreshed_at < refreshed_before][:limit]
+
+    async def uninstall(self, key: str, now: datetime) -> bool:
+        if key not in self.docs:
+            return False
+        self._tombstone(key, now)
+        return True
+
+    def _tombstone(self, key: str, now: datetime) -> None:
+        inst = self.docs[key]
+        self._bump(key, status=Status.UNINSTALLED, access_token=None, refresh_token=None,
+                   expires_at=None, uninstalled_at=now, lease_until=EPOCH, lease_owner="",
+                   prefs=replace(inst.prefs, cast_api_key=None))
+
+    async def uninstall_company(self, company_id: str, now: datetime) -> int:
+        hit = [k for k, i in self.docs.items() if i.company_id == company_id
+               and (i.kind == "company" or i.minted)]
+        for key in hit:
+            self._tombstone(key, now)
+        return len(hit)
+
+    async def update_prefs(self, key: str, changes: Mapping[str, Any],
+                           now: datetime) -> Installation | None:
+        inst = self.docs.get(key)
+        if inst is None or inst.kind != "location" or not inst.installed:
+            return None
+        values: dict[str, Any] = {k: tuple(v) if k == "inbound_numbers" else v
+                                  for k, v in changes.items()}
+        prefs = replace(inst.prefs, **values)
+        self.docs[key] = replace(inst, prefs=prefs, updated_at=now)
+        return self.docs[key]
+
+    async def owners_of(self, numbers: list[str], except_key: str) -> dict[str, str]:
+        return {n: str(i.location_id) for k, i in self.docs.items()
+                if k != except_key and i.installed for n in i.prefs.inbound_numbers
+                if n in numbers}
+
+    async def route(self, number: str) -> str | None:
+        for inst in self.docs.values():
+            if inst.installed and number in inst.prefs.inbound_numbers:
+                return inst.location_id
+        return None
+
+
+@dataclass
+class FakeGhl:
+    """GHL's token endpoints: single-use refresh tokens, counted calls, injected faults."""
+
+    valid_refresh: set[str] = field(default_factory=lambda: {"refresh-0"})
+    refreshes: list[tuple[str, UserType]] = field(default_factory=list)
+    mints: list[tuple[str, str]] = field(default_factory=list)
+    reuses: int = 0
+    fail_with: BridgeError | None = None
+    gate: asyncio.Event | None = None  # when set, refreshes wait for it (a slow GHL)
+    expires_in: int = 86399
+    on_call: list[str] = field(default_factory=list)
+    _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def refresh(self, refresh_token: str, user_type: UserType) -> TokenGrant:
+        self.refreshes.append((refresh_token, user_type))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        if refresh_token not in self.valid_refresh:
+            self.reuses += 1
+            raise InvalidGrant("GHL refused the grant (400)")
+        self.valid_refresh.discard(refresh_token)
+        n = next(self._serial)
+        self.valid_refresh.add(f"refresh-{n}")
+        self.on_call.append(f"issued access-{n}")
+        return TokenGrant(access_token=f"access-{n}", refresh_token=f"refresh-{n}",
+                          expires_in=self.expires_in, scope="contacts.write",
+                          user_type=user_type)
+
+    async def location_token(self, company_token: str, company_id: str,
+                              location_id: str) -> TokenGrant:
+        self.mints.append((company_token, location_id))
+        if self.fail_with is not None:
+            raise self.fail_with
+        n = next(self._serial)
+        return TokenGrant.model_validate({
+            "access_token": f"minted-{location_id}-{n}", "refresh_token": "",
+            "expires_in": self.expires_in, "scope": "contacts.write",
+            "locationId": location_id})

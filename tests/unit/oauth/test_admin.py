@@ -1,0 +1,137 @@
+"""The admin API: bearer auth, no secrets out, strict input, nothing changed on bad input."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from castghl.oauth.admin import admin_router
+from castghl.oauth.installation import LocationPrefs, Status, location_key
+
+from .fakes import Clock, FakeStore, installation
+
+KEY = "admin-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CAST_KEY = "cast_" + "0123456789abcdef" * 4
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    store = FakeStore()
+    store.put(installation("loc1", prefs=LocationPrefs(cast_api_key=CAST_KEY)))
+    store.put(installation("loc2", prefs=LocationPrefs(inbound_numbers=("09181112222",))))
+    store.put(installation("gone", status=Status.UNINSTALLED, access="", refresh=None))
+    return store
+
+
+@pytest.fixture
+async def client(store: FakeStore) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    app.include_router(admin_router(store, KEY, Clock()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://admin") as client:
+        yield client
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Authorization": "Bearer wrong-key-0123456789"}, {"Authorization": KEY},
+    {"Authorization": f"Basic {KEY}"}, {"Authorization": f"Bearer {KEY}x"},
+], ids=["missing", "wrong", "no-scheme", "basic", "longer"])
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/admin/installations"), ("GET", "/admin/installations/loc1"),
+    ("PUT", "/admin/installations/loc1"),
+])
+async def test_without_the_admin_key_nothing_is_shown_or_changed(
+        client: httpx.AsyncClient, store: FakeStore, headers: dict[str, str], method: str,
+        path: str) -> None:
+    before = copy.deepcopy(store.docs)
+    answer = await client.request(method, path, headers=headers, json={"sender_id": "X"})
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert "admin API key" in answer.json()["detail"]
+    assert store.docs == before
+
+
+async def test_the_list_shows_installations_without_secrets(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/admin/installations", headers=AUTH)
+    assert answer.status_code == 200
+    found = {i["location_id"]: i for i in answer.json()["installations"]}
+    assert set(found) == {"loc1", "loc2", "gone"}
+    assert found["loc1"]["settings"]["cast_api_key"] == "cast_…cdef"
+    assert found["gone"]["status"] == "uninstalled"
+    for secret in (CAST_KEY, "access-0", "refresh-0"):
+        assert secret not in answer.text
+
+
+async def test_put_sets_settings_and_normalises_inbound_numbers(
+        client: httpx.AsyncClient, store: FakeStore) -> None:
+    new_key = "cast_" + "f" * 64
+    answer = await client.put("/admin/installations/loc1", headers=AUTH, json={
+        "sender_id": "CASTPH", "cast_api_key": new_key, "rate_limit_per_second": 5,
+        "inbound_numbers": ["+63 917 123 4567", "0917-123-4567", "09991234567"]})
+    assert answer.status_code == 200, answer.text
+    assert new_key not in answer.text
+    prefs = store.docs[location_key("loc1")].prefs
+    assert prefs == LocationPrefs(sender_id="CASTPH", cast_api_key=new_key,
+                                  rate_limit_per_second=5,
+                                  inbound_numbers=("09171234567", "09991234567"))
+    again = await client.get("/admin/installations/loc1", headers=AUTH)
+    assert again.json()["settings"]["cast_api_key"] == "cast_…ffff"
+
+
+async def test_put_only_changes_the_fields_given_and_null_removes_the_cast_key(
+        client: httpx.AsyncClient, store: FakeStore) -> None:
+    await client.put("/admin/installations/loc1", headers=AUTH, json={"sender_id": "A"})
+    assert store.docs[location_key("loc1")].prefs.cast_api_key == CAST_KEY
+    answer = await client.put("/admin/installations/loc1", headers=AUTH,
+                              json={"cast_api_key": None})
+    assert answer.status_code == 200
+    assert store.docs[location_key("loc1")].prefs == LocationPrefs(sender_id="A")
+
+
+BAD: list[tuple[Any, int, str]] = [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    ({"sender_id": "TWELVECHARS1"}, 422, "sender_id"),
+    ({"sender_id": ""}, 422, "sender_id"),
+    ({"cast_api_key": "sk_live_123456789"}, 422, "cast_api_key"),
+    ({"cast_api_key": "cast_"}, 422, "cast_api_key"),
+    ({"rate_limit_per_second": 0}, 422, "rate_limit_per_second"),
+    ({"rate_limit_per_second": 1001}, 422, "rate_limit_per_second"),
+    ({"rate_limit_per_second": "5"}, 422, "rate_limit_per_second"),
+    ({"inbound_numbers": ["09171234567", "0282345678"]}, 422, "entry 1"),
+    ({"inbound_numbers": "09171234567"}, 422, "inbound_numbers"),
+    ({"inbound_numbers": ["09181112222"]}, 409, "loc2"),
+    ({"sender_id": "OK", "colour": "red"}, 422, "colour: unknown setting"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "says"), BAD)
+async def test_bad_settings_are_refused_whole_and_change_nothing(
+        client: httpx.AsyncClient, store: FakeStore, body: Any, status: int, says: str) -> None:
+    before = copy.deepcopy(store.docs)
+    content = body if isinstance(body, bytes) else None
+    answer = await client.put("/admin/installations/loc1", headers=AUTH, content=content,
+                              json=None if content is not None else body)
+    assert answer.status_code == status, answer.text
+    assert says in answer.json()["detail"]
+    assert "sk_live" not in answer.text
+    assert store.docs == before
+
+
+@pytest.mark.parametrize(("location", "status"), [("unknown", 404), ("gone", 409)])
+async def test_unknown_or_uninstalled_locations_cannot_be_configured(
+        client: httpx.AsyncClient, store: FakeStore, location: str, status: int) -> None:
+    before = copy.deepcopy(store.docs)
+    answer = await client.put(f"/admin/installations/{location}", headers=AUTH,
+                              json={"sender_id": "X"})
+    assert answer.status_code == status
+    assert store.docs == before
+    if location == "unknown":
+        assert (await client.get("/admin/installations/unknown",
+                                 headers=AUTH)).status_code == 404
