@@ -106,3 +106,8 @@ def test_third_party_loggers_share_the_json_format(capsys: pytest.CaptureFixture
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["logger"] for line in lines] == ["uvicorn.error", "castghl.mine"]
     assert lines[1]["token"] == "***"
+
+
+def test_ordinary_codes_are_not_mistaken_for_oauth_codes() -> None:
+    entry = render("Basic.Return(reply_code=312, reply_text='NO_ROUTE')")
+    assert "reply_code=312" in str(entry["msg"])

@@ -37,8 +37,10 @@ _TEXT_PATTERNS: Final = (
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + MASK),
     (re.compile(r"\bcast_(?:test_)?[A-Za-z0-9]{8,}"), "cast_" + MASK),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.?[A-Za-z0-9_-]*"), MASK),
-    (re.compile(r"(?i)((?:access|refresh)_token|client_secret|api_key|code)=[^&\s\"']+"),
+    (re.compile(r"(?i)\b((?:access|refresh)_token|client_secret|api_key)=[^&\s\"']+"),
      r"\1=" + MASK),
+    # An OAuth code only in a URL query: "reply_code=312" elsewhere is not a secret.
+    (re.compile(r"(?i)([?&]code=)[^&\s\"']+"), r"\1" + MASK),
     (re.compile(r"(?i)(\"(?:access|refresh)_token\"\s*:\s*\")[^\"]+"), r"\1" + MASK),
 )
 

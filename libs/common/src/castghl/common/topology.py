@@ -152,3 +152,8 @@ class Topology:
 
     def work_queues(self) -> list[WorkQueue]:
         return [self.outbound, self.status, self.inbound, self.lifecycle]
+
+    def queue_names(self) -> list[str]:
+        """Every queue of this topology (for tearing down a prefixed test stack)."""
+        return [q.name for work in self.work_queues() for q in work.all_queues()] + [
+            q.name for q in (self.token_rpc, self.location_rpc, self.route_rpc)]

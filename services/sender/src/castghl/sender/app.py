@@ -1,0 +1,122 @@
+"""Composition root of the sender: settings → clients, store, lane, workers, broker.
+
+The sender runs three kinds of work on one broker connection: the Cast lane
+(`sms.outbound`, single active consumer across replicas), status delivery to GHL
+(`ghl.status`, competing consumers) and inbound delivery (`sms.inbound`). A small HTTP
+app serves health and metrics and owns the lifecycle: uvicorn's SIGTERM handling stops
+the broker gracefully, letting in-flight messages finish (or return to the queue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.rabbit import Channel
+from faststream.rabbit.annotations import RabbitMessage
+from pymongo import AsyncMongoClient
+
+from castghl.common.broker import declare, make_broker
+from castghl.common.cast.client import CastClient
+from castghl.common.ghl.api import GhlApi
+from castghl.common.health import broker_check, health_router, mongo_check
+from castghl.common.messages import InboundSms, OutboundSms, StatusUpdate
+from castghl.common.oauth_client import OAuthClient
+from castghl.common.worker import Settler
+from castghl.sender.inbound import InboundDelivery
+from castghl.sender.lane import Lane
+from castghl.sender.outbound import OutboundPipeline, OutboundPolicy
+from castghl.sender.settings import SenderSettings
+from castghl.sender.status import DelayedStatusQueue, StatusReporter
+from castghl.sender.store import MongoInboundStore, MongoMessageStore
+
+SERVICE = "castghl-sender"
+
+
+def create_app(settings: SenderSettings) -> FastAPI:
+    topology = settings.topology()
+    broker = make_broker(settings, SERVICE)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(str(settings.mongo_uri),
+                                                                tz_aware=True)
+    store = MongoMessageStore(mongo[settings.mongo_database])
+    inbound_store = MongoInboundStore(mongo[settings.mongo_database])
+    cast_http = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.cast_http_timeout_seconds, connect=5.0),
+        limits=httpx.Limits(max_connections=settings.cast_lane_concurrency))
+    ghl_http = httpx.AsyncClient(timeout=settings.ghl_http_timeout_seconds)
+    oauth = OAuthClient(broker, topology)
+
+    pipeline = OutboundPipeline(
+        store=store,
+        cast=CastClient(cast_http, str(settings.cast_api_url),
+                        idempotency=settings.cast_idempotency),
+        lane=Lane(settings.cast_rate_limit_per_second, settings.cast_rate_burst,
+                  settings.cast_key_rate_limit_per_second),
+        locations=oauth,
+        statuses=DelayedStatusQueue(broker, topology.status, settings.ghl_status_delay_seconds),
+        policy=OutboundPolicy(
+            default_api_key=settings.cast_api_key.get_secret_value(),
+            default_sender_id=settings.cast_sender_id,
+            max_message_chars=settings.cast_max_message_chars,
+            max_parts=settings.cast_max_parts_per_message,
+            idempotency=settings.cast_idempotency,
+            max_attempts=settings.outbound_max_attempts,
+            backoff=settings.outbound_retry_delays,
+        ),
+    )
+    ghl = GhlApi(ghl_http, str(settings.ghl_api_url))
+    reporter = StatusReporter(store, oauth, ghl, settings.status_retry_delays)
+    replies = InboundDelivery(inbound=inbound_store, messages=store, router=oauth, tokens=oauth,
+                              ghl=ghl, backoff=settings.inbound_retry_delays,
+                              conversation_provider_id=settings.ghl_conversation_provider_id)
+    outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,
+                       settings.outbound_retry_delays)
+    status = Settler(broker, topology.status, settings.status_max_attempts,
+                     settings.status_retry_delays)
+    inbound = Settler(broker, topology.inbound, settings.inbound_max_attempts,
+                      settings.inbound_retry_delays)
+
+    # Prefetch bounds the lane's in-flight messages; each waits its turn in the lane.
+    @broker.subscriber(topology.outbound.queue, ack_policy=AckPolicy.MANUAL,
+                       channel=Channel(prefetch_count=settings.cast_lane_concurrency,
+                                       on_return_raises=True))
+    async def on_outbound(message: RabbitMessage) -> None:
+        await outbound.run(message, OutboundSms, pipeline.process)
+
+    @broker.subscriber(topology.status.queue, ack_policy=AckPolicy.MANUAL,
+                       channel=Channel(prefetch_count=settings.status_concurrency,
+                                       on_return_raises=True))
+    async def on_status(message: RabbitMessage) -> None:
+        await status.run(message, StatusUpdate, reporter.process)
+
+    @broker.subscriber(topology.inbound.queue, ack_policy=AckPolicy.MANUAL,
+                       channel=Channel(prefetch_count=settings.inbound_concurrency,
+                                       on_return_raises=True))
+    async def on_inbound(message: RabbitMessage) -> None:
+        await inbound.run(message, InboundSms, replies.process)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await store.ensure_indexes()
+        await inbound_store.ensure_indexes()
+        await broker.connect()
+        await declare(broker, [q for work in (topology.outbound, topology.status,
+                                              topology.inbound) for q in work.all_queues()])
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()  # waits for in-flight handlers (graceful_timeout)
+            await cast_http.aclose()
+            await ghl_http.aclose()
+            await mongo.close()
+
+    app = FastAPI(title="Cast SMS sender", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.include_router(health_router({"rabbitmq": broker_check(broker),
+                                      "mongo": mongo_check(mongo)}))
+    return app

@@ -1,0 +1,107 @@
+"""The Cast lane: every Cast call waits here, so Cast's limits hold (invariant 4).
+
+Cast allows 30 requests/s per source IP, in bursts of up to 50, for all API keys together,
+and (newer doc) a per-account rate for each key. We read "burst 50" strictly: never more
+than `burst` requests in any rolling second, and never more than `rate` per second
+sustained. A token bucket of capacity `burst - rate` refilled at `rate` is the largest
+bucket that honours both (in any window of T seconds it admits at most
+`burst - rate + rate * T`); a log of the last `burst` send times adds a hard guard
+against timing jitter at window edges. Key limits use the log alone: at most `rate`
+calls in any rolling second.
+
+Only one replica owns the lane at a time (the outbound queue has a single active
+consumer), so these in-process limits are global. A lane starts empty rather than full:
+a replica that just became the active consumer may follow one that was sending a moment
+ago. A 429 pauses the whole lane for `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+# Slack added to the rolling window: send times are ours, arrival times are Cast's.
+WINDOW_SLACK_SECONDS: Final = 0.02
+Clock = Callable[[], float]
+
+
+class RateLimit:
+    """Waits until one more call fits; FIFO among waiters (asyncio.Lock is fair)."""
+
+    def __init__(self, rate: float, burst: int | None = None, *, clock: Clock = time.monotonic,
+                 bucket: bool = True) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        burst = int(rate) if burst is None else burst
+        self.rate = min(rate, float(burst))
+        self.window_limit = max(1, burst)
+        self.capacity = max(1.0, burst - self.rate) if bucket else float("inf")
+        self.clock = clock
+        self.tokens = 0.0
+        self.updated = clock()
+        self.paused_until = 0.0
+        self.sent: deque[float] = deque(maxlen=self.window_limit)
+        self._lock = asyncio.Lock()
+
+    def _refill(self, now: float) -> None:
+        # `updated` may lie in the future after a pause: nothing accrues until it ends.
+        if self.capacity != float("inf") and now > self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = max(self.updated, now)
+
+    def wait_needed(self) -> float:
+        """Seconds until a call fits now (0 when it does)."""
+        now = self.clock()
+        self._refill(now)
+        waits = [self.paused_until - now]
+        if self.capacity != float("inf") and self.tokens < 1:
+            waits.append((1 - self.tokens) / self.rate)
+        if len(self.sent) >= self.window_limit:
+            waits.append(self.sent[0] + 1.0 + WINDOW_SLACK_SECONDS - now)
+        return max(0.0, *waits)
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            # Not polling: each sleep lasts exactly until the computed moment a call fits.
+            while (wait := self.wait_needed()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
+            if self.capacity != float("inf"):
+                self.tokens -= 1
+            self.sent.append(self.clock())
+
+    def pause(self, seconds: float) -> None:
+        """Cast said 429: nobody calls before `seconds` from now, and no saved-up burst."""
+        now = self.clock()
+        self.paused_until = max(self.paused_until, now + seconds)
+        self.tokens = 0.0
+        self.updated = self.paused_until
+
+
+class Lane:
+    """The shared per-IP limit plus one rolling-window limit per Cast API key."""
+
+    def __init__(self, rate: float, burst: int, default_key_rate: float, *,
+                 clock: Clock = time.monotonic) -> None:
+        self.ip = RateLimit(rate, burst, clock=clock)
+        self.default_key_rate = default_key_rate
+        self.clock = clock
+        self.keys: dict[str, RateLimit] = {}
+
+    def _key_limit(self, api_key: str, rate: float | None) -> RateLimit:
+        rate = rate or self.default_key_rate
+        limit = self.keys.get(api_key)
+        if limit is None or limit.rate != min(rate, float(max(1, int(rate)))):
+            limit = self.keys[api_key] = RateLimit(rate, max(1, int(rate)), clock=self.clock,
+                                                   bucket=False)
+        return limit
+
+    async def acquire(self, api_key: str, key_rate: float | None = None) -> None:
+        # Key first: a slow key must not hold the shared IP lane while it waits.
+        await self._key_limit(api_key, key_rate).acquire()
+        await self.ip.acquire()
+
+    def pause(self, seconds: float) -> None:
+        self.ip.pause(seconds)

@@ -1,0 +1,215 @@
+"""The outbound pipeline: dedupe → normalise → split → rate-limited Cast send → status.
+
+Every message ends in exactly one final status (invariant 3): `delivered` when Cast
+accepted every part, else `failed` with a message the GHL user can act on. The status is
+handed to the status queue before the outbound message is acked, and each step is
+recorded first, so a crash or redelivery at any point resumes without texting twice:
+parts already accepted are skipped, and a part whose answer was lost is re-sent with the
+same `X-Idempotency-Key`, which Cast answers from its cache (invariant 2). Where the
+operator's Cast has no idempotency (CAST_IDEMPOTENCY=false), such a part is not re-sent;
+the message fails saying the SMS may have been delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import Counter
+
+from castghl.common import phone, sms
+from castghl.common.cast.models import CastSendRequest, CastSendResponse
+from castghl.common.errors import (
+    AccountError,
+    BridgeError,
+    PermanentError,
+    RateLimited,
+    UncertainError,
+)
+from castghl.common.messages import LocationSettings, OutboundSms, StatusError, StatusUpdate
+from castghl.common.worker import Done, Outcome, outcome_for
+from castghl.sender.lane import Lane
+from castghl.sender.store import FinalStatus, MessageRecord, MessageStore
+
+log = logging.getLogger(__name__)
+
+SENT_PARTS = Counter("castghl_cast_parts_sent_total", "SMS parts Cast accepted")
+OUTCOMES = Counter("castghl_outbound_final_total", "Final outbound statuses", ["status", "code"])
+ACCOUNT_ALERTS = Counter("castghl_account_alerts_total",
+                         "Failures that need the operator (Cast credit, keys, whitelist)",
+                         ["code"])
+# A 429 pauses the lane and the same part waits in-process; past this many in a row the
+# message goes back through a retry tier instead of holding a lane slot.
+MAX_RATE_LIMITED_IN_A_ROW = 5
+
+
+class CastSender(Protocol):
+    async def send(self, request: CastSendRequest, *, api_key: str,
+                   idempotency_key: str) -> CastSendResponse: ...
+
+
+class LocationSource(Protocol):
+    async def location(self, location_id: str) -> LocationSettings: ...
+
+
+class StatusQueue(Protocol):
+    async def queue(self, update: StatusUpdate) -> None: ...
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    default_api_key: str
+    default_sender_id: str | None
+    max_message_chars: int
+    max_parts: int
+    idempotency: bool
+    max_attempts: int
+    backoff: Sequence[float] = (5, 30, 120, 600)
+
+
+@dataclass(frozen=True)
+class Plan:
+    to: str
+    parts: list[str]
+
+
+def idempotency_key(message_id: str, n: int) -> str:
+    """Stable per GHL message and part: a retry of part n can never become a second SMS."""
+    return f"ghl-{message_id}-{n}"
+
+
+def plan(message: OutboundSms, policy: OutboundPolicy) -> Plan:
+    """What to send: the Cast number and the ordered texts. Raises PermanentError."""
+    to = phone.to_cast_number(message.phone or "")
+    text = sms.compose(message.message, message.attachments)
+    return Plan(to, sms.split(text, policy.max_message_chars, policy.max_parts))
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class OutboundPipeline:
+    def __init__(self, *, store: MessageStore, cast: CastSender, lane: Lane,
+                 locations: LocationSource, statuses: StatusQueue,
+                 policy: OutboundPolicy) -> None:
+        self.store = store
+        self.cast = cast
+        self.lane = lane
+        self.locations = locations
+        self.statuses = statuses
+        self.policy = policy
+        self.in_progress = KeyedLocks()
+
+    async def process(self, message: OutboundSms, attempt: int) -> Outcome:
+        # GHL's retries of one webhook can sit side by side in the lane's prefetch: they
+        # take turns, and the later ones find the message decided. The lane has a single
+        # active consumer, so this in-process lock covers every replica.
+        async with self.in_progress.hold(message.message_id):
+            return await self._process(message, attempt)
+
+    async def _process(self, message: OutboundSms, attempt: int) -> Outcome:
+        record = await self.store.claim(message)
+        if record.status is not None:
+            log.info("duplicate delivery of a decided message", extra={"status": record.status})
+            return await self._hand_over(record)
+        try:
+            await self._send(message, record)
+        except BridgeError as error:
+            return await self._failed(message, error, attempt)
+        return await self._decide(message.message_id, "delivered", None)
+
+    async def _send(self, message: OutboundSms, record: MessageRecord) -> None:
+        todo = plan(message, self.policy)
+        location = await self.locations.location(message.location_id)
+        api_key = location.cast_api_key or self.policy.default_api_key
+        sender_id = location.sender_id or self.policy.default_sender_id
+        for n, text in enumerate(todo.parts):
+            if record.accepted(n):
+                continue
+            if record.maybe_sent(n) and not self.policy.idempotency:
+                raise UncertainError(f"part {n} was in flight when the last attempt stopped")
+            request = CastSendRequest(to=todo.to, message=text, sender_id=sender_id)
+            await self._send_part(message.message_id, n, request, api_key,
+                                  location.rate_limit_per_second)
+
+    async def _send_part(self, message_id: str, n: int, request: CastSendRequest,
+                         api_key: str, key_rate: float | None) -> None:
+        for _ in range(MAX_RATE_LIMITED_IN_A_ROW):
+            await self.lane.acquire(api_key, key_rate)
+            await self.store.part_sending(message_id, n, request.to)
+            try:
+                answer = await self.cast.send(request, api_key=api_key,
+                                              idempotency_key=idempotency_key(message_id, n))
+            except RateLimited as limited:
+                self.lane.pause(limited.retry_after or 1.0)
+                log.warning("Cast rate limit hit; lane paused",
+                            extra={"retry_after": limited.retry_after})
+                continue
+            await self.store.part_accepted(message_id, n, answer.message_id)
+            SENT_PARTS.inc()
+            log.info("Cast accepted part", extra={"part": n, "cast_message_id":
+                                                  answer.message_id, "parts": answer.parts})
+            return
+        raise RateLimited("Cast kept answering 429", retry_after=self.policy.backoff[0])
+
+    async def _failed(self, message: OutboundSms, error: BridgeError, attempt: int) -> Outcome:
+        if isinstance(error, UncertainError) and not self.policy.idempotency:
+            # Without idempotency a retry could text twice: give up, and say why.
+            return await self._decide(message.message_id, "failed", StatusError(
+                code="uncertain_delivery", message=UncertainError.user_message))
+        if isinstance(error, PermanentError):
+            if isinstance(error, AccountError):
+                ACCOUNT_ALERTS.labels(error.code).inc()
+                log.error("Cast account problem: operator action needed",
+                          extra={"error_code": error.code, "detail": error.detail})
+            return await self._decide(message.message_id, "failed",
+                                      StatusError(code=error.code, message=error.user_message))
+        outcome = outcome_for(error, attempt, self.policy.backoff)
+        if isinstance(error, RateLimited) or attempt < self.policy.max_attempts:
+            log.warning("send failed, will retry", extra={"error_code": error.code,
+                                                          "attempt": attempt,
+                                                          "detail": error.detail})
+            return outcome
+        return await self._decide(message.message_id, "failed", StatusError(
+            code=error.code, message=f"Cast SMS could not reach Cast.ph after {attempt} "
+                                     "attempts; please try again later"))
+
+    async def _decide(self, message_id: str, status: FinalStatus,
+                      error: StatusError | None) -> Outcome:
+        record = await self.store.decide(message_id, status, error)
+        OUTCOMES.labels(record.status or status, record.error.code if record.error else "").inc()
+        log.info("outbound message decided", extra={
+            "status": record.status, "error_code": record.error.code if record.error else None})
+        return await self._hand_over(record)
+
+    async def _hand_over(self, record: MessageRecord) -> Outcome:
+        """Queue the decided status once; a crash before the flag is set queues it again,
+        and the status worker drops the duplicate."""
+        if record.status is not None and not record.status_queued:
+            await self.statuses.queue(StatusUpdate(
+                message_id=record.message_id, location_id=record.location_id,
+                status=record.status, error=record.error))
+            await self.store.status_queued(record.message_id)
+        return Done()

@@ -1,0 +1,46 @@
+"""Sender settings (environment variables; see the README's configuration table)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+
+from castghl.common.settings import BrokerSettings, GhlApiSettings, HttpUrl, MongoSettings, Port
+
+
+class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
+    host: str = "0.0.0.0"  # noqa: S104 - health port inside a container; not published
+    port: Port = 3004
+
+    cast_api_url: HttpUrl = HttpUrl("https://api.cast.ph")
+    cast_api_key: SecretStr
+    cast_sender_id: str | None = Field(None, max_length=20)
+    cast_rate_limit_per_second: float = Field(30.0, gt=0, le=1000)
+    cast_rate_burst: int = Field(50, ge=1, le=10_000)
+    # Cast's newer doc adds a per-account rate (10/s by default); the older one has none,
+    # so the default is the per-IP rate, and operators lower it to what Cast granted them.
+    cast_key_rate_limit_per_second: float = Field(30.0, gt=0, le=1000)
+    cast_max_message_chars: int = Field(450, ge=10, le=10_000)
+    cast_max_parts_per_message: int = Field(3, ge=1, le=20)
+    cast_idempotency: bool = True
+    cast_http_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    cast_lane_concurrency: int = Field(64, ge=1, le=1000)
+    outbound_max_attempts: int = Field(5, ge=1, le=50)
+
+    status_max_attempts: int = Field(10, ge=1, le=50)
+    inbound_max_attempts: int = Field(10, ge=1, le=50)
+    inbound_concurrency: int = Field(8, ge=1, le=500)
+    # Not needed by a default SMS provider; sent with inbound messages when set.
+    ghl_conversation_provider_id: str | None = None
+    status_concurrency: int = Field(16, ge=1, le=500)
+
+    @field_validator("cast_api_key")
+    @classmethod
+    def _looks_like_a_cast_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("cast_"):
+            raise ValueError("must be a Cast API key (starts with cast_)")
+        return value
+
+    @field_validator("cast_sender_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value

@@ -1,0 +1,71 @@
+"""Writing final statuses back into the GHL conversation.
+
+GHL answers 403 "No conversation provider found" for several seconds after its webhook
+(reference/ghl.md §3), which is why the first attempt waits GHL_STATUS_DELAY_SECONDS and
+that 403 is retried, never treated as a token problem. A 401 is: the token is refreshed
+once through the OAuth service (which refreshes only if nobody already did) and the call
+repeated. A status that can never be written (location uninstalled, GHL rejects it) is
+parked with its reason, to be replayed by an operator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from faststream.rabbit import RabbitBroker
+from prometheus_client import Counter
+
+from castghl.common.broker import publish
+from castghl.common.errors import BridgeError
+from castghl.common.ghl.api import GhlApi
+from castghl.common.messages import StatusUpdate
+from castghl.common.topology import ATTEMPT_HEADER, WorkQueue
+from castghl.common.worker import Done, Outcome, outcome_for
+from castghl.sender.store import MessageStore
+from castghl.sender.tokens import Tokens, with_token
+
+log = logging.getLogger(__name__)
+
+WRITTEN = Counter("castghl_status_written_total", "Statuses GHL accepted", ["status"])
+
+
+class DelayedStatusQueue:
+    """Hands a decided status to `ghl.status` through its first tier, so GHL is first
+    asked after the delay, not inside its race window."""
+
+    def __init__(self, broker: RabbitBroker, work: WorkQueue, first_delay: float) -> None:
+        self.broker = broker
+        self.tier = work.tier_for(first_delay) if first_delay > 0 else work.queue
+
+    async def queue(self, update: StatusUpdate) -> None:
+        await publish(self.broker, self.tier, update, headers={ATTEMPT_HEADER: 1},
+                      message_id=update.message_id)
+
+
+class StatusReporter:
+    def __init__(self, store: MessageStore, tokens: Tokens, ghl: GhlApi,
+                 backoff: Sequence[float]) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.ghl = ghl
+        self.backoff = backoff
+
+    async def process(self, update: StatusUpdate, attempt: int) -> Outcome:
+        if await self.store.status_written(update.message_id):
+            return Done()
+        try:
+            await self._write(update)
+        except BridgeError as error:
+            log.info("status not written yet", extra={"error_code": error.code,
+                                                      "attempt": attempt,
+                                                      "detail": error.detail})
+            return outcome_for(error, attempt, self.backoff)
+        await self.store.mark_status_written(update.message_id)
+        WRITTEN.labels(update.status).inc()
+        log.info("status written to GHL", extra={"status": update.status})
+        return Done()
+
+    async def _write(self, update: StatusUpdate) -> None:
+        await with_token(self.tokens, update.location_id, lambda token: self.ghl.update_status(
+            token, update.message_id, update.status, update.error))

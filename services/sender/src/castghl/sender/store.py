@@ -1,0 +1,224 @@
+"""The `messages` collection: one document per GHL messageId, the memory that makes
+redelivery harmless (invariant 2).
+
+The document records how far a message got — each Cast part's state and id, the final
+status once decided, whether that status was queued and whether GHL took it — so a
+redelivered webhook or broker message resumes where the last attempt stopped, and never
+repeats a step that finished.
+
+Times written by `$set` are epoch seconds (numbers): the MongoDB-wire emulator used on
+machines without MongoDB stores a `$set` datetime as a string (reference/stack.md), and
+numbers compare the same on both. BSON dates are only written on insert (`created_at`,
+and `expires_at`, which a TTL index uses to forget old messages).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from castghl.common.messages import OutboundSms, StatusError
+
+RETENTION = timedelta(days=30)
+PartState = Literal["sending", "accepted"]
+FinalStatus = Literal["delivered", "failed"]
+
+
+@dataclass
+class Part:
+    state: PartState
+    cast_message_id: str | None = None
+    attempts: int = 0
+
+
+@dataclass
+class MessageRecord:
+    message_id: str
+    location_id: str
+    parts: dict[int, Part] = field(default_factory=dict)
+    status: FinalStatus | None = None
+    error: StatusError | None = None
+    status_queued: bool = False
+    status_written: bool = False
+    new: bool = False
+
+    def accepted(self, n: int) -> bool:
+        part = self.parts.get(n)
+        return part is not None and part.state == "accepted"
+
+    def maybe_sent(self, n: int) -> bool:
+        """A call for part `n` started and never recorded an answer: Cast may have sent it."""
+        part = self.parts.get(n)
+        return part is not None and part.state == "sending"
+
+
+class MessageStore(Protocol):
+    async def claim(self, sms: OutboundSms) -> MessageRecord: ...
+    async def part_sending(self, message_id: str, n: int, to: str) -> None: ...
+    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None: ...
+    async def decide(self, message_id: str, status: FinalStatus,
+                     error: StatusError | None) -> MessageRecord: ...
+    async def status_queued(self, message_id: str) -> None: ...
+    async def status_written(self, message_id: str) -> bool: ...
+    async def mark_status_written(self, message_id: str) -> None: ...
+    async def last_location_for(self, to: str) -> str | None: ...
+
+
+def _record(doc: dict[str, Any], *, new: bool = False) -> MessageRecord:
+    parts = {int(n): Part(state=p.get("state", "sending"), cast_message_id=p.get("cast_id"),
+                          attempts=int(p.get("attempts", 0)))
+             for n, p in (doc.get("parts") or {}).items()}
+    error = doc.get("error")
+    return MessageRecord(
+        message_id=doc["_id"],
+        location_id=doc.get("location_id", ""),
+        parts=parts,
+        status=doc.get("status"),
+        error=StatusError.model_validate(error) if error else None,
+        status_queued=bool(doc.get("status_queued")),
+        status_written=bool(doc.get("status_written")),
+        new=new,
+    )
+
+
+class MongoMessageStore:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.messages: AsyncCollection[dict[str, Any]] = db["messages"]
+
+    async def ensure_indexes(self) -> None:
+        await self.messages.create_index("expires_at", expireAfterSeconds=0)
+        # Inbound routing: the location that most recently texted a number.
+        await self.messages.create_index([("to", ASCENDING), ("sent_ts", DESCENDING)])
+
+    async def claim(self, sms: OutboundSms) -> MessageRecord:
+        """Insert the message if it is new; either way return what is known of it."""
+        now = datetime.now(UTC)
+        result = await self.messages.update_one(
+            {"_id": sms.message_id},
+            {"$setOnInsert": {
+                "location_id": sms.location_id, "parts": {}, "status": None, "error": None,
+                "status_queued": False, "status_written": False,
+                "to": None, "sent_ts": 0.0, "updated_ts": time.time(),
+                "created_at": now, "expires_at": now + RETENTION,
+            }},
+            upsert=True,
+        )
+        doc = await self.messages.find_one({"_id": sms.message_id})
+        assert doc is not None  # just upserted
+        return _record(doc, new=result.upserted_id is not None)
+
+    async def part_sending(self, message_id: str, n: int, to: str) -> None:
+        now = time.time()
+        await self.messages.update_one(
+            {"_id": message_id},
+            {"$set": {f"parts.{n}.state": "sending", "to": to, "sent_ts": now,
+                      "updated_ts": now},
+             "$inc": {f"parts.{n}.attempts": 1}})
+
+    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None:
+        await self.messages.update_one(
+            {"_id": message_id},
+            {"$set": {f"parts.{n}.state": "accepted", f"parts.{n}.cast_id": cast_message_id,
+                      "updated_ts": time.time()}})
+
+    async def decide(self, message_id: str, status: FinalStatus,
+                     error: StatusError | None) -> MessageRecord:
+        """Record the final status; the first decision wins and is returned."""
+        await self.messages.update_one(
+            {"_id": message_id, "status": None},
+            {"$set": {"status": status, "error": error.model_dump() if error else None,
+                      "updated_ts": time.time()}})
+        doc = await self.messages.find_one({"_id": message_id})
+        assert doc is not None
+        return _record(doc)
+
+    async def status_queued(self, message_id: str) -> None:
+        await self.messages.update_one({"_id": message_id}, {"$set": {"status_queued": True}})
+
+    async def status_written(self, message_id: str) -> bool:
+        doc = await self.messages.find_one({"_id": message_id}, {"status_written": 1})
+        return bool(doc and doc.get("status_written"))
+
+    async def mark_status_written(self, message_id: str) -> None:
+        await self.messages.update_one({"_id": message_id},
+                                       {"$set": {"status_written": True,
+                                                 "updated_ts": time.time()}})
+
+    async def last_location_for(self, to: str) -> str | None:
+        doc = await self.messages.find_one({"to": to}, {"location_id": 1},
+                                           sort=[("sent_ts", DESCENDING)])
+        return str(doc["location_id"]) if doc else None
+
+
+Claim = Literal["mine", "done", "busy"]
+# Long enough for a contact upsert, a token refresh and the inbound call to finish.
+INBOUND_LEASE_SECONDS = 60.0
+
+
+class InboundStore(Protocol):
+    async def claim(self, cast_message_id: str) -> Claim: ...
+    async def release(self, cast_message_id: str) -> None: ...
+    async def delivered(self, cast_message_id: str, location_id: str,
+                        ghl_message_id: str) -> None: ...
+    async def contact(self, location_id: str, phone_e164: str) -> str | None: ...
+    async def remember_contact(self, location_id: str, phone_e164: str,
+                               contact_id: str) -> None: ...
+
+
+class MongoInboundStore:
+    """`inbound`: one document per Cast message id — claimed (with a lease) while one
+    worker delivers it, then delivered — so copies handled by other replicas at the same
+    moment wait, then find it done. `contacts`: the GHL contact of each phone per
+    location, so a conversation needs one upsert."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.inbound: AsyncCollection[dict[str, Any]] = db["inbound"]
+        self.contacts: AsyncCollection[dict[str, Any]] = db["contacts"]
+
+    async def ensure_indexes(self) -> None:
+        await self.inbound.create_index("expires_at", expireAfterSeconds=0)
+
+    async def claim(self, cast_message_id: str) -> Claim:
+        now = time.time()
+        created = datetime.now(UTC)
+        result = await self.inbound.update_one(
+            {"_id": cast_message_id},
+            {"$setOnInsert": {"state": "claimed", "lease_ts": now + INBOUND_LEASE_SECONDS,
+                              "created_at": created, "expires_at": created + RETENTION}},
+            upsert=True)
+        if result.upserted_id is not None:
+            return "mine"
+        doc = await self.inbound.find_one({"_id": cast_message_id})
+        if doc is None or doc.get("state") == "delivered":
+            return "done"
+        # A lease left by a worker that died (or released after a failure) is taken over.
+        taken = await self.inbound.update_one(
+            {"_id": cast_message_id, "state": "claimed", "lease_ts": {"$lt": now}},
+            {"$set": {"lease_ts": now + INBOUND_LEASE_SECONDS}})
+        return "mine" if taken.modified_count else "busy"
+
+    async def release(self, cast_message_id: str) -> None:
+        await self.inbound.update_one({"_id": cast_message_id, "state": "claimed"},
+                                      {"$set": {"lease_ts": 0.0}})
+
+    async def delivered(self, cast_message_id: str, location_id: str,
+                        ghl_message_id: str) -> None:
+        await self.inbound.update_one(
+            {"_id": cast_message_id},
+            {"$set": {"state": "delivered", "location_id": location_id,
+                      "ghl_message_id": ghl_message_id}})
+
+    async def contact(self, location_id: str, phone_e164: str) -> str | None:
+        doc = await self.contacts.find_one({"_id": f"{location_id}:{phone_e164}"})
+        return str(doc["contact_id"]) if doc else None
+
+    async def remember_contact(self, location_id: str, phone_e164: str,
+                               contact_id: str) -> None:
+        await self.contacts.update_one({"_id": f"{location_id}:{phone_e164}"},
+                                       {"$set": {"contact_id": contact_id}}, upsert=True)

@@ -1,0 +1,159 @@
+"""In-memory fakes of the sender's ports (store, Cast, locations, status queue, tokens)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from dataclasses import dataclass, field
+
+from castghl.common.cast.models import CastSendRequest, CastSendResponse
+from castghl.common.errors import BridgeError
+from castghl.common.messages import LocationSettings, OutboundSms, StatusError, StatusUpdate
+from castghl.sender.store import Claim, FinalStatus, MessageRecord, Part
+
+
+class MemoryMessageStore:
+    """Yields to the event loop on every call, as a real database round trip does."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, MessageRecord] = {}
+        self.to: dict[str, tuple[float, str]] = {}
+        self.clock = 0.0
+
+    async def claim(self, sms: OutboundSms) -> MessageRecord:
+        await asyncio.sleep(0)
+        new = sms.message_id not in self.records
+        if new:
+            self.records[sms.message_id] = MessageRecord(sms.message_id, sms.location_id)
+        record = copy.deepcopy(self.records[sms.message_id])
+        record.new = new
+        return record
+
+    async def part_sending(self, message_id: str, n: int, to: str) -> None:
+        await asyncio.sleep(0)
+        part = self.records[message_id].parts.setdefault(n, Part("sending"))
+        part.state = "sending"
+        part.attempts += 1
+        self.clock += 1
+        self.to[to] = (self.clock, self.records[message_id].location_id)
+
+    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None:
+        part = self.records[message_id].parts[n]
+        part.state, part.cast_message_id = "accepted", cast_message_id
+
+    async def decide(self, message_id: str, status: FinalStatus,
+                     error: StatusError | None) -> MessageRecord:
+        await asyncio.sleep(0)
+        record = self.records[message_id]
+        if record.status is None:
+            record.status, record.error = status, error
+        return copy.deepcopy(record)
+
+    async def status_queued(self, message_id: str) -> None:
+        self.records[message_id].status_queued = True
+
+    async def status_written(self, message_id: str) -> bool:
+        record = self.records.get(message_id)
+        return bool(record and record.status_written)
+
+    async def mark_status_written(self, message_id: str) -> None:
+        self.records[message_id].status_written = True
+
+    async def last_location_for(self, to: str) -> str | None:
+        found = self.to.get(to)
+        return found[1] if found else None
+
+
+@dataclass
+class Sent:
+    request: CastSendRequest
+    api_key: str
+    idempotency_key: str
+
+
+@dataclass
+class FakeCast:
+    """Answers each send in turn from `script` (an exception to raise, or None = accept)."""
+
+    script: list[BridgeError | None] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+
+    async def send(self, request: CastSendRequest, *, api_key: str,
+                   idempotency_key: str) -> CastSendResponse:
+        self.sent.append(Sent(request, api_key, idempotency_key))
+        outcome = self.script.pop(0) if self.script else None
+        if outcome is not None:
+            raise outcome
+        return CastSendResponse(success=True, message_id=f"CAST{len(self.sent)}", parts=1)
+
+
+@dataclass
+class FakeLocations:
+    settings: dict[str, LocationSettings] = field(default_factory=dict)
+
+    async def location(self, location_id: str) -> LocationSettings:
+        return self.settings.get(location_id, LocationSettings(location_id=location_id))
+
+
+@dataclass
+class FakeStatusQueue:
+    queued: list[StatusUpdate] = field(default_factory=list)
+
+    async def queue(self, update: StatusUpdate) -> None:
+        self.queued.append(update)
+
+
+class MemoryInboundStore:
+    def __init__(self) -> None:
+        self.delivered_ids: dict[str, tuple[str, str]] = {}
+        self.claimed: set[str] = set()
+        self.contacts: dict[tuple[str, str], str] = {}
+
+    async def claim(self, cast_message_id: str) -> Claim:
+        await asyncio.sleep(0)
+        if cast_message_id in self.delivered_ids:
+            return "done"
+        if cast_message_id in self.claimed:
+            return "busy"
+        self.claimed.add(cast_message_id)
+        return "mine"
+
+    async def release(self, cast_message_id: str) -> None:
+        self.claimed.discard(cast_message_id)
+
+    async def delivered(self, cast_message_id: str, location_id: str,
+                        ghl_message_id: str) -> None:
+        self.delivered_ids.setdefault(cast_message_id, (location_id, ghl_message_id))
+        self.claimed.discard(cast_message_id)
+
+    async def contact(self, location_id: str, phone_e164: str) -> str | None:
+        return self.contacts.get((location_id, phone_e164))
+
+    async def remember_contact(self, location_id: str, phone_e164: str,
+                               contact_id: str) -> None:
+        self.contacts[(location_id, phone_e164)] = contact_id
+
+
+@dataclass
+class FakeRouter:
+    numbers: dict[str, str] = field(default_factory=dict)
+
+    async def route(self, to_number: str) -> str | None:
+        return self.numbers.get(to_number)
+
+
+@dataclass
+class FakeTokens:
+    tokens: list[str] = field(default_factory=lambda: ["tok1", "tok2", "tok3"])
+    refreshed: list[str] = field(default_factory=list)
+    error: Exception | None = None
+
+    async def token(self, location_id: str) -> str:
+        if self.error:
+            raise self.error
+        return self.tokens[0]
+
+    async def refresh(self, location_id: str, stale_token: str) -> str:
+        self.refreshed.append(stale_token)
+        self.tokens.pop(0)
+        return self.tokens[0]

@@ -1,0 +1,164 @@
+"""Replies: routing rules, one GHL message per Cast id, contact caching, GHL failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from castghl.common.ghl.api import GhlApi
+from castghl.common.messages import InboundSms, OutboundSms
+from castghl.common.worker import Done, Park, Retry
+from castghl.sender.inbound import UNROUTABLE, InboundDelivery
+
+from .fakes import FakeRouter, FakeTokens, MemoryInboundStore, MemoryMessageStore
+
+Answer = tuple[int, object]
+REPLY = InboundSms.model_validate({"from": "+639171234567", "to": "09181234567",
+                                   "message": "Yes, see you!", "cast_message_id": "CASTIN1"})
+
+
+class FakeGhl:
+    """Scripted answers per path; records every request."""
+
+    def __init__(self, **scripts: list[Answer]) -> None:
+        self.scripts = scripts
+        self.requests: list[httpx.Request] = []
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0)  # a real call yields to other tasks
+        self.requests.append(request)
+        name = "upsert" if request.url.path == "/contacts/upsert" else "inbound"
+        script = self.scripts.get(name) or []
+        status, body = script.pop(0) if script else (
+            (200, {"new": True, "contact": {"id": "contact1"}}) if name == "upsert" else
+            (200, {"success": True, "conversationId": "conv1", "messageId": "ghlmsg1",
+                   "message": "Message added successfully", "contactId": "contact1"}))
+        return httpx.Response(status, json=body)
+
+    def api(self) -> GhlApi:
+        return GhlApi(httpx.AsyncClient(transport=httpx.MockTransport(self.handle)),
+                      "https://ghl.test")
+
+    def paths(self) -> list[str]:
+        return [r.url.path for r in self.requests]
+
+
+def delivery(ghl: FakeGhl, *, numbers: dict[str, str] | None = None,
+             tokens: FakeTokens | None = None
+             ) -> tuple[InboundDelivery, MemoryInboundStore, MemoryMessageStore]:
+    inbound, messages = MemoryInboundStore(), MemoryMessageStore()
+    worker = InboundDelivery(inbound=inbound, messages=messages,
+                             router=FakeRouter(numbers or {}), tokens=tokens or FakeTokens(),
+                             ghl=ghl.api(), backoff=(5, 30))
+    return worker, inbound, messages
+
+
+async def test_a_reply_to_an_assigned_number_reaches_that_location() -> None:
+    ghl = FakeGhl()
+    worker, inbound, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    assert await worker.process(REPLY, attempt=1) == Done()
+    upsert, message = ghl.requests
+    assert json.loads(upsert.content) == {"locationId": "loc1", "phone": "+639171234567"}
+    assert upsert.headers["Version"] == "2021-07-28"
+    body = json.loads(message.content)
+    assert {k: body[k] for k in ("type", "contactId", "message", "direction", "altId")} == {
+        "type": "SMS", "contactId": "contact1", "message": "Yes, see you!",
+        "direction": "inbound", "altId": "CASTIN1"}
+    assert message.headers["Version"] == "2021-04-15"
+    assert inbound.delivered_ids == {"CASTIN1": ("loc1", "ghlmsg1")}
+
+
+async def test_a_reply_from_a_number_we_texted_goes_to_the_location_that_texted_it() -> None:
+    ghl = FakeGhl()
+    worker, inbound, messages = delivery(ghl)
+    await messages.claim(OutboundSms(message_id="m1", location_id="loc9"))
+    await messages.part_sending("m1", 0, "09171234567")
+    assert await worker.process(REPLY, attempt=1) == Done()
+    assert inbound.delivered_ids["CASTIN1"][0] == "loc9"
+
+
+async def test_an_unroutable_reply_is_parked_and_counted() -> None:
+    ghl = FakeGhl()
+    worker, _, _ = delivery(ghl)
+    before = UNROUTABLE._value.get()
+    outcome = await worker.process(REPLY, attempt=1)
+    assert isinstance(outcome, Park)
+    assert outcome.code == "unroutable"
+    assert UNROUTABLE._value.get() == before + 1
+    assert ghl.requests == []
+
+
+async def test_the_same_reply_twice_makes_one_ghl_message() -> None:
+    ghl = FakeGhl()
+    worker, _, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    for _ in range(3):
+        assert await worker.process(REPLY, attempt=1) == Done()
+    assert ghl.paths().count("/conversations/messages/inbound") == 1
+
+
+async def test_the_contact_is_looked_up_once_per_phone_and_location() -> None:
+    ghl = FakeGhl()
+    worker, _, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    second = REPLY.model_copy(update={"cast_message_id": "CASTIN2"})
+    await worker.process(REPLY, attempt=1)
+    await worker.process(second, attempt=1)
+    assert ghl.paths().count("/contacts/upsert") == 1
+
+
+async def test_a_refused_cached_contact_is_looked_up_again() -> None:
+    ghl = FakeGhl(inbound=[(400, {"message": "Contact not found"})])
+    worker, inbound, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    inbound.contacts[("loc1", "+639171234567")] = "deleted-contact"
+    assert await worker.process(REPLY, attempt=1) == Done()
+    assert ghl.paths() == ["/conversations/messages/inbound", "/contacts/upsert",
+                           "/conversations/messages/inbound"]
+
+
+async def test_a_401_refreshes_once_then_delivers() -> None:
+    tokens = FakeTokens()
+    ghl = FakeGhl(upsert=[(401, {"message": "Invalid JWT"})])
+    worker, _, _ = delivery(ghl, numbers={"09181234567": "loc1"}, tokens=tokens)
+    assert await worker.process(REPLY, attempt=1) == Done()
+    assert tokens.refreshed == ["tok1"]
+
+
+@pytest.mark.parametrize(
+    ("script", "check"),
+    [
+        pytest.param({"inbound": [(502, {}), (503, {})]}, lambda o: isinstance(o, Retry),
+                     id="5xx-retried"),
+        pytest.param({"inbound": [(201, {})]}, lambda o: isinstance(o, Retry),
+                     id="empty-201-is-not-success"),
+        pytest.param({"upsert": [(422, {"message": ["phone must be valid"]})]},
+                     lambda o: isinstance(o, Park) and o.code == "ghl_http_422",
+                     id="other-4xx-parked"),
+    ],
+)
+async def test_ghl_failures(script: dict[str, list[Answer]],
+                            check: Callable[[object], bool]) -> None:
+    worker, inbound, _ = delivery(FakeGhl(**script), numbers={"09181234567": "loc1"})
+    assert check(await worker.process(REPLY, attempt=1))
+    assert inbound.delivered_ids == {}
+
+
+async def test_5xx_twice_then_ok_delivers_once() -> None:
+    ghl = FakeGhl(inbound=[(500, {}), (502, {})])
+    worker, inbound, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    outcomes = [await worker.process(REPLY, attempt=n) for n in (1, 2, 3)]
+    assert [type(o) for o in outcomes] == [Retry, Retry, Done]
+    assert list(inbound.delivered_ids) == ["CASTIN1"]
+
+
+async def test_copies_handled_at_the_same_moment_make_one_ghl_message() -> None:
+    ghl = FakeGhl()
+    worker, _, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    outcomes = await asyncio.gather(*(worker.process(REPLY, attempt=1) for _ in range(3)))
+    assert sorted(type(o).__name__ for o in outcomes) == ["Done", "Retry", "Retry"]
+    assert all(o.counts is False for o in outcomes if isinstance(o, Retry))
+    assert ghl.paths().count("/conversations/messages/inbound") == 1
+    # The copies that waited find it delivered.
+    assert [await worker.process(REPLY, attempt=1) for _ in range(2)] == [Done(), Done()]

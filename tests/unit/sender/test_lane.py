@@ -1,0 +1,101 @@
+"""The lane never lets more than `burst` calls into any rolling second, nor more than
+`rate` per second sustained — checked on a simulated clock, with no real waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+
+import pytest
+
+from castghl.sender.lane import WINDOW_SLACK_SECONDS, Lane, RateLimit
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def admitted_times(limit: RateLimit, clock: FakeClock, calls: int) -> list[float]:
+    """Drive `limit` by advancing the fake clock to each computed wait."""
+    times = []
+    for _ in range(calls):
+        while (wait := limit.wait_needed()) > 0:
+            clock.now += max(wait, 1e-9)  # float dust must not stall the loop
+        limit.tokens -= 1 if limit.capacity != float("inf") else 0
+        limit.sent.append(clock.now)
+        times.append(clock.now)
+    return times
+
+
+def max_in_any_window(times: list[float], window: float = 1.0) -> int:
+    return max(bisect.bisect_left(times, t + window) - i for i, t in enumerate(times))
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(30, 50), (10, 10), (30, 30), (5, 50), (100, 120)])
+def test_no_rolling_second_exceeds_the_burst_and_the_rate_holds(rate: float, burst: int
+                                                                ) -> None:
+    clock = FakeClock()
+    limit = RateLimit(rate, burst, clock=clock)
+    clock.now += 10  # idle long enough to fill the bucket
+    times = admitted_times(limit, clock, 600)
+    assert max_in_any_window(times) <= burst
+    after_burst = times[int(limit.capacity):]
+    sustained = (len(after_burst) - 1) / (after_burst[-1] - after_burst[0])
+    assert sustained <= rate + 1e-9
+    assert sustained >= rate * 0.97  # and it does not leave Cast's capacity unused
+
+
+def test_a_fresh_lane_starts_empty() -> None:
+    clock = FakeClock()
+    times = admitted_times(RateLimit(30, 50, clock=clock), clock, 31)
+    # Nothing saved up: the first second carries at most `rate` calls.
+    assert max_in_any_window(times) <= 31
+    assert times[-1] - times[0] == pytest.approx(1.0)
+
+
+def test_after_idling_the_lane_bursts_up_to_burst_minus_rate_at_once() -> None:
+    clock = FakeClock()
+    limit = RateLimit(30, 50, clock=clock)
+    clock.now += 60
+    times = admitted_times(limit, clock, 25)
+    assert times.count(times[0]) == 20
+
+
+def test_key_limit_is_a_strict_rolling_window() -> None:
+    clock = FakeClock()
+    limit = RateLimit(10, 10, clock=clock, bucket=False)
+    times = admitted_times(limit, clock, 35)
+    assert max_in_any_window(times, 1.0 + WINDOW_SLACK_SECONDS) <= 10
+
+
+def test_pause_blocks_everyone_and_drops_the_saved_burst() -> None:
+    clock = FakeClock()
+    limit = RateLimit(30, 50, clock=clock)
+    clock.now += 60
+    limit.pause(2.0)
+    assert limit.wait_needed() == pytest.approx(2.0)
+    clock.now += 2.0
+    # The 20 saved tokens are gone, and none accrued during the pause.
+    assert limit.wait_needed() == pytest.approx(1 / 30)
+
+
+def test_invalid_rate_is_refused() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        RateLimit(0, 10)
+
+
+async def test_lane_waits_for_the_key_limit_then_the_shared_one() -> None:
+    lane = Lane(rate=1000, burst=1000, default_key_rate=2)
+    started = asyncio.get_running_loop().time()
+    for _ in range(3):
+        await lane.acquire("cast_key_a")
+    # The third call of a 2/s key waits for the rolling second to pass.
+    assert asyncio.get_running_loop().time() - started >= 1.0
+    # Another key is independent of the first key's window.
+    before = asyncio.get_running_loop().time()
+    await lane.acquire("cast_key_b", key_rate=5)
+    assert asyncio.get_running_loop().time() - before < 0.5
