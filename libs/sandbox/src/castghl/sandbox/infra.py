@@ -131,6 +131,38 @@ def _amqp_ready(url: str) -> bool:
     return bool(result and result[0])
 
 
+async def _delete_queues(url: str, names: list[str]) -> None:
+    import aio_pika  # noqa: PLC0415
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        for name in names:
+            # A fresh channel each time: deleting an absent queue is fine, but a channel
+            # error on one must not stop the rest.
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(name, if_unused=False, if_empty=False)
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+
+def delete_queues(url: str, names: list[str]) -> None:
+    """Remove a test run's queues: quorum queues hold file descriptors until deleted."""
+    result: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            asyncio.run(_delete_queues(url, names))
+        except Exception as exc:  # reported to the caller below
+            result.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(60)
+    if result:
+        raise InfraUnavailable(f"could not delete queues: {result[0]}")
+
+
 def start_emulator(data_dir: Path, port: int | None = None) -> Infra:
     """Start nx-27017 on a free port with its data (and its chatty log) under `data_dir`."""
     exe = shutil.which("nx-27017") or str(Path(sys.executable).with_name("nx-27017"))

@@ -36,7 +36,7 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int | None = No
     server = uvicorn.Server(_config(app, host, port or free_port(host)))
     thread = threading.Thread(target=server.run, name="sandbox-server", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a loaded CI machine can be slow to start an app
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("sandbox server did not start")

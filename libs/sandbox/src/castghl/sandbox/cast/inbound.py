@@ -24,7 +24,7 @@ class InboundTrigger(BaseModel):
 
     url: str
     sender: str = Field(alias="from")
-    to: str
+    to: str | None = None  # optional in the contract (docs/inbound.md): then not sent
     message: str
     message_id: str | None = None
     received_at: str | None = None
@@ -44,14 +44,15 @@ def inbound_router(knobs: CastKnobs) -> APIRouter:
 
     @router.post("/inbound")
     async def inbound(trigger: InboundTrigger) -> dict[str, Any]:
-        payload = {
+        payload: dict[str, Any] = {
             "from": trigger.sender,
-            "to": trigger.to,
             "message": trigger.message,
             "message_id": trigger.message_id or new_message_id("CASTIN"),
             "received_at": trigger.received_at or datetime.now(UTC).isoformat(
                 timespec="seconds").replace("+00:00", "Z"),
         }
+        if trigger.to is not None:
+            payload["to"] = trigger.to
         headers = {"X-API-Key": trigger.api_key or knobs.inbound_api_key}
         attempts: list[dict[str, Any]] = []
         async with httpx.AsyncClient(timeout=knobs.inbound_timeout_seconds) as client:

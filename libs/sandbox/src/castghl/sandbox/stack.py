@@ -1,0 +1,401 @@
+"""The whole bridge as real processes on this machine, wired to the simulators.
+
+`Stack` starts the GHL and Cast simulators and the three services (any number of
+senders) as subprocesses with the environment an operator would give them, waits for
+each to be ready, installs a location through the real OAuth redirect flow, and stops
+everything it started. The demo, the end-to-end tests and the benchmarks all run on it,
+so they exercise exactly what operators run.
+
+`Bridge` is the part that needs no processes: driving a running bridge (install, fire
+webhooks, post replies) and observing what it did through the simulators' `/_sandbox`
+endpoints. `Stack` is a Bridge whose URLs come from the processes it started;
+`BridgeAt` is one already running elsewhere (`docker compose`, see `castghl.sandbox.compose`),
+known by its URLs only.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from castghl.common.crypto import generate_key
+from castghl.common.settings import BrokerSettings
+from castghl.common.topology import Topology
+from castghl.sandbox import infra
+from castghl.sandbox.server import free_port
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_SECONDS = 45.0
+# The sender's X-Idempotency-Key (castghl.sender.outbound.idempotency_key).
+_IDEMPOTENCY_KEY = re.compile(r"^ghl-(?P<message_id>.+)-(?P<part>\d+)$")
+
+
+class StackError(RuntimeError):
+    """A process of the stack failed to start; the message quotes its last log lines."""
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    url: str | None = None
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        exe = str(Path(sys.executable).with_name(self.args[0]))
+        self.popen = subprocess.Popen(  # noqa: S603 - our own console scripts
+            [exe, *self.args[1:]], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        log.close()
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        assert self.popen is not None
+        assert self.url is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise StackError(f"{self.name} exited with {self.popen.returncode}:\n"
+                                 f"{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise StackError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, as an orchestrator would; SIGKILL if it does not drain in time."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to finish anything."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+class Bridge(abc.ABC):
+    """A running bridge and its two simulators, driven and observed over HTTP only."""
+
+    admin_api_key: str
+    inbound_api_key: str
+
+    @property
+    @abc.abstractmethod
+    def ghl(self) -> str:
+        """The GHL simulator's URL, as this process reaches it."""
+
+    @property
+    @abc.abstractmethod
+    def cast(self) -> str:
+        """The Cast simulator's URL, as this process reaches it."""
+
+    @property
+    @abc.abstractmethod
+    def gateway(self) -> str:
+        """The gateway's URL, as this process reaches it."""
+
+    @property
+    @abc.abstractmethod
+    def oauth(self) -> str:
+        """The OAuth service's URL, as this process (the "browser") reaches it."""
+
+    @property
+    def inbound_webhook_url(self) -> str:
+        """Where the Cast simulator posts replies: the gateway as the simulator reaches it."""
+        return f"{self.gateway}/webhooks/cast/inbound"
+
+    def configure_ghl(self, **knobs: Any) -> None:
+        httpx.patch(f"{self.ghl}/_sandbox/config", json=knobs, timeout=5).raise_for_status()
+
+    def configure_cast(self, **knobs: Any) -> None:
+        httpx.patch(f"{self.cast}/_sandbox/config", json=knobs, timeout=5).raise_for_status()
+
+    def install(self) -> httpx.Response:
+        """The browser's path: /oauth/install → GHL's authorize page → our callback."""
+        with httpx.Client(follow_redirects=True, timeout=20) as browser:
+            page = browser.get(f"{self.oauth}/oauth/install")
+        page.raise_for_status()
+        return page
+
+    # --- observing a run through the simulators ------------------------------------------
+
+    def send(self, times: int = 1, **webhook: Any) -> dict[str, Any]:
+        """Have the GHL simulator create an outbound message and deliver its webhook."""
+        answer = httpx.post(f"{self.ghl}/_sandbox/outbound", json={**webhook, "times": times},
+                            timeout=30)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def statuses(self, message_id: str) -> list[dict[str, Any]]:
+        """Every status GHL recorded for the message, oldest first."""
+        answer = httpx.get(f"{self.ghl}/_sandbox/messages/{message_id}", timeout=10)
+        answer.raise_for_status()
+        return list(answer.json().get("statuses") or [])
+
+    def cast_sends(self) -> dict[str, list[dict[str, Any]]]:
+        """SMS Cast really sent (no replays, no rejections), by GHL messageId."""
+        sent = httpx.get(f"{self.cast}/_sandbox/sent", timeout=10).json()
+        by_message: dict[str, list[dict[str, Any]]] = {}
+        for entry in sent:
+            match = _IDEMPOTENCY_KEY.match(entry.get("idempotency_key") or "")
+            if match:
+                by_message.setdefault(match["message_id"], []).append(entry)
+        return by_message
+
+    def wait_for_statuses(self, message_ids: list[str], timeout: float = 60.0
+                          ) -> dict[str, list[dict[str, Any]]]:
+        """Poll until each message has a status in GHL (or time runs out)."""
+        deadline = time.monotonic() + timeout
+        found: dict[str, list[dict[str, Any]]] = {}
+        while True:
+            for message_id in message_ids:
+                if not found.get(message_id):
+                    found[message_id] = self.statuses(message_id)
+            if all(found.values()) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def reply(self, *, sender: str, message: str, to: str | None = None,
+              message_id: str | None = None, times: int = 1) -> dict[str, Any]:
+        """Have the Cast simulator post a recipient's reply to our gateway."""
+        trigger: dict[str, Any] = {
+            "url": self.inbound_webhook_url, "api_key": self.inbound_api_key,
+            "from": sender, "message": message, "times": times}
+        if to is not None:
+            trigger["to"] = to
+        if message_id is not None:
+            trigger["message_id"] = message_id
+        answer = httpx.post(f"{self.cast}/_sandbox/inbound", json=trigger, timeout=30)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def inbound_messages(self, alt_id: str | None = None) -> list[dict[str, Any]]:
+        """Inbound messages GHL holds (optionally only those with this altId)."""
+        found = httpx.get(f"{self.ghl}/_sandbox/messages", params={"direction": "inbound"},
+                          timeout=10).json()
+        return [m for m in found if alt_id is None or m.get("altId") == alt_id]
+
+    def wait_for_inbound(self, alt_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while not (found := self.inbound_messages(alt_id)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return found
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A call to the OAuth service's admin API, with the stack's admin key."""
+        return httpx.request(method, f"{self.oauth}/admin{path}", timeout=10,
+                             headers={"Authorization": f"Bearer {self.admin_api_key}"},
+                             **kwargs)
+
+
+@dataclass
+class Stack(Bridge):
+    """Simulators + gateway + oauth + N senders, configured like a deployment."""
+
+    rabbitmq_url: str
+    mongo_uri: str
+    workdir: Path
+    senders: int = 1
+    queue_prefix: str = field(default_factory=lambda: f"stack{secrets.token_hex(4)}.")
+    sender_env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, str] = field(default_factory=dict)
+    ghl_knobs: dict[str, Any] = field(default_factory=dict)
+    cast_knobs: dict[str, Any] = field(default_factory=dict)
+
+    admin_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    inbound_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    processes: dict[str, Process] = field(default_factory=dict)
+    sender_base_env: dict[str, str] = field(default_factory=dict)
+
+    def _process(self, name: str, args: list[str], env: Mapping[str, str],
+                 port: int) -> Process:
+        base = {k: v for k, v in os.environ.items()
+                if k in {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE"}}
+        process = Process(name, args, {**base, **env, "PORT": str(port), "HOST": HOST},
+                          self.workdir / "logs" / f"{name}.log", url=f"http://{HOST}:{port}")
+        self.processes[name] = process
+        return process
+
+    @property
+    def ghl(self) -> str:
+        return self._url("ghl-sim")
+
+    @property
+    def cast(self) -> str:
+        return self._url("cast-sim")
+
+    @property
+    def gateway(self) -> str:
+        return self._url("gateway")
+
+    @property
+    def oauth(self) -> str:
+        return self._url("oauth")
+
+    def _url(self, name: str) -> str:
+        url = self.processes[name].url
+        assert url is not None
+        return url
+
+    def _common_env(self) -> dict[str, str]:
+        return {"RABBITMQ_URL": self.rabbitmq_url, "MONGO_URI": self.mongo_uri,
+                "QUEUE_PREFIX": self.queue_prefix, "GHL_API_URL": self.ghl,
+                "LOG_LEVEL": "INFO", **self.service_env}
+
+    def start(self) -> None:
+        for kind in ("ghl", "cast"):
+            port = free_port()
+            sim = self._process(f"{kind}-sim", ["castghl-sandbox", kind, "--port", str(port)],
+                                {}, port)
+            sim.start()
+        for kind in ("ghl", "cast"):
+            self.processes[f"{kind}-sim"].wait_ready("/_sandbox/config")
+        gateway_port, oauth_port = free_port(), free_port()
+        self.configure_ghl(webhook_url=f"http://{HOST}:{gateway_port}"
+                                       "/webhooks/ghl/provider-outbound",
+                           app_webhook_url=f"http://{HOST}:{gateway_port}/webhooks/ghl/app",
+                           **self.ghl_knobs)
+        if self.cast_knobs:
+            self.configure_cast(**self.cast_knobs)
+        knobs = httpx.get(f"{self.ghl}/_sandbox/config", timeout=5).json()
+        keys = httpx.get(f"{self.ghl}/_sandbox/keys", timeout=5).json()
+        cast_knobs = httpx.get(f"{self.cast}/_sandbox/config", timeout=5).json()
+        common = self._common_env()
+        self._process("oauth", ["castghl-oauth"], {
+            **common, "BASE_URL": f"http://{HOST}:{oauth_port}",
+            "GHL_CLIENT_ID": knobs["client_id"], "GHL_CLIENT_SECRET": knobs["client_secret"],
+            "GHL_APP_ID": knobs["app_id"], "GHL_MARKETPLACE_URL": self.ghl,
+            "TOKEN_ENCRYPTION_KEYS": generate_key(), "ADMIN_API_KEY": self.admin_api_key,
+        }, oauth_port).start()
+        self._process("gateway", ["castghl-gateway"], {
+            **common, "GHL_WEBHOOK_PUBLIC_KEY": keys["ed25519_public_pem"],
+            "GHL_WEBHOOK_RSA_PUBLIC_KEY": keys["rsa_public_pem"],
+            "INBOUND_API_KEY": self.inbound_api_key,
+        }, gateway_port).start()
+        self.sender_base_env = {
+            **common, "CAST_API_URL": self.cast, "CAST_API_KEY": cast_knobs["api_keys"][0],
+            **self.sender_env,
+        }
+        for _ in range(self.senders):
+            self.add_sender(wait=False)
+        for process in self.processes.values():
+            if process.name.endswith("-sim"):
+                continue
+            process.wait_ready()
+
+    def add_sender(self, *, wait: bool = True, env: Mapping[str, str] | None = None
+                   ) -> Process:
+        """Start one more sender replica (optionally with different settings)."""
+        index = sum(1 for name in self.processes if name.startswith("sender-")) + 1
+        port = free_port()
+        sender = self._process(f"sender-{index}", ["castghl-sender"],
+                               {**self.sender_base_env, **(env or {})}, port)
+        sender.start()
+        if wait:
+            sender.wait_ready()
+        return sender
+
+    @property
+    def sender_processes(self) -> list[Process]:
+        return [p for name, p in self.processes.items() if name.startswith("sender-")]
+
+    def stop_senders(self) -> None:
+        for sender in self.sender_processes:
+            sender.stop()
+
+    def stop(self, *, delete_queues: bool = True) -> None:
+        """Stop every process (SIGTERM, drained), then remove the stack's queues."""
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        if delete_queues:
+            infra.delete_queues(self.rabbitmq_url, self.topology().queue_names())
+
+    def topology(self) -> Topology:
+        """The queues the services declared: built from the settings they were given."""
+        env = {**self._common_env(), **self.sender_env}
+        fields = {k.lower(): v for k, v in env.items()
+                  if k.lower() in BrokerSettings.model_fields}
+        return BrokerSettings.model_validate(fields).topology()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Stack]:
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+
+
+@dataclass
+class BridgeAt(Bridge):
+    """A bridge running elsewhere (containers), known by its URLs and its two API keys.
+
+    `gateway_for_simulators` is the gateway as the simulators reach it, when that differs
+    from how this process does (a compose service name rather than a published port).
+    """
+
+    ghl_url: str
+    cast_url: str
+    gateway_url: str
+    oauth_url: str
+    admin_api_key: str
+    inbound_api_key: str
+    gateway_for_simulators: str | None = None
+
+    @property
+    def ghl(self) -> str:
+        return self.ghl_url
+
+    @property
+    def cast(self) -> str:
+        return self.cast_url
+
+    @property
+    def gateway(self) -> str:
+        return self.gateway_url
+
+    @property
+    def oauth(self) -> str:
+        return self.oauth_url
+
+    @property
+    def inbound_webhook_url(self) -> str:
+        return f"{self.gateway_for_simulators or self.gateway}/webhooks/cast/inbound"

@@ -1,0 +1,157 @@
+"""Issue #4, end to end: signed webhook → RabbitMQ → rate-limited Cast send → GHL status.
+
+Real processes (simulators, gateway, oauth, senders), real RabbitMQ, a real Mongo wire
+server, real HTTP. Each test sends its own messages and checks only those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from castghl.sandbox.demo import cases, fire, observe
+from castghl.sandbox.infra import Infra
+from castghl.sandbox.stack import Stack
+
+from .conftest import make_stack
+
+PHONE = "+639171234567"
+
+
+def final(stack: Stack, message_id: str, timeout: float = 30.0) -> dict[str, object]:
+    statuses = stack.wait_for_statuses([message_id], timeout)[message_id]
+    assert len(statuses) == 1, statuses
+    status: dict[str, object] = statuses[0]
+    return status
+
+
+def test_every_demo_case_ends_as_described(stack: Stack) -> None:
+    all_cases = cases()
+    for case in all_cases:
+        fire(stack, case)
+    observe(stack, all_cases)
+    for case in all_cases:
+        assert case.ok, (case.name, case.status, case.error, case.cast_parts,
+                         case.status_writes)
+
+
+def test_a_duplicate_webhook_sends_one_sms_and_writes_one_status(stack: Stack) -> None:
+    sent = stack.send(times=3, phone=PHONE, message="once")
+    assert [d["status_code"] for d in sent["deliveries"]] == [200, 200, 200]
+    assert final(stack, sent["messageId"])["status"] == "delivered"
+    time.sleep(1.0)  # give any duplicate the time to show up
+    assert len(stack.cast_sends()[sent["messageId"]]) == 1
+    assert len(stack.statuses(sent["messageId"])) == 1
+
+
+def test_cast_503_then_success_is_delivered(cast_knobs: Stack) -> None:
+    cast_knobs.configure_cast(fail_next=[{"status": 503, "count": 1}])
+    sent = cast_knobs.send(phone=PHONE, message="after a 503")
+    assert final(cast_knobs, sent["messageId"])["status"] == "delivered"
+    assert len(cast_knobs.cast_sends()[sent["messageId"]]) == 1
+
+
+def test_a_read_timeout_then_success_texts_once(cast_knobs: Stack) -> None:
+    # Cast sends, then answers after our 1.5 s timeout: the retry must replay, not resend.
+    cast_knobs.configure_cast(hang_next=1, hang_seconds=3.0)
+    sent = cast_knobs.send(phone=PHONE, message="after a timeout")
+    assert final(cast_knobs, sent["messageId"])["status"] == "delivered"
+    assert len(cast_knobs.cast_sends()[sent["messageId"]]) == 1
+
+
+def test_out_of_credit_fails_with_that_message(cast_knobs: Stack) -> None:
+    cast_knobs.configure_cast(credits=0)
+    sent = cast_knobs.send(phone=PHONE, message="no credit")
+    status = final(cast_knobs, sent["messageId"])
+    assert status["status"] == "failed"
+    assert status["error"] == {"code": "cast_insufficient_credits", "type": "cast_sms",
+                               "message": "Cast SMS account is out of credit"}
+
+
+def test_the_status_lands_despite_ghls_403_window(stack: Stack) -> None:
+    stack.configure_ghl(status_race_seconds=2.5)
+    try:
+        sent = stack.send(phone=PHONE, message="race")
+        assert final(stack, sent["messageId"])["status"] == "delivered"
+        race = [c for c in httpx.get(f"{stack.ghl}/_sandbox/calls", timeout=10).json()
+                if c["path"] == f"/conversations/messages/{sent['messageId']}/status"]
+        assert [c["status"] for c in race][-1] == 200
+        assert 403 in [c["status"] for c in race]
+    finally:
+        stack.configure_ghl(status_race_seconds=1.0)
+
+
+def test_an_expired_token_is_refreshed_once_and_the_status_lands(stack: Stack) -> None:
+    before = httpx.get(f"{stack.ghl}/_sandbox/oauth", timeout=10).json()
+    httpx.post(f"{stack.ghl}/_sandbox/tokens/expire", json={}, timeout=10).raise_for_status()
+    sent = [stack.send(phone=PHONE, message=f"expired {i}") for i in range(5)]
+    for message in sent:
+        assert final(stack, message["messageId"])["status"] == "delivered"
+    after = httpx.get(f"{stack.ghl}/_sandbox/oauth", timeout=10).json()
+    assert after["refreshes"] - before["refreshes"] == 1
+    assert after["refresh_reuses"] == before["refresh_reuses"]
+
+
+def test_forged_and_malformed_webhooks_are_refused_and_send_nothing(stack: Stack) -> None:
+    stack.configure_ghl(signature_mode="garbage")
+    try:
+        forged = stack.send(phone=PHONE, message="forged")
+    finally:
+        stack.configure_ghl(signature_mode="ed25519")
+    assert [d["status_code"] for d in forged["deliveries"]] == [401]
+    hook = f"{stack.gateway}/webhooks/ghl/provider-outbound"
+    assert httpx.post(hook, content=b"x" * 70_000, timeout=10).status_code == 413
+    assert httpx.post(hook, content=b'{"messageId": "m"}', timeout=10).status_code == 401
+    time.sleep(1.0)
+    assert forged["messageId"] not in stack.cast_sends()
+
+
+def test_three_senders_hold_the_cast_rate_limit_in_a_burst(
+    rabbitmq: Infra, mongo: Infra, tmp_path: Path,
+) -> None:
+    burst = make_stack(rabbitmq, mongo, tmp_path, senders=3)
+    with burst.running():
+        burst.install()
+        # Fill the queue while the lane is stopped, then let it drain all at once.
+        burst.stop_senders()
+        ids = [burst.send(phone=PHONE, message=f"burst {i}")["messageId"] for i in range(300)]
+        for _ in range(3):
+            burst.add_sender(wait=False)
+        for sender in burst.sender_processes[3:]:
+            sender.wait_ready()
+        statuses = burst.wait_for_statuses(ids, timeout=90)
+        assert all(s and s[0]["status"] == "delivered" for s in statuses.values())
+        sends = burst.cast_sends()
+        assert sorted(sends) == sorted(ids)
+        assert all(len(v) == 1 for v in sends.values())
+        calls = httpx.get(f"{burst.cast}/_sandbox/calls", timeout=10).json()
+    assert [c for c in calls if c["status"] == 429] == []
+    times = sorted(entry["at"] for entries in sends.values() for entry in entries)
+    per_second = Counter(int(t - times[0]) for t in times)
+    assert per_second[0] <= 50
+    assert all(count <= 30 for second, count in per_second.items() if second > 0)
+
+
+def test_a_sender_killed_mid_burst_loses_nothing_and_texts_nothing_twice(
+    rabbitmq: Infra, mongo: Infra, tmp_path: Path,
+) -> None:
+    crash = make_stack(rabbitmq, mongo, tmp_path, senders=2)
+    with crash.running():
+        crash.install()
+        ids = [crash.send(phone=PHONE, message=f"crash {i}")["messageId"] for i in range(120)]
+        deadline = time.monotonic() + 30
+        while len(crash.cast_sends()) < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for sender in crash.sender_processes:
+            sender.kill()  # whichever was active dies mid-burst; the other follows
+        crash.add_sender()
+        statuses = crash.wait_for_statuses(ids, timeout=90)
+        sends = crash.cast_sends()
+    assert all(s and s[0]["status"] == "delivered" for s in statuses.values()), [
+        i for i, s in statuses.items() if not s]
+    assert sorted(sends) == sorted(ids)
+    assert {i: len(v) for i, v in sends.items() if len(v) != 1} == {}
+    assert all(len(s) == 1 for s in statuses.values())
