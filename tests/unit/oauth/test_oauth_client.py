@@ -168,6 +168,12 @@ async def test_route_answers_the_owning_location_or_none() -> None:
         owner = "loc1" if request["to_number"] == "09171234567" else None
         return RouteReply(location_id=owner).model_dump_json().encode()
 
-    oauth = client(FakeBroker(answer))
+    broker = FakeBroker(answer)
+    oauth = client(broker)
     assert await oauth.route("09171234567") == "loc1"
     assert await oauth.route("09998887777") is None
+    # An owner is cached; "nobody" is asked again (the operator may assign it any time).
+    await oauth.route("09171234567")
+    await oauth.route("09998887777")
+    assert [request["to_number"] for _, request in broker.asked] == [
+        "09171234567", "09998887777", "09998887777"]

@@ -213,8 +213,11 @@ class OAuthClient:
     async def _fetch_route(self, to_number: str) -> str | None:
         reply = await self._call(self.topology.route_rpc, RouteRequest(to_number=to_number),
                                  RouteReply)
-        self._routes[to_number] = _Cached(reply.location_id,
-                                          self.monotonic() + self.settings_ttl)
+        # Only owners are cached: "nobody owns it" must not outlive an operator assigning
+        # the number and replaying the parked replies.
+        if reply.location_id is not None:
+            self._routes[to_number] = _Cached(reply.location_id,
+                                              self.monotonic() + self.settings_ttl)
         return reply.location_id
 
     # --- the wire -------------------------------------------------------------------------
