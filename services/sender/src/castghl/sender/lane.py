@@ -9,15 +9,21 @@ bucket that honours both (in any window of T seconds it admits at most
 against timing jitter at window edges. Key limits use the log alone: at most `rate`
 calls in any rolling second.
 
+A tenth of the burst is kept back as headroom: our clock decides when a call leaves,
+Cast's clock when it arrives, and network jitter between the two must not push one call
+over Cast's window.
+
 Only one replica owns the lane at a time (the outbound queue has a single active
-consumer), so these in-process limits are global. A lane starts empty rather than full:
-a replica that just became the active consumer may follow one that was sending a moment
-ago. A 429 pauses the whole lane for `Retry-After`.
+consumer), so these in-process limits are global. A lane starts empty, counted from its
+first call rather than from process start: a replica that just became the active
+consumer may follow one that was sending a moment ago. A 429 pauses the whole lane for
+`Retry-After`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,16 +43,20 @@ class RateLimit:
             raise ValueError("rate must be positive")
         burst = int(rate) if burst is None else burst
         self.rate = min(rate, float(burst))
-        self.window_limit = max(1, burst)
-        self.capacity = max(1.0, burst - self.rate) if bucket else float("inf")
+        # Headroom comes out of the burst only, never out of the sustained rate.
+        headroom = max(1, burst // 10) if bucket else 0
+        self.window_limit = max(1, math.ceil(self.rate), burst - headroom)
+        self.capacity = max(1.0, self.window_limit - self.rate) if bucket else float("inf")
         self.clock = clock
         self.tokens = 0.0
-        self.updated = clock()
+        self.updated: float | None = None  # set by the first call: the lane starts empty
         self.paused_until = 0.0
         self.sent: deque[float] = deque(maxlen=self.window_limit)
         self._lock = asyncio.Lock()
 
     def _refill(self, now: float) -> None:
+        if self.updated is None:
+            self.updated = now
         # `updated` may lie in the future after a pause: nothing accrues until it ends.
         if self.capacity != float("inf") and now > self.updated:
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
