@@ -1,0 +1,52 @@
+# Cast SMS for GoHighLevel — every command sets itself up (uv, the venv, the lock).
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN := $(UV) run --frozen
+
+.PHONY: help setup test lint typecheck unit integration e2e demo bench compose-test clean
+
+help:
+	@echo "make demo    run the whole bridge locally against the GHL and Cast simulators"
+	@echo "make test    lint, type-check and run every test (unit, integration, e2e)"
+	@echo "make bench   benchmark the gateway and the outbound pipeline"
+	@echo "make compose-test   build the images, run the sandbox stack in Docker with 3 senders"
+	@echo "                    and check it end to end (needs a Docker API; docs/deploy.md)"
+	@echo "make unit | integration | e2e | lint | typecheck"
+
+setup:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+lint: setup
+	$(RUN) ruff check .
+
+typecheck: setup
+	$(RUN) mypy libs/common/src libs/sandbox/src services/gateway/src services/sender/src \
+		services/oauth/src
+
+unit: setup
+	$(RUN) pytest -m unit
+
+integration: setup
+	$(RUN) pytest -m integration
+
+e2e: setup
+	$(RUN) pytest -m e2e
+
+test: lint typecheck
+	$(RUN) pytest
+
+demo: setup
+	$(RUN) castghl-demo
+
+bench: setup
+	$(RUN) python bench/run.py
+
+# Needs a Docker API (DOCKER_HOST or /var/run/docker.sock) and `docker compose`; exits 2
+# naming what is missing. Builds, runs and always removes its own project (down -v).
+compose-test: setup
+	$(RUN) python -m castghl.sandbox.compose
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache var
