@@ -20,3 +20,12 @@ def test_the_configuration_table_lists_exactly_the_settings() -> None:
               for field in cls.model_fields}
     assert sorted(actual - names) == [], "settings missing from the README"
     assert sorted(names - actual) == [], "README documents settings that do not exist"
+
+
+def test_env_example_offers_every_setting() -> None:
+    text = (README.parent / ".env.example").read_text()
+    offered = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, re.M))
+    # HOST and PORT differ per service: docker-compose.yaml sets them on each.
+    actual = {field.upper() for cls in (GatewaySettings, SenderSettings, OAuthSettings)
+              for field in cls.model_fields} - {"HOST", "PORT"}
+    assert sorted(actual - offered) == [], ".env.example misses settings"
