@@ -6,17 +6,14 @@ here, once, so a worker's `outcome_for` decides retry or park without knowing ab
 an uninstalled location or a dead refresh token is permanent; a paused location, an
 unreachable GHL or an OAuth service that does not answer is worth retrying.
 
-`SingleFlight` lives here because both sides use it: this client collapses concurrent
-identical asks into one RPC, and the service collapses concurrent refreshes of one
-installation into one lease attempt.
+Concurrent identical asks share one RPC (`castghl.common.singleflight`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
@@ -34,9 +31,9 @@ from castghl.common.messages import (
     TokenReply,
     TokenRequest,
 )
+from castghl.common.singleflight import SingleFlight
 from castghl.common.topology import Topology
 
-K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 R = TypeVar("R", bound=BaseModel)
 
@@ -85,35 +82,6 @@ _ERRORS: dict[TokenError, type[BridgeError]] = {
 def token_error(error: TokenError, detail: str = "") -> BridgeError:
     """The error family member for a `TokenError` the service answered."""
     return _ERRORS[error](detail or f"OAuth service: {error.value}")
-
-
-class SingleFlight(Generic[K, V]):
-    """Concurrent `run`s with the same key share one execution of the first one's work.
-
-    The work runs in its own task and callers await it shielded: a caller that gives up
-    (timeout, cancelled request) never cancels work others wait on — which matters when
-    that work is half-way through spending a single-use refresh token.
-    """
-
-    def __init__(self) -> None:
-        self._running: dict[K, asyncio.Task[V]] = {}
-
-    def __contains__(self, key: K) -> bool:
-        return key in self._running
-
-    async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
-        task = self._running.get(key)
-        if task is None:
-            task = asyncio.ensure_future(work())
-            self._running[key] = task
-            task.add_done_callback(lambda done: self._finished(key, done))
-        return await asyncio.shield(task)
-
-    def _finished(self, key: K, task: asyncio.Task[V]) -> None:
-        if self._running.get(key) is task:
-            del self._running[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter may have gone
 
 
 @dataclass(frozen=True)

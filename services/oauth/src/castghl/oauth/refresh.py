@@ -25,7 +25,7 @@ from castghl.common.errors import BridgeError
 from castghl.common.ghl.oauth import InvalidGrant, LocationInactive, TokenGrant, UserType
 from castghl.common.logging import log_context
 from castghl.common.messages import TokenError
-from castghl.common.oauth_client import SingleFlight
+from castghl.common.singleflight import SingleFlight
 from castghl.oauth.installation import (
     Installation,
     Kind,
