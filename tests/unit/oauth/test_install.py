@@ -64,6 +64,7 @@ class Harness:
     store: FakeStore
     signer: StateSigner
     now: list[float]
+    installer: Installer
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ async def harness() -> AsyncIterator[Harness]:
     app.include_router(install_router(installer))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="https://bridge.example") as client:
-        yield Harness(client, ghl, store, signer, now)
+        yield Harness(client, ghl, store, signer, now, installer)
     await http.aclose()
 
 
@@ -119,6 +120,16 @@ async def test_a_marketplace_install_without_state_is_accepted(harness: Harness)
     answer = await harness.client.get("/oauth/callback", params={"code": "c1"})
     assert answer.status_code == 200
     assert location_key("loc1") in harness.store.docs
+
+
+async def test_an_agency_apps_marketplace_install_is_exchanged_as_company(
+        harness: Harness) -> None:
+    harness.installer.marketplace_user_type = "Company"
+    harness.ghl.user_type = "Company"
+    answer = await harness.client.get("/oauth/callback", params={"code": "c1"})
+    assert answer.status_code == 200
+    assert harness.ghl.forms[0]["user_type"] == "Company"
+    assert company_key("co1") in harness.store.docs
 
 
 async def test_an_agency_install_stores_the_company_and_mints_each_approved_location(

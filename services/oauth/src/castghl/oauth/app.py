@@ -61,7 +61,7 @@ def create_app(settings: OAuthSettings) -> FastAPI:
         store, ghl, tokens, StateSigner(client_secret, settings.oauth_state_ttl_seconds),
         authorize_url=f"{str(settings.ghl_marketplace_url).rstrip('/')}/v2/oauth/chooselocation",
         callback_url=settings.callback_url, client_id=settings.ghl_client_id,
-        app_id=settings.ghl_app_id)
+        app_id=settings.ghl_app_id, marketplace_user_type=settings.ghl_marketplace_user_type)
 
     broker = make_broker(settings, SERVICE)
     register_rpc(broker, topology, tokens, store, min_valid_floor=settings.token_min_valid_seconds,

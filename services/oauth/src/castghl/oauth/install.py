@@ -63,6 +63,7 @@ class Installer:
     def __init__(self, store: GrantStore, ghl: CodeExchange, minter: LocationMinter,
                  signer: StateSigner, *, authorize_url: str, callback_url: str,
                  client_id: str, app_id: str | None,
+                 marketplace_user_type: UserType = "Location",
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.ghl = ghl
@@ -72,6 +73,9 @@ class Installer:
         self.callback_url = callback_url
         self.client_id = client_id
         self.app_id = app_id
+        # Installs started from the Marketplace carry no state of ours: the app's
+        # distribution (sub-account or agency) decides how their code is exchanged.
+        self.marketplace_user_type = marketplace_user_type
         self.clock = clock
 
     def authorize_redirect(self, user_type: UserType) -> str:
@@ -96,7 +100,7 @@ class Installer:
         if error:
             raise InstallFailed(400, "The install was not approved",
                                 f"GoHighLevel did not approve the install. {_START_AGAIN}")
-        user_type: UserType = "Location"
+        user_type = self.marketplace_user_type
         if state is not None:
             try:
                 user_type = self.signer.check(state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from castghl.common.crypto import TokenCipher
+from castghl.common.ghl.oauth import UserType
 from castghl.common.settings import (
     BrokerSettings,
     GhlApiSettings,
@@ -23,6 +24,9 @@ class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     # Only needed to list an agency's installed locations when GHL's token answer names none.
     ghl_app_id: str | None = None
     ghl_marketplace_url: HttpUrl = HttpUrl("https://marketplace.gohighlevel.com")
+    # How to exchange the code of an install started in the Marketplace (no state of ours):
+    # Location for a sub-account app, Company for an app agencies install in bulk.
+    ghl_marketplace_user_type: UserType = "Location"
     token_encryption_keys: SecretStr
     admin_api_key: SecretStr = Field(min_length=16)
 
