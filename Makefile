@@ -23,7 +23,7 @@ lint: setup
 
 typecheck: setup
 	$(RUN) mypy libs/common/src libs/sandbox/src services/gateway/src services/sender/src \
-		services/oauth/src
+		services/oauth/src bench
 
 unit: setup
 	$(RUN) pytest -m unit

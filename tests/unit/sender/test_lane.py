@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 
 import pytest
 
@@ -112,3 +113,13 @@ async def test_lane_waits_for_the_key_limit_then_the_shared_one() -> None:
     before = asyncio.get_running_loop().time()
     await lane.acquire("cast_key_b", key_rate=5)
     assert asyncio.get_running_loop().time() - before < 0.5
+
+
+async def test_a_key_call_is_counted_when_the_shared_lane_lets_it_go() -> None:
+    lane = Lane(rate=1000, burst=1000, default_key_rate=5)
+    started = time.monotonic()
+    lane.pause(0.3)  # the shared lane is closed for a while (a 429)
+    await lane.acquire("cast_key_a")
+    # Counted at the real send time, not when the key's own window had room.
+    assert lane.keys["cast_key_a"].sent[-1] >= started + 0.29
+    assert lane.ip.sent[-1] >= started + 0.29

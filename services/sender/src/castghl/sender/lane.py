@@ -23,10 +23,11 @@ consumer may follow one that was sending a moment ago. A 429 pauses the whole la
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 # Slack added to the rolling window: send times are ours, arrival times are Cast's.
@@ -73,14 +74,29 @@ class RateLimit:
             waits.append(self.sent[0] + 1.0 + WINDOW_SLACK_SECONDS - now)
         return max(0.0, *waits)
 
+    async def _wait_for_room(self) -> None:
+        # Not polling: each sleep lasts exactly until the computed moment a call fits.
+        while (wait := self.wait_needed()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+
+    def _take(self) -> None:
+        if self.capacity != float("inf"):
+            self.tokens -= 1
+        self.sent.append(self.clock())
+
     async def acquire(self) -> None:
         async with self._lock:
-            # Not polling: each sleep lasts exactly until the computed moment a call fits.
-            while (wait := self.wait_needed()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(wait)
-            if self.capacity != float("inf"):
-                self.tokens -= 1
-            self.sent.append(self.clock())
+            await self._wait_for_room()
+            self._take()
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Wait for room and keep it while the caller waits for other limits; the call
+        is counted when the block ends, i.e. when the caller is about to send."""
+        async with self._lock:
+            await self._wait_for_room()
+            yield
+            self._take()
 
     def pause(self, seconds: float) -> None:
         """Cast said 429: nobody calls before `seconds` from now, and no saved-up burst."""
@@ -109,9 +125,12 @@ class Lane:
         return limit
 
     async def acquire(self, api_key: str, key_rate: float | None = None) -> None:
-        # Key first: a slow key must not hold the shared IP lane while it waits.
-        await self._key_limit(api_key, key_rate).acquire()
-        await self.ip.acquire()
+        """Return when one call may leave now. The caller sends right away: times are
+        recorded at the grant, so nothing slow may sit between this and the request."""
+        # Key first, so a slow key never holds the shared IP lane while it waits; its
+        # call is counted only once the IP lane lets it go, at the real send time.
+        async with self._key_limit(api_key, key_rate).held():
+            await self.ip.acquire()
 
     def pause(self, seconds: float) -> None:
         self.ip.pause(seconds)

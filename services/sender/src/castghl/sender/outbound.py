@@ -157,8 +157,13 @@ class OutboundPipeline:
     async def _send_part(self, message_id: str, n: int, request: CastSendRequest,
                          api_key: str, key_rate: float | None) -> None:
         for _ in range(MAX_RATE_LIMITED_IN_A_ROW):
-            await self.lane.acquire(api_key, key_rate)
+            # Recorded before the lane, not between the lane and the call: the lane counts
+            # a call when it grants it, so the request must follow the grant at once. (A
+            # crash while waiting in the lane leaves a part marked sending that never
+            # left: harmless with idempotency; without it, the message fails as "may
+            # have been delivered", the safe side.)
             await self.store.part_sending(message_id, n, request.to)
+            await self.lane.acquire(api_key, key_rate)
             try:
                 answer = await self.cast.send(request, api_key=api_key,
                                               idempotency_key=idempotency_key(message_id, n))

@@ -6,6 +6,8 @@ the demo) never share tokens, messages or rate windows.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -46,15 +48,21 @@ def create_ghl_app(knobs: GhlKnobs) -> FastAPI:
     sim = GhlSimulator(knobs, Recorder(), GhlState(), TokenStore(), RateLimiter(),
                        Signer(knobs))
     gate = Gate(knobs, sim.tokens, sim.limiter)
+    sandbox = controls.SandboxControls(knobs, sim.state, sim.tokens, sim.signer)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await sandbox.close()
+
     app = FastAPI(title="GoHighLevel simulator", docs_url="/_sandbox/docs",
-                  openapi_url="/_sandbox/openapi.json", redoc_url=None)
+                  openapi_url="/_sandbox/openapi.json", redoc_url=None, lifespan=lifespan)
     app.state.ghl = sim
     install_error_handlers(app)
     app.include_router(oauth.OAuthEndpoints(knobs, sim.tokens, gate).router())
     app.include_router(conversations.build_router(knobs, sim.state, gate))
     app.include_router(contacts.build_router(sim.state, gate))
-    app.include_router(
-        controls.SandboxControls(knobs, sim.state, sim.tokens, sim.signer).router())
+    app.include_router(sandbox.router())
     # Added first = innermost: recording (added by `install`) sees injected faults, and
     # rate-limit headers land on every answer the routes and error handlers produce.
     app.add_middleware(RateLimitHeaders)

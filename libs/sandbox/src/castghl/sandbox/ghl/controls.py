@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, Body
 
 from castghl.sandbox.ghl.errors import api_error
@@ -67,6 +68,19 @@ class SandboxControls:
         self.state = state
         self.tokens = tokens
         self.signer = signer
+        # Created on first use, inside the server's event loop; closed with the app.
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"])
@@ -92,8 +106,8 @@ class SandboxControls:
     # --- GHL's side: a user sends an SMS, an app is installed -----------------------------
 
     async def _send(self, hook: SentWebhook, times: int) -> dict[str, Any]:
-        deliveries = await deliver(hook.url, hook.raw, hook.headers, times,
-                                   self.knobs.webhook_timeout)
+        deliveries = await deliver(self.http, hook.url, hook.raw, hook.headers, times=times,
+                                   timeout_s=self.knobs.webhook_timeout)
         with self.state.lock:
             hook.deliveries.extend(deliveries)
         return {**hook.as_json(), "deliveries": [d.as_json() for d in deliveries]}
