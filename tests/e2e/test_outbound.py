@@ -6,6 +6,7 @@ server, real HTTP. Each test sends its own messages and checks only those.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -152,6 +153,29 @@ def test_a_sender_killed_mid_burst_loses_nothing_and_texts_nothing_twice(
         sends = crash.cast_sends()
     assert all(s and s[0]["status"] == "delivered" for s in statuses.values()), [
         i for i, s in statuses.items() if not s]
+    assert sorted(sends) == sorted(ids)
+    assert {i: len(v) for i, v in sends.items() if len(v) != 1} == {}
+    assert all(len(s) == 1 for s in statuses.values())
+
+
+def test_a_sender_stopped_with_sigterm_mid_burst_drains_and_hands_over(
+    rabbitmq: Infra, mongo: Infra, tmp_path: Path,
+) -> None:
+    graceful = make_stack(rabbitmq, mongo, tmp_path, senders=2)
+    with graceful.running():
+        graceful.install()
+        ids = [graceful.send(phone=PHONE, message=f"term {i}")["messageId"]
+               for i in range(90)]
+        deadline = time.monotonic() + 30
+        while len(graceful.cast_sends()) < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        codes = [graceful.lane_owner().stop()]  # SIGTERM to the replica owning the lane
+        statuses = graceful.wait_for_statuses(ids, timeout=90)
+        sends = graceful.cast_sends()
+    # It finished in the grace period on its own (uvicorn re-raises the signal after its
+    # graceful shutdown, hence -SIGTERM); a sender that hung would show -SIGKILL.
+    assert codes == [-signal.SIGTERM]
+    assert all(s and s[0]["status"] == "delivered" for s in statuses.values())
     assert sorted(sends) == sorted(ids)
     assert {i: len(v) for i, v in sends.items() if len(v) != 1} == {}
     assert all(len(s) == 1 for s in statuses.values())

@@ -40,6 +40,7 @@ import httpx
 
 from castghl.sandbox.infra import docker_available
 from castghl.sandbox.stack import BridgeAt
+from castghl.sandbox.stack import parts_sent as parts_sent_in
 
 PROJECT = "castghl-compose-test"
 # The sandbox stack's fixed host ports: BASE_URL and GHL_MARKETPLACE_URL in
@@ -225,9 +226,6 @@ def settle(bridge: BridgeAt, cases: list[Case], timeout: float = SETTLE_TIMEOUT_
 
 # --- the kill ----------------------------------------------------------------------------
 
-_SENT_TOTAL = re.compile(r"^castghl_cast_parts_sent_total\s+([0-9.e+]+)$", re.M)
-
-
 def parts_sent(compose: Compose, container: str) -> float:
     """The sender's own count of parts Cast accepted (its /metrics, from inside)."""
     script = ("import os,urllib.request;print(urllib.request.urlopen("
@@ -236,8 +234,7 @@ def parts_sent(compose: Compose, container: str) -> float:
         text = compose.docker_cli("exec", container, "python", "-c", script, timeout=30)
     except subprocess.SubprocessError:
         return 0.0
-    match = _SENT_TOTAL.search(text)
-    return float(match[1]) if match else 0.0
+    return parts_sent_in(text)
 
 
 @dataclass

@@ -36,6 +36,7 @@ class Case:
     expect_error: str = ""
     times: int = 1
     message_id: str = ""
+    conversation_id: str = ""
     webhook_answers: list[int] = field(default_factory=list)
     fired_at: float = 0.0
     status: str | None = None
@@ -72,6 +73,7 @@ def fire(stack: Stack, case: Case) -> None:
     case.fired_at = time.monotonic()
     answer = stack.send(times=case.times, **case.payload)
     case.message_id = answer["messageId"]
+    case.conversation_id = answer.get("conversationId") or ""
     case.webhook_answers = [d["status_code"] for d in answer["deliveries"]]
 
 
@@ -96,36 +98,47 @@ def observe(stack: Stack, all_cases: list[Case]) -> None:
 
 @dataclass
 class Reply:
-    """The recipient answers the first text; it must appear in the GHL conversation."""
+    """The recipient answers the first text (Cast's SIM gateway posts it twice); it must
+    appear once, in the same GHL conversation."""
 
+    conversation_id: str
     sender: str = PHONE
     message: str = "Salamat! See you tomorrow."
-    cast_message_id: str = ""
+    posted: list[int] = field(default_factory=list)
     ghl_messages: int = 0
-    contact_id: str = ""
+    landed_in: str = ""
     after: float | None = None
 
     @property
     def ok(self) -> bool:
-        return self.ghl_messages == 1
+        return self.ghl_messages == 1 and self.landed_in == self.conversation_id
+
+    def row(self) -> tuple[str, ...]:
+        where = ("the same conversation" if self.landed_in == self.conversation_id
+                 else self.landed_in or "nowhere")
+        after = f"{self.after:.1f} s" if self.after is not None else "-"
+        return (f"reply from {self.sender}", ",".join(map(str, self.posted)), "-", "-",
+                f"{self.ghl_messages} inbound message(s) in {where}", after,
+                "yes" if self.ok else "NO")
 
 
 def reply(stack: Stack, answer: Reply) -> None:
     started = time.monotonic()
     posted = stack.reply(sender=answer.sender, message=answer.message, times=2)
-    answer.cast_message_id = posted["sent"]["message_id"]
-    found = stack.wait_for_inbound(answer.cast_message_id)
+    answer.posted = [attempt["status_code"] for attempt in posted["attempts"]]
+    cast_message_id = posted["sent"]["message_id"]
+    found = stack.wait_for_inbound(cast_message_id)
     if found:
         answer.after = time.monotonic() - started
         time.sleep(1.0)  # the second post must not become a second message
-        found = stack.inbound_messages(answer.cast_message_id)
-        answer.contact_id = found[0]["contactId"]
+        found = stack.inbound_messages(cast_message_id)
+        answer.landed_in = found[0].get("conversationId") or ""
     answer.ghl_messages = len(found)
 
 
-def table(all_cases: list[Case]) -> str:
-    rows = [("case", "webhook answers", "Cast sends", "GHL statuses", "GHL status", "after",
-             "ok")]
+def table(all_cases: list[Case], answer: Reply) -> str:
+    rows: list[tuple[str, ...]] = [("case", "webhook answers", "Cast sends", "GHL statuses",
+                                    "GHL status", "after", "ok")]
     for c in all_cases:
         status = c.status or "(none)"
         if c.error:
@@ -133,6 +146,7 @@ def table(all_cases: list[Case]) -> str:
         after = f"{c.settled_after:.1f} s" if c.settled_after is not None else "-"
         rows.append((c.name, ",".join(map(str, c.webhook_answers)), str(c.cast_parts),
                      str(c.status_writes), status, after, "yes" if c.ok else "NO"))
+    rows.append(answer.row())
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -159,14 +173,10 @@ def run(workdir: Path, say: Callable[[str], None] = _say) -> bool:
                 fire(stack, case)
             say(f"fired {len(all_cases)} signed webhooks; waiting for final statuses ...")
             observe(stack, all_cases)
-            say("\n" + table(all_cases) + "\n")
-            answer = Reply()
+            say("the recipient replies (Cast's SIM gateway posts the reply twice) ...")
+            answer = Reply(conversation_id=all_cases[0].conversation_id)
             reply(stack, answer)
-            after = f"{answer.after:.1f} s" if answer.after is not None else "-"
-            say(f"reply from {answer.sender} (posted twice by Cast's SIM gateway): "
-                f"{answer.ghl_messages} GHL inbound message(s) on contact "
-                f"{answer.contact_id or '-'} after {after}: "
-                f"{'ok' if answer.ok else 'NOT OK'}\n")
+            say("\n" + table(all_cases, answer) + "\n")
             say(f"logs: {workdir / 'logs'}")
             return all(c.ok for c in all_cases) and answer.ok
     finally:

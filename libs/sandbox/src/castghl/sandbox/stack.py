@@ -43,6 +43,16 @@ READY_TIMEOUT_SECONDS = 45.0
 _IDEMPOTENCY_KEY = re.compile(r"^ghl-(?P<message_id>.+)-(?P<part>\d+)$")
 
 
+_PARTS_SENT = re.compile(r"^castghl_cast_parts_sent_total\s+([0-9.e+]+)$", re.M)
+
+
+def parts_sent(metrics: str) -> float:
+    """A sender's own count of parts Cast accepted, from its /metrics text: the replica
+    whose count grows is the one owning the Cast lane."""
+    match = _PARTS_SENT.search(metrics)
+    return float(match[1]) if match else 0.0
+
+
 class StackError(RuntimeError):
     """A process of the stack failed to start; the message quotes its last log lines."""
 
@@ -336,6 +346,14 @@ class Stack(Bridge):
     @property
     def sender_processes(self) -> list[Process]:
         return [p for name, p in self.processes.items() if name.startswith("sender-")]
+
+    def lane_owner(self) -> Process:
+        """The running sender that has sent the most through Cast (the active consumer)."""
+        def sent(sender: Process) -> float:
+            assert sender.url is not None
+            return parts_sent(httpx.get(f"{sender.url}/metrics", timeout=10).text)
+
+        return max((p for p in self.sender_processes if p.running), key=sent)
 
     def stop_senders(self) -> None:
         for sender in self.sender_processes:
