@@ -31,7 +31,7 @@ def operator(stack: Stack, *args: str) -> str:
 
 
 def test_a_reply_from_a_texted_phone_lands_once_on_its_contact(stack: Stack) -> None:
-    sent = stack.send(phone=TEXTED, message="Are you coming tomorrow?")
+    sent = stack.send(phone="+63 917 123-4567", message="Are you coming tomorrow?")
     stack.wait_for_statuses([sent["messageId"]])
     upserts_before = len(httpx.get(f"{stack.ghl}/_sandbox/calls",
                                    params={"path": "/contacts/upsert"}, timeout=10).json())
@@ -43,6 +43,7 @@ def test_a_reply_from_a_texted_phone_lands_once_on_its_contact(stack: Stack) -> 
     assert len(stack.inbound_messages("CASTIN-e2e-1")) == 1
     assert message["message"] == "Yes!"
     assert message["direction"] == "inbound"
+    assert message["conversationId"] == sent["conversationId"]
     [contact] = [c for c in contacts(stack) if c["id"] == message["contactId"]]
     assert contact["phone"] == TEXTED
     upserts = httpx.get(f"{stack.ghl}/_sandbox/calls", params={"path": "/contacts/upsert"},

@@ -229,6 +229,15 @@ async def test_upserting_a_phone_twice_finds_the_same_contact(ghl_sim: Any) -> N
     assert listed[0]["firstName"] == "Maria"
 
 
+async def test_a_reply_upserted_in_e164_finds_the_contact_a_formatted_send_made(
+        ghl_sim: Any) -> None:
+    async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
+        sent = (await client.post("/_sandbox/outbound", json={
+            "phone": "+63 917 123-4567", "message": "hi", "deliver": False})).json()
+        token = await _token(client)
+        assert await _contact(client, token, "+639171234567") == sent["contactId"]
+
+
 async def test_upsert_rejects_what_ghl_would(ghl_sim: Any) -> None:
     cases: list[tuple[Any, str]] = [
         ({"locationId": LOCATION, "phoneNumber": PHONE}, "property phoneNumber should not exist"),

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Body
 
+from castghl.sandbox.ghl.contacts import normalise_phone
 from castghl.sandbox.ghl.errors import api_error
 from castghl.sandbox.ghl.knobs import GhlKnobs
 from castghl.sandbox.ghl.oauth import installation_grant, token_response
@@ -39,13 +40,16 @@ from castghl.sandbox.recording import SANDBOX_PREFIX
 
 
 def _contact_for(state: GhlState, location_id: str, request: OutboundRequest) -> Contact:
-    # The phone is kept exactly as given: odd numbers are how tests probe the bridge.
+    # The webhook carries the phone exactly as given (odd numbers are how tests probe the
+    # bridge), but the contact holds it as GHL stores phones, so a reply from that phone
+    # upserted later finds this contact and lands in this conversation.
+    phone = (normalise_phone(request.phone) or request.phone) if request.phone else None
     if request.contactId is not None:
         known = state.contact(location_id, request.contactId)
-        return known or state.add_contact(location_id, request.phone, None, {},
+        return known or state.add_contact(location_id, phone, None, {},
                                           contact_id=request.contactId)
-    found = state.find_contact(location_id, request.phone, None)
-    return found or state.add_contact(location_id, request.phone, None, {})
+    found = state.find_contact(location_id, phone, None)
+    return found or state.add_contact(location_id, phone, None, {})
 
 
 def _conversation_for(state: GhlState, contact: Contact, conversation_id: str | None
