@@ -111,3 +111,9 @@ def test_third_party_loggers_share_the_json_format(capsys: pytest.CaptureFixture
 def test_ordinary_codes_are_not_mistaken_for_oauth_codes() -> None:
     entry = render("Basic.Return(reply_code=312, reply_text='NO_ROUTE')")
     assert "reply_code=312" in str(entry["msg"])
+
+
+def test_uvicorns_coloured_copy_of_the_message_is_dropped() -> None:
+    entry = render("Started server process [%d]", 42,
+                   color_message="Started server process [\x1b[36m%d\x1b[0m]")
+    assert "color_message" not in entry

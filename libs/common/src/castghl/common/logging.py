@@ -46,6 +46,7 @@ _TEXT_PATTERNS: Final = (
 
 _RESERVED: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
+    "color_message",  # uvicorn's copy of `msg` with terminal colours
 }
 
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
