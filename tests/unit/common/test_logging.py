@@ -48,6 +48,10 @@ def test_secret_fields_are_masked(field: str, value: str) -> None:
         (f"jwt {TOKEN} expired", TOKEN),
         ("https://h/oauth/token?refresh_token=abcdef123&x=1", "abcdef123"),
         ('{"access_token": "zzz-secret-zzz", "a": 1}', "zzz-secret-zzz"),
+        ('{"client_secret":"cs-secret-1"}', "cs-secret-1"),
+        ("{'refresh_token': 'rt-secret-2', 'x': 1}", "rt-secret-2"),
+        ("headers={'Authorization': 'Basic dXNlcjpwYXNz'}", "dXNlcjpwYXNz"),
+        ("input_value={'api_key': 'k-secret-3'}", "k-secret-3"),
         ("callback?code=supersecretcode", "supersecretcode"),
     ],
 )

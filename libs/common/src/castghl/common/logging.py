@@ -41,7 +41,10 @@ _TEXT_PATTERNS: Final = (
      r"\1=" + MASK),
     # An OAuth code only in a URL query: "reply_code=312" elsewhere is not a secret.
     (re.compile(r"(?i)([?&]code=)[^&\s\"']+"), r"\1" + MASK),
-    (re.compile(r"(?i)(\"(?:access|refresh)_token\"\s*:\s*\")[^\"]+"), r"\1" + MASK),
+    # A secret inside JSON or a Python dict repr (exception texts quote request bodies).
+    (re.compile(r"""(?ix)(["'](?:access_token|refresh_token|client_secret|api_key|x-api-key
+                      |token|password|authorization)["']\s*:\s*)(["'])(?:(?!\2).)+\2"""),
+     r"\1\2" + MASK + r"\2"),
 )
 
 _RESERVED: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
