@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from castghl.sandbox import infra
+from castghl.sandbox.clock import SimClock
 
 LAYERS = ("unit", "integration", "e2e")
 
@@ -27,11 +28,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @dataclass
 class RunningSimulator:
-    """A simulator served over real HTTP in this process: its URL and live knobs."""
+    """A simulator served over real HTTP in this process: its URL, live knobs and clock.
+
+    Tests of time behaviour `clock.freeze()` and `clock.advance(s)` instead of sleeping;
+    `_restore` (its reset) puts the clock back on real time for the next test."""
 
     url: str
     knobs: Any
     app: Any
+    clock: SimClock
 
 
 def _restore(running: RunningSimulator) -> RunningSimulator:
@@ -50,10 +55,10 @@ def _cast_server() -> Iterator[RunningSimulator]:
     from castghl.sandbox.cast.app import CastKnobs, create_cast_app
     from castghl.sandbox.server import serve_in_thread
 
-    knobs = CastKnobs()
-    app = create_cast_app(knobs)
+    knobs, clock = CastKnobs(), SimClock()
+    app = create_cast_app(knobs, clock)
     with serve_in_thread(app) as url:
-        yield RunningSimulator(url, knobs, app)
+        yield RunningSimulator(url, knobs, app, clock)
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +66,10 @@ def _ghl_server() -> Iterator[RunningSimulator]:
     from castghl.sandbox.ghl.app import GhlKnobs, create_ghl_app
     from castghl.sandbox.server import serve_in_thread
 
-    knobs = GhlKnobs()
-    app = create_ghl_app(knobs)
+    knobs, clock = GhlKnobs(), SimClock()
+    app = create_ghl_app(knobs, clock)
     with serve_in_thread(app) as url:
-        yield RunningSimulator(url, knobs, app)
+        yield RunningSimulator(url, knobs, app, clock)
 
 
 @pytest.fixture

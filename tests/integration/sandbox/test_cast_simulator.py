@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 
 from castghl.sandbox.cast.app import CastKnobs, create_cast_app
 from castghl.sandbox.cast.knobs import DEFAULT_API_KEY, DEFAULT_INBOUND_API_KEY
+from castghl.sandbox.clock import SimClock
 from castghl.sandbox.server import serve_in_thread
 
 OTHER_KEY = "cast_" + "ab" * 32
@@ -289,6 +290,8 @@ async def test_refusals_before_processing_are_not_kept(client: httpx.AsyncClient
 
 async def test_concurrent_retry_waits_for_the_first_and_sends_once(
         cast_sim: Any, client: httpx.AsyncClient) -> None:
+    # The latency makes the retries arrive while the first is processing; one that came
+    # after it finished would be a replay all the same, so a slow machine changes nothing.
     cast_sim.knobs.latency_ms = {"min": 300, "max": 300}
 
     answers = await asyncio.gather(*(send(client, idempotency_key="k1") for _ in range(3)))
@@ -301,17 +304,24 @@ async def test_concurrent_retry_waits_for_the_first_and_sends_once(
 
 
 async def test_kept_answers_expire(cast_sim: Any, client: httpx.AsyncClient) -> None:
-    cast_sim.knobs.idempotency_ttl_seconds = 0.2
+    cast_sim.knobs.idempotency_ttl_seconds = 60
+    cast_sim.clock.freeze()
 
-    await send(client, idempotency_key="k1")
-    await asyncio.sleep(0.25)
+    first = await send(client, idempotency_key="k1")
+    cast_sim.clock.advance(59)
+    kept = await send(client, idempotency_key="k1")
+    cast_sim.clock.advance(1)
     again = await send(client, idempotency_key="k1")
 
+    assert kept.headers["X-Idempotent-Replay"] == "true"
+    assert kept.json()["message_id"] == first.json()["message_id"]
     assert "X-Idempotent-Replay" not in again.headers
     assert len(await sent(client)) == 2
 
 
 # --- 3. rate limits -----------------------------------------------------------------------
+# Each test freezes the simulator's clock first: "inside one second" then holds however
+# slowly the machine fires the burst, and `advance` moves the bucket and the window exactly.
 
 async def burst(client: httpx.AsyncClient, count: int, **kwargs: Any) -> list[httpx.Response]:
     return list(await asyncio.gather(*(send(client, **kwargs) for _ in range(count))))
@@ -322,7 +332,9 @@ def statuses(responses: list[httpx.Response]) -> list[int]:
 
 
 async def test_51st_call_inside_a_second_is_429_with_retry_after(
-        client: httpx.AsyncClient) -> None:
+        cast_sim: Any, client: httpx.AsyncClient) -> None:
+    cast_sim.clock.freeze()
+
     responses = await burst(client, 51)
 
     assert statuses(responses) == [200] * 50 + [429]
@@ -335,6 +347,7 @@ async def test_51st_call_inside_a_second_is_429_with_retry_after(
 async def test_ip_limit_is_shared_by_every_key(cast_sim: Any,
                                                client: httpx.AsyncClient) -> None:
     cast_sim.knobs.api_keys = [DEFAULT_API_KEY, OTHER_KEY]
+    cast_sim.clock.freeze()
 
     responses = await asyncio.gather(*(send(client, key=(OTHER_KEY if i % 2 else None))
                                        for i in range(51)))
@@ -343,28 +356,44 @@ async def test_ip_limit_is_shared_by_every_key(cast_sim: Any,
 
 
 async def test_after_the_burst_the_rate_is_30_per_second_not_50(
-        client: httpx.AsyncClient) -> None:
+        cast_sim: Any, client: httpx.AsyncClient) -> None:
+    cast_sim.clock.freeze()
     assert statuses(await burst(client, 50)) == [200] * 50
-    await asyncio.sleep(1.0)
 
-    accepted = statuses(await burst(client, 50)).count(200)
+    # The rolling second is clear again, but the bucket has refilled only 1 s x 30/s.
+    cast_sim.clock.advance(1.0)
 
-    assert 30 <= accepted < 45
+    assert statuses(await burst(client, 50)) == [200] * 30 + [429] * 20
+
+
+async def test_half_a_second_later_the_window_still_refuses(
+        cast_sim: Any, client: httpx.AsyncClient) -> None:
+    cast_sim.clock.freeze()
+    await burst(client, 50)
+
+    # 15 tokens are back, but 50 calls already sit inside the last second.
+    cast_sim.clock.advance(0.5)
+
+    assert statuses(await burst(client, 5)) == [429] * 5
 
 
 async def test_refused_calls_consume_no_tokens(cast_sim: Any,
                                                client: httpx.AsyncClient) -> None:
     cast_sim.knobs.rate_per_second, cast_sim.knobs.burst = 4.0, 2
+    cast_sim.clock.freeze()
     assert statuses(await burst(client, 2)) == [200, 200]
     assert statuses(await burst(client, 6)) == [429] * 6
 
-    await asyncio.sleep(1.05)  # the window is clear and the bucket refilled, whatever 429'd
+    # The window is clear and 4 tokens refilled, capped at 2: had the six refusals
+    # taken tokens, the bucket would still be empty.
+    cast_sim.clock.advance(1.0)
 
     assert statuses(await burst(client, 3)) == [200, 200, 429]
 
 
 async def test_retry_after_follows_the_knob(cast_sim: Any, client: httpx.AsyncClient) -> None:
     cast_sim.knobs.burst, cast_sim.knobs.retry_after_seconds = 1, 7
+    cast_sim.clock.freeze()
     await send(client)
 
     assert (await send(client)).headers["Retry-After"] == "7"
@@ -374,6 +403,7 @@ async def test_per_key_limit_refuses_one_account_not_the_other(
         cast_sim: Any, client: httpx.AsyncClient) -> None:
     cast_sim.knobs.api_keys = [DEFAULT_API_KEY, OTHER_KEY]
     cast_sim.knobs.key_rate_per_second = 10
+    cast_sim.clock.freeze()
 
     mine = await burst(client, 11)
     theirs = await burst(client, 5, key=OTHER_KEY)
@@ -385,14 +415,16 @@ async def test_per_key_limit_refuses_one_account_not_the_other(
     assert statuses(theirs) == [200] * 5
 
 
-async def test_sent_log_has_send_times_to_bin_per_second(client: httpx.AsyncClient) -> None:
-    before = time.time()
+async def test_sent_log_has_send_times_to_bin_per_second(
+        cast_sim: Any, client: httpx.AsyncClient) -> None:
+    at = cast_sim.clock.freeze()
     await send(client, idempotency_key="k1")
+    cast_sim.clock.advance(3)
     await send(client, idempotency_key="k1")  # a replay is not a send
     await send(client, to="bad")              # nor is a refusal
 
     [row] = await sent(client)
-    assert before <= row["at"] <= time.time()
+    assert row["at"] == at
     assert row["api_key"].startswith("cast_test_")
     assert row["api_key"] != DEFAULT_API_KEY
     assert row["idempotency_key"] == "k1"
@@ -476,6 +508,7 @@ async def test_random_500_happens_after_sending_by_default(
 async def test_latency_delays_the_answer(cast_sim: Any, client: httpx.AsyncClient) -> None:
     cast_sim.knobs.latency_ms = {"min": 200, "max": 250}
 
+    # Real time on purpose: latency stands for the network, and a slow machine only adds.
     started = time.monotonic()
     await send(client)
 
@@ -486,11 +519,14 @@ async def test_hang_sends_then_times_out_and_the_retry_replays(
         cast_sim: Any, client: httpx.AsyncClient) -> None:
     cast_sim.knobs.hang_next, cast_sim.knobs.hang_seconds = 1, 1.0
 
+    # Real time on purpose: the hang outlasts the client's timeout by construction.
     with pytest.raises(httpx.ReadTimeout):
         await client.post(SEND, json={"to": NUMBER, "message": "Hello"},
                           headers={"X-Idempotency-Key": "k1"}, timeout=0.5)
-    [row] = await sent(client)
+    # Retried first: on a slow machine the first send may still be processing, and the
+    # retry then waits for it rather than the log being read too early.
     retry = await send(client, idempotency_key="k1")
+    [row] = await sent(client)
 
     assert retry.status_code == 200
     assert retry.json()["message_id"] == row["message_id"]
@@ -530,16 +566,19 @@ async def test_status_is_delivered_by_default(client: httpx.AsyncClient) -> None
 
 async def test_status_is_sent_until_the_receipt_arrives(
         cast_sim: Any, client: httpx.AsyncClient) -> None:
-    cast_sim.knobs.dlr_delay_seconds = 0.3
+    cast_sim.knobs.dlr_delay_seconds = 30
     cast_sim.knobs.carrier_outcome = "undelivered"
+    cast_sim.clock.freeze()
     message_id = (await send(client)).json()["message_id"]
 
     early = await status_of(client, message_id)
-    await asyncio.sleep(0.35)
+    cast_sim.clock.advance(29)
+    still = await status_of(client, message_id)
+    cast_sim.clock.advance(1)
     late = await status_of(client, message_id)
 
-    assert early["status"] == "sent"
-    assert "dlr_status" not in early
+    assert early["status"] == still["status"] == "sent"
+    assert "dlr_status" not in still
     assert late["status"] == "undelivered"
     assert late["dlr_status"] == "UNDELIV"
     assert late["error_message"]
@@ -690,23 +729,127 @@ async def test_reset_forgets_traffic_and_keeps_knobs(cast_sim: Any,
 
 async def test_state_shows_bucket_levels(cast_sim: Any, client: httpx.AsyncClient) -> None:
     cast_sim.knobs.key_rate_per_second = 10
+    cast_sim.clock.freeze()
     await burst(client, 5)
 
     state = (await client.get("/_sandbox/state")).json()
 
-    assert state["ip_buckets"]["127.0.0.1"]["last_second"] == 5
+    assert state["ip_buckets"]["127.0.0.1"] == {"tokens": 45, "last_second": 5}
     [key_bucket] = state["key_buckets"].values()
-    assert key_bucket["tokens"] < 6
+    assert key_bucket == {"tokens": 5, "last_second": 5}
 
 
 # --- 9. isolation -------------------------------------------------------------------------
 
 async def test_two_simulators_share_nothing(cast_sim: Any, client: httpx.AsyncClient) -> None:
-    with serve_in_thread(create_cast_app(CastKnobs(credits=1))) as other_url:
+    other_clock = SimClock()
+    other_clock.freeze()  # its 51 calls land inside one of its seconds
+    with serve_in_thread(create_cast_app(CastKnobs(credits=1), other_clock)) as other_url:
         async with httpx.AsyncClient(base_url=other_url,
                                      headers={"X-API-Key": DEFAULT_API_KEY}) as other:
             assert statuses(await burst(other, 51)) == [200] + [402] * 49 + [429]
             assert len(await sent(other)) == 1
 
     assert await sent(client) == []
+    assert not cast_sim.clock.frozen
     assert (await send(client, idempotency_key="k1")).status_code == 200
+
+
+# --- 10. the clock ------------------------------------------------------------------------
+
+async def test_clock_reads_real_time_until_a_test_steers_it(client: httpx.AsyncClient) -> None:
+    before = time.time()
+    reading = (await client.get("/_sandbox/clock")).json()
+
+    assert reading["frozen"] is False
+    # Monotonic time anchored on the wall clock at start: close to it, not equal.
+    assert abs(reading["now"] - before) < 5
+
+
+async def test_clock_route_freezes_advances_and_resumes(client: httpx.AsyncClient) -> None:
+    frozen = (await client.post("/_sandbox/clock", json={"freeze": True})).json()
+    still = (await client.get("/_sandbox/clock")).json()
+    moved = (await client.post("/_sandbox/clock", json={"advance": 2.5})).json()
+    both = (await client.post("/_sandbox/clock",
+                              json={"freeze": True, "advance": 3600})).json()
+    resumed = (await client.post("/_sandbox/clock", json={"freeze": False})).json()
+
+    assert frozen["frozen"] is True
+    assert still == frozen
+    assert moved == {"now": frozen["now"] + 2.5, "frozen": True}
+    assert both == {"now": frozen["now"] + 3602.5, "frozen": True}
+    assert resumed["frozen"] is False
+    assert resumed["now"] < both["now"]  # back on real time: the advance is dropped
+
+
+async def test_clock_route_moves_the_rate_limit_for_a_separate_process(
+        client: httpx.AsyncClient) -> None:
+    await client.post("/_sandbox/clock", json={"freeze": True})
+    assert statuses(await burst(client, 51)) == [200] * 50 + [429]
+
+    await client.post("/_sandbox/clock", json={"advance": 1})
+
+    assert statuses(await burst(client, 31)) == [200] * 30 + [429]
+
+
+async def test_a_receipt_delay_passes_when_the_clock_is_advanced_over_http(
+        cast_sim: Any, client: httpx.AsyncClient) -> None:
+    cast_sim.knobs.dlr_delay_seconds = 3600
+    await client.post("/_sandbox/clock", json={"freeze": True})
+    message_id = (await send(client)).json()["message_id"]
+
+    await client.post("/_sandbox/clock", json={"advance": 3600})
+
+    assert (await status_of(client, message_id))["status"] == "delivered"
+
+
+@pytest.mark.parametrize("body", [
+    {"advance": -1}, {"advance": "soon"}, {"advance": None}, {"advance": 1e300},
+    {"freeze": "yes"}, {"freeze": 1}, {"rewind": 5}, [1], "now",
+])
+async def test_bad_clock_changes_are_refused_and_change_nothing(
+        cast_sim: Any, client: httpx.AsyncClient, body: Any) -> None:
+    at = cast_sim.clock.freeze()
+
+    answer = await client.post("/_sandbox/clock", json=body)
+
+    assert answer.status_code in (400, 422), answer.text
+    assert cast_sim.clock() == at
+
+
+@pytest.mark.parametrize("raw", [b'{"advance": NaN}', b'{"advance": Infinity}', b"{not json"])
+async def test_clock_changes_that_are_not_numbers_or_json_are_refused(
+        client: httpx.AsyncClient, raw: bytes) -> None:
+    answer = await client.post("/_sandbox/clock", content=raw,
+                               headers={"Content-Type": "application/json"})
+
+    assert answer.status_code in (400, 422), answer.text
+
+
+async def test_empty_clock_post_only_reads(cast_sim: Any, client: httpx.AsyncClient) -> None:
+    at = cast_sim.clock.freeze()
+
+    for answer in (await client.post("/_sandbox/clock"),
+                   await client.post("/_sandbox/clock", json={})):
+        assert answer.json() == {"now": at, "frozen": True}
+
+
+async def test_reset_puts_the_clock_back_on_real_time(cast_sim: Any,
+                                                      client: httpx.AsyncClient) -> None:
+    cast_sim.clock.freeze()
+    cast_sim.clock.advance(86_400)
+
+    assert (await client.post("/_sandbox/reset")).status_code == 200
+
+    assert not cast_sim.clock.frozen
+    assert abs(cast_sim.clock() - time.time()) < 5
+
+
+async def test_calls_are_recorded_at_simulator_time(cast_sim: Any,
+                                                    client: httpx.AsyncClient) -> None:
+    at = cast_sim.clock.freeze()
+    cast_sim.clock.advance(60)
+    await send(client)
+
+    [call] = (await client.get("/_sandbox/calls")).json()
+    assert call["at"] == at + 60

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from typing import Any
 
 import httpx
 
+from castghl.sandbox.clock import SimClock
 from castghl.sandbox.ghl.app import GhlKnobs, create_ghl_app
+from castghl.sandbox.ghl.state import iso_time
 from castghl.sandbox.server import serve_in_thread
 
 CONVERSATIONS = "2021-04-15"
@@ -113,8 +115,11 @@ async def test_token_must_carry_the_scope_and_the_location(ghl_sim: Any) -> None
 
 
 # --- rate limits -----------------------------------------------------------------------------
+# The clock is frozen first: "inside the window" then holds however slowly the calls go,
+# and `advance` opens the next window exactly.
 
 async def test_101st_call_in_the_window_is_429_with_rate_limit_headers(ghl_sim: Any) -> None:
+    ghl_sim.clock.freeze()
     async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
         token = await _token(client)
         other = await _token(client, locationId="loc_other")
@@ -139,9 +144,9 @@ async def test_101st_call_in_the_window_is_429_with_rate_limit_headers(ghl_sim: 
 
 async def test_window_reopens_after_the_interval_and_retry_after_is_a_knob(ghl_sim: Any
                                                                            ) -> None:
-    ghl_sim.knobs.rate_limit_max = 2
-    ghl_sim.knobs.rate_limit_interval_ms = 200
+    ghl_sim.knobs.rate_limit_max = 2  # per the default 10 s interval
     ghl_sim.knobs.send_retry_after = True
+    ghl_sim.clock.freeze()
     async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
         token = await _token(client)
 
@@ -150,27 +155,35 @@ async def test_window_reopens_after_the_interval_and_retry_after_is_a_knob(ghl_s
                                      json={"locationId": LOCATION, "phone": PHONE})
 
         assert [(await call()).status_code for _ in range(3)] == [200, 200, 429]
-        refused = await call()
-        assert refused.headers["Retry-After"] == "1"
-        await asyncio.sleep(0.25)
-        assert (await call()).status_code == 200
+        assert (await call()).headers["Retry-After"] == "10"
+        ghl_sim.clock.advance(9.5)
+        late = await call()
+        ghl_sim.clock.advance(0.5)
+        reopened = await call()
+    assert late.status_code == 429
+    assert late.headers["Retry-After"] == "1"  # whole seconds, rounded up
+    assert reopened.status_code == 200
+    assert reopened.headers["X-RateLimit-Remaining"] == "1"
 
 
 # --- status updates --------------------------------------------------------------------------
 
 async def test_status_update_inside_the_race_window_is_403_then_200_and_recorded(ghl_sim: Any
                                                                                  ) -> None:
-    ghl_sim.knobs.status_race_seconds = 0.2
+    ghl_sim.knobs.status_race_seconds = 8
+    ghl_sim.clock.freeze()
     async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
         token = await _token(client)
         message_id = await _outbound(client)
         early = await _put_status(client, token, message_id, {"status": "delivered"})
-        await asyncio.sleep(0.25)
+        ghl_sim.clock.advance(7.5)
+        still = await _put_status(client, token, message_id, {"status": "delivered"})
+        ghl_sim.clock.advance(0.5)
         failed = {"status": "failed",
                   "error": {"code": "30007", "type": "saas", "message": "Carrier rejected"}}
         late = await _put_status(client, token, message_id, failed)
         recorded = (await client.get(f"/_sandbox/messages/{message_id}")).json()
-    assert early.status_code == 403
+    assert early.status_code == still.status_code == 403
     assert early.json()["statusCode"] == 403
     assert early.json()["message"] == "No conversation provider found for this message"
     assert late.status_code == 200
@@ -401,7 +414,9 @@ async def test_reset_forgets_everything_but_the_knobs(ghl_sim: Any) -> None:
 
 
 async def test_two_simulators_share_nothing(ghl_sim: Any) -> None:
-    second = create_ghl_app(GhlKnobs())
+    other_clock = SimClock()
+    other_clock.freeze()  # its own time: stopping it stops nothing in the first simulator
+    second = create_ghl_app(GhlKnobs(), other_clock)
     with serve_in_thread(second) as other_url:
         async with httpx.AsyncClient(base_url=ghl_sim.url) as client, \
                 httpx.AsyncClient(base_url=other_url) as other:
@@ -411,3 +426,43 @@ async def test_two_simulators_share_nothing(ghl_sim: Any) -> None:
                                       json={"locationId": LOCATION, "phone": PHONE})
             assert answer.status_code == 401
             assert (await other.get("/_sandbox/contacts")).json() == []
+    assert not ghl_sim.clock.frozen
+
+
+# --- the clock -------------------------------------------------------------------------------
+
+async def test_clock_route_steers_the_ghl_simulator_too(ghl_sim: Any) -> None:
+    ghl_sim.knobs.status_race_seconds = 8
+    async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
+        frozen = (await client.post("/_sandbox/clock", json={"freeze": True})).json()
+        token = await _token(client)
+        message_id = await _outbound(client)
+        early = await _put_status(client, token, message_id, {"status": "delivered"})
+        moved = (await client.post("/_sandbox/clock", json={"advance": 8})).json()
+        late = await _put_status(client, token, message_id, {"status": "delivered"})
+        read = (await client.get("/_sandbox/clock")).json()
+        recorded = (await client.get(f"/_sandbox/messages/{message_id}")).json()
+    assert frozen["frozen"] is True
+    assert moved == read == {"now": frozen["now"] + 8, "frozen": True}
+    assert (early.status_code, late.status_code) == (403, 200)
+    assert recorded["dateAdded"] == iso_time(frozen["now"])
+    assert recorded["statuses"][0]["at"] == iso_time(frozen["now"] + 8)
+
+
+async def test_bad_clock_changes_are_refused_by_the_ghl_simulator(ghl_sim: Any) -> None:
+    at = ghl_sim.clock.freeze()
+    async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
+        for body in ({"advance": -5}, {"advance": "1s"}, {"freeze": "no"}, {"speed": 2}, [0]):
+            answer = await client.post("/_sandbox/clock", json=body)
+            assert answer.status_code in (400, 422), body
+    assert ghl_sim.clock() == at
+
+
+async def test_ghl_reset_puts_the_clock_back_on_real_time(ghl_sim: Any) -> None:
+    ghl_sim.clock.freeze()
+    ghl_sim.clock.advance(3600)
+    async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
+        assert (await client.post("/_sandbox/reset")).status_code == 200
+        reading = (await client.get("/_sandbox/clock")).json()
+    assert reading["frozen"] is False
+    assert abs(reading["now"] - time.time()) < 5

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -112,9 +114,9 @@ async def test_an_authorization_code_works_once_and_expires(ghl_sim: Any) -> Non
         assert again.json() == {"error": "invalid_grant",
                                 "error_description": "Invalid grant: authorization code is invalid"}
 
-        ghl_sim.knobs.code_ttl = 0.15
+        ghl_sim.clock.freeze()
         code = await _authorize(client, ghl_sim.knobs)
-        await asyncio.sleep(0.2)
+        ghl_sim.clock.advance(ghl_sim.knobs.code_ttl)
         late = await _exchange(client, ghl_sim.knobs, code)
     assert late.status_code == 400
     assert late.json() == {"error": "invalid_grant",
@@ -192,15 +194,40 @@ async def test_old_access_token_lives_on_after_refresh_unless_the_knob_says_othe
 
 
 async def test_access_token_ttl_knob_makes_tokens_expire(ghl_sim: Any) -> None:
-    ghl_sim.knobs.access_token_ttl = 1
+    ghl_sim.knobs.access_token_ttl = 3600
+    ghl_sim.clock.freeze()
     async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
         grant = (await client.post("/_sandbox/tokens/issue")).json()
-        assert grant["expires_in"] == 1
+        assert grant["expires_in"] == 3600
+        ghl_sim.clock.advance(3599)
         assert (await _upsert(client, grant["access_token"])).status_code == 200
-        await asyncio.sleep(1.05)
+        ghl_sim.clock.advance(1)
         late = await _upsert(client, grant["access_token"])
+        view = await _oauth_view(client)
     assert late.status_code == 401
     assert late.json()["statusCode"] == 401
+    assert view["tokens"]["loc_sandbox_1"]["expired"] is True
+
+
+async def test_a_code_does_not_expire_while_the_clock_is_frozen(
+        ghl_sim: Any) -> None:
+    ghl_sim.knobs.code_ttl = 0.001  # would expire at once in real time on any machine
+    ghl_sim.clock.freeze()
+    async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
+        code = await _authorize(client, ghl_sim.knobs)
+        answer = await _exchange(client, ghl_sim.knobs, code)
+    assert answer.status_code == 200
+
+
+async def test_tokens_carry_the_simulators_time(ghl_sim: Any) -> None:
+    at = ghl_sim.clock.freeze()
+    async with httpx.AsyncClient(base_url=ghl_sim.url) as client:
+        await client.post("/_sandbox/clock", json={"advance": 86_400})
+        grant = (await client.post("/_sandbox/tokens/issue")).json()
+        view = await _oauth_view(client)
+    claims = json.loads(base64.urlsafe_b64decode(grant["access_token"].split(".")[1] + "=="))
+    assert claims["iat"] == int(at + 86_400)
+    assert view["tokens"]["loc_sandbox_1"]["expires_at"] == at + 86_400 + grant["expires_in"]
 
 
 async def test_expire_endpoint_forces_an_expired_token_mid_run(ghl_sim: Any) -> None:

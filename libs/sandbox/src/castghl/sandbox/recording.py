@@ -1,23 +1,27 @@
-"""What every simulator shares: a record of the calls it received, and live knobs.
+"""What every simulator shares: a record of the calls it received, live knobs, its clock.
 
 Tests, the demo and benchmarks read `/_sandbox/calls` to see exactly what our services
-sent, and change behaviour while a simulator runs through `/_sandbox/config`.
+sent, change behaviour while a simulator runs through `/_sandbox/config`, and stop or move
+the simulator's time through `/_sandbox/clock` (see `castghl.sandbox.clock`).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from castghl.sandbox.clock import SimClock
+
 SANDBOX_PREFIX = "/_sandbox"
+# Keeps a reading within what a datetime can format (year 9999), however often it is sent.
+MAX_ADVANCE_SECONDS = 10 * 366 * 86_400
 
 
 class Call(BaseModel):
@@ -79,9 +83,10 @@ def _decode(raw: bytes, content_type: str) -> Any:
 class RecordingMiddleware:
     """Pure ASGI middleware: records method, path, headers, body, status and answer."""
 
-    def __init__(self, app: ASGIApp, recorder: Recorder) -> None:
+    def __init__(self, app: ASGIApp, recorder: Recorder, clock: Callable[[], float]) -> None:
         self.app = app
         self.recorder = recorder
+        self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(SANDBOX_PREFIX):
@@ -105,7 +110,7 @@ class RecordingMiddleware:
                 answer_parts.append(message.get("body", b""))
             await send(message)
 
-        started = time.time()
+        started = self.clock()
         try:
             await self.app(scope, recv, snd)
         finally:
@@ -124,12 +129,29 @@ class RecordingMiddleware:
             )
 
 
+class ClockChange(BaseModel):
+    """`POST /_sandbox/clock`: freeze or resume first, then advance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # True stops time; false goes back to real time and drops every advance, as a reset.
+    freeze: StrictBool | None = None
+    advance: float = Field(default=0.0, ge=0, le=MAX_ADVANCE_SECONDS, allow_inf_nan=False)
+
+
+class ClockReading(BaseModel):
+    now: float
+    frozen: bool
+
+
 def sandbox_router(
     recorder: Recorder,
     knobs: BaseModel,
+    clock: SimClock,
     on_reset: Callable[[], None] | None = None,
 ) -> APIRouter:
-    """`/_sandbox/calls`, `/_sandbox/config` (GET, PATCH) and `/_sandbox/reset`."""
+    """`/_sandbox/calls`, `/_sandbox/config` (GET, PATCH), `/_sandbox/clock` (GET, POST)
+    and `/_sandbox/reset`."""
     router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"])
 
     @router.get("/calls")
@@ -155,9 +177,27 @@ def sandbox_router(
             setattr(knobs, name, getattr(checked, name))
         return knobs.model_dump(mode="json")
 
+    @router.get("/clock")
+    def read_clock() -> ClockReading:
+        return ClockReading(now=clock(), frozen=clock.frozen)
+
+    @router.post("/clock")
+    def steer_clock(change: ClockChange | None = Body(None)  # noqa: B008
+                    ) -> ClockReading:
+        change = change or ClockChange()
+        if change.freeze is True:
+            clock.freeze()
+        elif change.freeze is False:
+            clock.resume()
+        if change.advance:
+            clock.advance(change.advance)
+        return read_clock()
+
     @router.post("/reset")
     async def reset() -> dict[str, str]:  # async: state is reset on the event loop's thread
         recorder.clear()
+        # One test's frozen or advanced time must never leak into the next test.
+        clock.resume()
         if on_reset is not None:
             on_reset()
         return {"status": "reset"}
@@ -165,8 +205,8 @@ def sandbox_router(
     return router
 
 
-def install(app: FastAPI, recorder: Recorder, knobs: BaseModel,
+def install(app: FastAPI, recorder: Recorder, knobs: BaseModel, clock: SimClock,
             on_reset: Callable[[], None] | None = None) -> None:
     """Wire recording and the `/_sandbox` routes into a simulator app."""
-    app.add_middleware(RecordingMiddleware, recorder=recorder)
-    app.include_router(sandbox_router(recorder, knobs, on_reset))
+    app.add_middleware(RecordingMiddleware, recorder=recorder, clock=clock)
+    app.include_router(sandbox_router(recorder, knobs, clock, on_reset))

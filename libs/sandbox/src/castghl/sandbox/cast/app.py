@@ -7,7 +7,6 @@ and `castghl.sandbox.recording` for calls, config and reset).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -17,6 +16,7 @@ from castghl.sandbox.cast.errors import install_error_handlers
 from castghl.sandbox.cast.inbound import inbound_router
 from castghl.sandbox.cast.knobs import CastKnobs
 from castghl.sandbox.cast.simulator import CastSimulator
+from castghl.sandbox.clock import SimClock
 from castghl.sandbox.recording import Recorder, install
 
 __all__ = ["CastKnobs", "create_cast_app"]
@@ -39,7 +39,7 @@ def _api_router(sim: CastSimulator, prefix: str) -> APIRouter:
     @router.get("/sms/status/{message_id}")
     async def status(message_id: str, api_key: str = Depends(caller)) -> dict[str, Any]:
         await sim.pause()
-        return sim.message_for(api_key, message_id).delivery(time.time())
+        return sim.message_for(api_key, message_id).delivery(sim.clock())
 
     @router.get("/account/balance")
     async def balance(_: str = Depends(caller)) -> dict[str, Any]:
@@ -54,8 +54,9 @@ def _api_router(sim: CastSimulator, prefix: str) -> APIRouter:
     return router
 
 
-def create_cast_app(knobs: CastKnobs) -> FastAPI:
-    sim = CastSimulator(knobs)
+def create_cast_app(knobs: CastKnobs, clock: SimClock | None = None) -> FastAPI:
+    """`clock`: the simulator's time (default real time); a test passes one to steer it."""
+    sim = CastSimulator(knobs, clock)
     app = FastAPI(title="Cast.ph simulator", docs_url="/_sandbox/docs",
                   openapi_url="/_sandbox/openapi.json", redoc_url=None)
     app.state.simulator = sim
@@ -65,6 +66,6 @@ def create_cast_app(knobs: CastKnobs) -> FastAPI:
     for prefix in API_PREFIXES:
         app.include_router(_api_router(sim, prefix))
     app.include_router(controls_router(sim))
-    app.include_router(inbound_router(knobs))
-    install(app, recorder, knobs, on_reset=sim.reset)
+    app.include_router(inbound_router(knobs, sim.clock))
+    install(app, recorder, knobs, sim.clock, on_reset=sim.reset)
     return app

@@ -6,7 +6,6 @@ replays, not refusals — with their send time, so a benchmark can bin them per 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -21,7 +20,7 @@ def controls_router(sim: CastSimulator) -> APIRouter:
 
     @router.get("/sent")
     async def sent() -> list[dict[str, Any]]:
-        now = time.time()
+        now = sim.clock()
         return [message.record(now) for message in sim.log.all()]
 
     @router.get("/state")
@@ -30,7 +29,7 @@ def controls_router(sim: CastSimulator) -> APIRouter:
 
     @router.put("/messages/{message_id}/outcome")
     async def set_outcome(message_id: str, override: OutcomeOverride) -> dict[str, Any]:
-        now = time.time()
+        now = sim.clock()
         return sim.override_outcome(message_id, override, now).delivery(now)
 
     return router

@@ -15,7 +15,6 @@ Choices where Cast's doc is silent (the same ones Stripe documents):
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ class Claim:
 
 
 class IdempotencyStore:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._stored: dict[Scope, Stored] = {}
         self._claims: dict[Scope, Claim] = {}

@@ -7,6 +7,7 @@ No Cast document defines this hop (reference/cast.md, "Inbound"): the payload an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +40,7 @@ def _answer_body(response: httpx.Response) -> Any:
         return response.text
 
 
-def inbound_router(knobs: CastKnobs) -> APIRouter:
+def inbound_router(knobs: CastKnobs, clock: Callable[[], float]) -> APIRouter:
     router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"])
 
     @router.post("/inbound")
@@ -48,8 +49,8 @@ def inbound_router(knobs: CastKnobs) -> APIRouter:
             "from": trigger.sender,
             "message": trigger.message,
             "message_id": trigger.message_id or new_message_id("CASTIN"),
-            "received_at": trigger.received_at or datetime.now(UTC).isoformat(
-                timespec="seconds").replace("+00:00", "Z"),
+            "received_at": trigger.received_at or datetime.fromtimestamp(
+                clock(), UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
         if trigger.to is not None:
             payload["to"] = trigger.to

@@ -7,8 +7,8 @@ rewrite history: a delivered message never turns undelivered.
 
 from __future__ import annotations
 
-import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -101,13 +101,14 @@ class SentMessage:
 
 
 class MessageLog:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
         self._by_id: dict[str, SentMessage] = {}
 
     def add(self, *, api_key: str, to: str, message: str, sender_id: str | None,
             scheduled_at: str | None, encoding: str, parts: int,
             idempotency_key: str | None, outcome: Outcome, dlr_delay: float) -> SentMessage:
-        now = time.time()
+        now = self._clock()
         sent = SentMessage(
             message_id=new_message_id("CAST"), api_key=api_key, to=to, message=message,
             sender_id=sender_id, scheduled_at=scheduled_at, encoding=encoding, parts=parts,

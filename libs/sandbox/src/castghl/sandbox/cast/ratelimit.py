@@ -8,7 +8,6 @@ calls inside any one second get 429" hold deterministically, as the bridge's tes
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -19,7 +18,7 @@ class RateLimiter:
     """One bucket (one source IP or one API key). Limits are passed per call so a knob
     changed live takes effect at the next request."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._tokens: float | None = None  # None: never used, so the bucket is full
         self._updated = 0.0
@@ -56,7 +55,9 @@ class RateLimiter:
         if self._tokens is None:
             self._tokens = float(burst)
         else:
-            self._tokens = min(float(burst), self._tokens + (now - self._updated) * rate)
+            # Never negative: a clock resumed after an advance steps back in time.
+            elapsed = max(0.0, now - self._updated)
+            self._tokens = min(float(burst), self._tokens + elapsed * rate)
         self._updated = now
 
 

@@ -26,6 +26,7 @@ from castghl.sandbox.cast.validation import (
     local_form,
     parse_send,
 )
+from castghl.sandbox.clock import SimClock
 
 WELL_FORMED_KEY = re.compile(r"cast_(?:test_)?[0-9a-fA-F]{64}")
 REPLAY_HEADER = "X-Idempotent-Replay"
@@ -34,22 +35,27 @@ UNLIMITED_CREDITS_SHOWN = 1_000_000
 
 
 class CastSimulator:
-    def __init__(self, knobs: CastKnobs) -> None:
+    def __init__(self, knobs: CastKnobs, clock: SimClock | None = None) -> None:
         self.knobs = knobs
+        # Every rule below reads time here, so a test moving it moves them all at once.
+        self.clock = clock if clock is not None else SimClock()
         self.faults = FaultInjector(knobs)
-        self.log = MessageLog()
-        self.idempotency = IdempotencyStore()
+        self.log = MessageLog(self.clock)
+        self.idempotency = IdempotencyStore(clock=self.clock)
         self.ip_limiters: dict[str, RateLimiter] = {}
         self.key_limiters: dict[str, RateLimiter] = {}
 
     def reset(self) -> None:
-        """Forget traffic (messages, idempotency, buckets, queued faults); keep knobs.
+        """Forget traffic (messages, idempotency, buckets, queued faults) and go back to
+        real time; keep knobs.
 
-        Runs on a worker thread (the reset route is sync): swapping whole objects keeps
-        a request in flight on the event loop working on the old ones, never half-reset.
+        Swapping whole objects keeps a request in flight working on the old ones, never
+        on half-reset state. Time resumes with them: a bucket stamped in an advanced time
+        must not outlive the advance.
         """
-        self.log = MessageLog()
-        self.idempotency = IdempotencyStore()
+        self.clock.resume()
+        self.log = MessageLog(self.clock)
+        self.idempotency = IdempotencyStore(clock=self.clock)
         self.ip_limiters = {}
         self.key_limiters = {}
         self.faults.reset()
@@ -186,7 +192,7 @@ class CastSimulator:
 
     def _limit(self, limiters: dict[str, RateLimiter], who: str, rate: float, burst: int,
                why: str) -> None:
-        limiter = limiters.setdefault(who, RateLimiter())
+        limiter = limiters.setdefault(who, RateLimiter(self.clock))
         wait = limiter.try_acquire(rate, burst)
         if wait > 0:
             seconds = retry_after(wait, self.knobs.retry_after_seconds)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from castghl.sandbox.clock import SimClock
 from castghl.sandbox.ghl import contacts, controls, conversations, oauth
 from castghl.sandbox.ghl.access import Gate
 from castghl.sandbox.ghl.errors import install_error_handlers
@@ -31,6 +32,8 @@ class GhlSimulator:
     """The parts of one running simulator, at `app.state.ghl` for white-box tests."""
 
     knobs: GhlKnobs
+    # The one time every part reads (rate windows, the status race, expiries, dates).
+    clock: SimClock
     recorder: Recorder
     state: GhlState
     tokens: TokenStore
@@ -38,15 +41,19 @@ class GhlSimulator:
     signer: Signer
 
     def reset(self) -> None:
-        # Knobs and signing keys survive a reset; everything GHL "stored" does not.
+        # Knobs and signing keys survive a reset; everything GHL "stored" does not, nor
+        # a test's steering of the clock, which goes back to real time with it.
+        self.clock.resume()
         self.state.reset()
         self.tokens.reset()
         self.limiter.reset()
 
 
-def create_ghl_app(knobs: GhlKnobs) -> FastAPI:
-    sim = GhlSimulator(knobs, Recorder(), GhlState(), TokenStore(), RateLimiter(),
-                       Signer(knobs))
+def create_ghl_app(knobs: GhlKnobs, clock: SimClock | None = None) -> FastAPI:
+    """`clock`: the simulator's time (default real time); a test passes one to steer it."""
+    clock = clock if clock is not None else SimClock()
+    sim = GhlSimulator(knobs, clock, Recorder(), GhlState(clock), TokenStore(clock),
+                       RateLimiter(clock), Signer(knobs))
     gate = Gate(knobs, sim.tokens, sim.limiter)
     sandbox = controls.SandboxControls(knobs, sim.state, sim.tokens, sim.signer)
 
@@ -59,7 +66,7 @@ def create_ghl_app(knobs: GhlKnobs) -> FastAPI:
                   openapi_url="/_sandbox/openapi.json", redoc_url=None, lifespan=lifespan)
     app.state.ghl = sim
     install_error_handlers(app)
-    app.include_router(oauth.OAuthEndpoints(knobs, sim.tokens, gate).router())
+    app.include_router(oauth.OAuthEndpoints(knobs, sim.tokens, gate, clock).router())
     app.include_router(conversations.build_router(knobs, sim.state, gate))
     app.include_router(contacts.build_router(sim.state, gate))
     app.include_router(sandbox.router())
@@ -67,5 +74,5 @@ def create_ghl_app(knobs: GhlKnobs) -> FastAPI:
     # rate-limit headers land on every answer the routes and error handlers produce.
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(FaultInjector, knobs=knobs)
-    install(app, sim.recorder, knobs, on_reset=sim.reset)
+    install(app, sim.recorder, knobs, clock, on_reset=sim.reset)
     return app

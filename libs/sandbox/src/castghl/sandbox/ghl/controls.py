@@ -57,12 +57,7 @@ def _conversation_for(state: GhlState, contact: Contact, conversation_id: str | 
     if conversation_id is None:
         return state.conversation_of(contact)
     found = state.conversation(contact.location_id, conversation_id)
-    if found is not None:
-        return found
-    created = Conversation(conversation_id, contact.location_id, contact.id)
-    with state.lock:
-        state.conversations[created.id] = created
-    return created
+    return found if found is not None else state.open_conversation(conversation_id, contact)
 
 
 class SandboxControls:
@@ -111,7 +106,8 @@ class SandboxControls:
 
     async def _send(self, hook: SentWebhook, times: int) -> dict[str, Any]:
         deliveries = await deliver(self.http, hook.url, hook.raw, hook.headers, times=times,
-                                   timeout_s=self.knobs.webhook_timeout)
+                                   timeout_s=self.knobs.webhook_timeout,
+                                   clock=self.state.clock)
         with self.state.lock:
             hook.deliveries.extend(deliveries)
         return {**hook.as_json(), "deliveries": [d.as_json() for d in deliveries]}
@@ -144,7 +140,8 @@ class SandboxControls:
                                   "conversationId": conversation.id}
         if url is None or not request.deliver:
             return {**answer, "webhookId": None, "payload": None, "deliveries": []}
-        payload = outbound_payload(message, knobs, str(uuid.uuid4()), request.extra)
+        payload = outbound_payload(message, knobs, str(uuid.uuid4()), request.extra,
+                                   timestamp=state.now_iso())
         hook = self._sign("outbound", url, payload, message.id)
         return {**answer, **await self._send(hook, request.times)}
 
@@ -171,6 +168,7 @@ class SandboxControls:
         company_id = request.companyId if "companyId" in given else knobs.company_id
         payload = app_event_payload(request.type, knobs, location_id=location_id,
                                     company_id=company_id, webhook_id=str(uuid.uuid4()),
+                                    timestamp=self.state.now_iso(),
                                     overrides=dict(request.model_extra or {}))
         if request.type == "UNINSTALL":
             self.tokens.revoke(location_id, company_id if location_id is None else None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -40,7 +39,7 @@ def build_router(knobs: GhlKnobs, state: GhlState, gate: Gate) -> APIRouter:
         # GHL attaches the provider to the message only some seconds after the webhook;
         # until then a valid token gets this 403 (ghl.md §3). Messages our bridge added
         # through the inbound API never have a provider to report for.
-        young = time.monotonic() - message.created < knobs.status_race_seconds
+        young = state.clock() - message.created < knobs.status_race_seconds
         if message.source != "provider" or young:
             raise api_error(403, NO_PROVIDER)
         error = body.error.model_dump() if body.error is not None else None

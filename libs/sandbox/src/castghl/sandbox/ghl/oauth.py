@@ -8,6 +8,7 @@ routes with bearer, scope and Version checks.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -23,7 +24,7 @@ from castghl.sandbox.ghl.errors import (
 )
 from castghl.sandbox.ghl.knobs import GhlKnobs, UserType
 from castghl.sandbox.ghl.schemas import LocationTokenForm, TokenForm
-from castghl.sandbox.ghl.state import iso_now
+from castghl.sandbox.ghl.state import iso_time
 from castghl.sandbox.ghl.tokens import Grant, Issued, TokenStore
 
 FORM = "application/x-www-form-urlencoded"
@@ -95,10 +96,12 @@ def _authorize_problem(query: dict[str, str], knobs: GhlKnobs) -> str | None:
 class OAuthEndpoints:
     """The marketplace's OAuth routes over one simulator's knobs and token store."""
 
-    def __init__(self, knobs: GhlKnobs, tokens: TokenStore, gate: Gate) -> None:
+    def __init__(self, knobs: GhlKnobs, tokens: TokenStore, gate: Gate,
+                 clock: Callable[[], float]) -> None:
         self.knobs = knobs
         self.tokens = tokens
         self.gate = gate
+        self.clock = clock
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["oauth"])
@@ -196,6 +199,7 @@ class OAuthEndpoints:
         caller = self.gate.check(request, user_type="Company", version=CONTACTS_VERSION,
                                  scope="oauth.readonly")
         query = request.query_params
+        installed_at = iso_time(self.clock())
         missing = [f"{name} must be a string" for name in ("companyId", "appId")
                    if not query.get(name)]
         if missing:
@@ -214,7 +218,7 @@ class OAuthEndpoints:
         return {
             "locations": [{"_id": loc, "name": f"Sandbox location {loc}", "address": "",
                            "isInstalled": True, "versionId": knobs.version_id,
-                           "installedAt": iso_now()} for loc in found[skip:skip + limit]],
+                           "installedAt": installed_at} for loc in found[skip:skip + limit]],
             "count": len(found),
             "installToFutureLocations": False,
         }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +35,8 @@ class Verdict:
 
 
 class RateLimiter:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
 
@@ -45,7 +46,7 @@ class RateLimiter:
 
     def hit(self, resource: str, knobs: GhlKnobs) -> Verdict:
         """Count one call for `resource`; a refused call does not consume budget."""
-        now = time.monotonic()
+        now = self._clock()
         interval = knobs.rate_limit_interval_ms / 1000
         with self._lock:
             window = self._windows.setdefault(resource, _Window(now, day_start=now))

@@ -3,6 +3,8 @@
 Everything lives on one `GhlState` instance built by `create_ghl_app`, so two simulators
 in one process never share data. A lock guards it because the recording module's
 `/_sandbox/reset` runs in a worker thread while API handlers run on the event loop.
+Every timestamp comes from the simulator's clock, so a test that moves it sees GHL's
+dates move too.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import secrets
 import string
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,9 +25,10 @@ def new_id(length: int = 20) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
-def iso_now() -> str:
+def iso_time(at: float) -> str:
     """ISO-8601 in UTC with milliseconds and `Z`, as JavaScript's toISOString writes it."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
 
 
 @dataclass
@@ -34,9 +37,9 @@ class Contact:
     location_id: str
     phone: str | None
     email: str | None
-    fields: dict[str, Any] = field(default_factory=dict)
-    date_added: str = field(default_factory=iso_now)
-    date_updated: str = field(default_factory=iso_now)
+    fields: dict[str, Any]
+    date_added: str
+    date_updated: str
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "locationId": self.location_id, "phone": self.phone,
@@ -48,7 +51,7 @@ class Contact:
 class StatusUpdate:
     status: str
     error: dict[str, Any] | None
-    at: str = field(default_factory=iso_now)
+    at: str
 
 
 @dataclass
@@ -69,9 +72,13 @@ class Message:
     alt_id: str | None = None
     date: str | None = None
     conversation_provider_id: str | None = None
-    created: float = field(default_factory=time.monotonic)
-    date_added: str = field(default_factory=iso_now)
+    # Stamped by `GhlState.add_message`: GHL's clock starts when it stores the message.
+    created: float = 0.0
     statuses: list[StatusUpdate] = field(default_factory=list)
+
+    @property
+    def date_added(self) -> str:
+        return iso_time(self.created)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -93,17 +100,17 @@ class Conversation:
     id: str
     location_id: str
     contact_id: str
+    date_added: str
     message_ids: list[str] = field(default_factory=list)
-    date_added: str = field(default_factory=iso_now)
 
 
 @dataclass
 class Delivery:
     status_code: int | None
     body: str | None
-    elapsed_ms: float
+    elapsed_ms: float  # real time: how long the receiver really took to answer
+    at: str
     error: str | None = None
-    at: str = field(default_factory=iso_now)
 
     def as_json(self) -> dict[str, Any]:
         return {"status_code": self.status_code, "body": self.body,
@@ -131,7 +138,8 @@ class SentWebhook:
 
 
 class GhlState:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self.lock = threading.RLock()
         self.contacts: dict[str, Contact] = {}
         self.conversations: dict[str, Conversation] = {}
@@ -144,6 +152,9 @@ class GhlState:
             self.conversations.clear()
             self.messages.clear()
             self.webhooks.clear()
+
+    def now_iso(self) -> str:
+        return iso_time(self.clock())
 
     # --- contacts -------------------------------------------------------------------------
 
@@ -169,7 +180,9 @@ class GhlState:
 
     def add_contact(self, location_id: str, phone: str | None, email: str | None,
                     fields: dict[str, Any], contact_id: str | None = None) -> Contact:
-        contact = Contact(contact_id or new_id(), location_id, phone, email, dict(fields))
+        stamp = self.now_iso()
+        contact = Contact(contact_id or new_id(), location_id, phone, email, dict(fields),
+                          date_added=stamp, date_updated=stamp)
         with self.lock:
             self.contacts[contact.id] = contact
         return contact
@@ -185,7 +198,7 @@ class GhlState:
             found.fields.update(fields)
             found.phone = phone or found.phone
             found.email = email or found.email
-            found.date_updated = iso_now()
+            found.date_updated = self.now_iso()
             return found, False
 
     # --- conversations and messages -------------------------------------------------------
@@ -201,11 +214,17 @@ class GhlState:
             for conversation in self.conversations.values():
                 if conversation.contact_id == contact.id:
                     return conversation
-            conversation = Conversation(new_id(), contact.location_id, contact.id)
+            return self.open_conversation(new_id(), contact)
+
+    def open_conversation(self, conversation_id: str, contact: Contact) -> Conversation:
+        conversation = Conversation(conversation_id, contact.location_id, contact.id,
+                                    self.now_iso())
+        with self.lock:
             self.conversations[conversation.id] = conversation
-            return conversation
+        return conversation
 
     def add_message(self, message: Message) -> Message:
+        message.created = self.clock()
         with self.lock:
             self.messages[message.id] = message
             conversation = self.conversations.get(message.conversation_id)
@@ -220,7 +239,7 @@ class GhlState:
     def record_status(self, message: Message, status: str, error: dict[str, Any] | None
                       ) -> None:
         with self.lock:
-            message.statuses.append(StatusUpdate(status, error))
+            message.statuses.append(StatusUpdate(status, error, self.now_iso()))
 
     # --- webhooks -------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import hmac
 import json
 import secrets
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -95,6 +95,8 @@ def _b64url(data: bytes) -> str:
 
 @dataclass
 class TokenStore:
+    # The simulator's clock: every expiry, and each token's iat, is read from it.
+    clock: Callable[[], float]
     # Signs the JWT-shaped tokens; per instance, so one simulator's tokens mean nothing to
     # another. Validity is still decided by lookup, never by the signature alone.
     _secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
@@ -115,7 +117,7 @@ class TokenStore:
         # JWT-shaped like GHL's tokens (bearerFormat JWT); the jti makes it unguessable.
         header = {"alg": "HS256", "typ": "JWT"}
         claims = {"authClass": grant.user_type, "authClassId": grant.resource,
-                  "companyId": grant.company_id, "kind": kind, "iat": int(time.time()),
+                  "companyId": grant.company_id, "kind": kind, "iat": int(self.clock()),
                   "exp": int(expires_at), "jti": secrets.token_urlsafe(16)}
         signing_input = ".".join(_b64url(json.dumps(part, separators=(",", ":")).encode())
                                  for part in (header, claims))
@@ -128,7 +130,7 @@ class TokenStore:
         code = secrets.token_hex(20)
         with self._lock:
             self.codes[code] = AuthCode(code, client_id, redirect_uri, grant,
-                                        time.time() + ttl)
+                                        self.clock() + ttl)
         return code
 
     def redeem(self, code: str, client_id: str, redirect_uri: str | None) -> Grant:
@@ -140,7 +142,7 @@ class TokenStore:
                                   "Invalid grant: authorization code is invalid")
             # Spent even when it fails below: a code is good for one attempt.
             found.used = True
-            if time.time() >= found.expires_at:
+            if self.clock() >= found.expires_at:
                 raise oauth_error(400, "invalid_grant",
                                   "Invalid grant: authorization code has expired")
             if redirect_uri is not None and redirect_uri != found.redirect_uri:
@@ -151,9 +153,10 @@ class TokenStore:
     # --- issuing and refreshing -----------------------------------------------------------
 
     def issue(self, grant: Grant, ttl: int, with_refresh: bool = True) -> Issued:
-        expires_at = time.time() + ttl
+        now = self.clock()
+        expires_at = now + ttl
         access = AccessToken(self._mint("access", grant, expires_at), grant, expires_at)
-        refresh = (RefreshToken(self._mint("refresh", grant, time.time() + 365 * 86400),
+        refresh = (RefreshToken(self._mint("refresh", grant, now + 365 * 86400),
                                 grant) if with_refresh else None)
         with self._lock:
             self.access[access.token] = access
@@ -198,7 +201,7 @@ class TokenStore:
     def lookup(self, token: str) -> AccessToken | None:
         with self._lock:
             found = self.access.get(token)
-        return found if found is not None and found.live(time.time()) else None
+        return found if found is not None and found.live(self.clock()) else None
 
     def _matches(self, grant: Grant, location_id: str | None, company_id: str | None
                  ) -> bool:
@@ -210,7 +213,7 @@ class TokenStore:
         return grant.company_id == company_id
 
     def expire(self, location_id: str | None, company_id: str | None) -> int:
-        now = time.time()
+        now = self.clock()
         with self._lock:
             hit = [a for a in self.access.values()
                    if a.live(now) and self._matches(a.grant, location_id, company_id)]
@@ -232,7 +235,7 @@ class TokenStore:
 
     def snapshot(self) -> dict[str, Any]:
         """Counters plus, per installation, the newest access and refresh token."""
-        now = time.time()
+        now = self.clock()
         locations: dict[str, dict[str, Any]] = {}
         companies: dict[str, dict[str, Any]] = {}
         with self._lock:

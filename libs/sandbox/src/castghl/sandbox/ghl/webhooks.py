@@ -13,6 +13,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from castghl.sandbox.ghl.knobs import GhlKnobs
-from castghl.sandbox.ghl.state import Delivery, Message, iso_now
+from castghl.sandbox.ghl.state import Delivery, Message, iso_time
 
 ED25519_HEADER = "X-GHL-Signature"
 RSA_HEADER = "X-WH-Signature"
@@ -81,7 +82,7 @@ class Signer:
 
 
 def outbound_payload(message: Message, knobs: GhlKnobs, webhook_id: str,
-                     extra: dict[str, Any]) -> dict[str, Any]:
+                     extra: dict[str, Any], *, timestamp: str) -> dict[str, Any]:
     """ProviderOutboundMessage: the documented fields first, then the observed extras."""
     return {
         "contactId": message.contact_id,
@@ -94,15 +95,15 @@ def outbound_payload(message: Message, knobs: GhlKnobs, webhook_id: str,
         "userId": message.user_id,
         "conversationId": message.conversation_id,
         "conversationProviderId": knobs.conversation_provider_id,
-        "timestamp": iso_now(),
+        "timestamp": timestamp,
         "webhookId": webhook_id,
         **extra,
     }
 
 
 def app_event_payload(kind: str, knobs: GhlKnobs, *, location_id: str | None,
-                      company_id: str | None, webhook_id: str, overrides: dict[str, Any]
-                      ) -> dict[str, Any]:
+                      company_id: str | None, webhook_id: str, timestamp: str,
+                      overrides: dict[str, Any]) -> dict[str, Any]:
     """INSTALL / UNINSTALL as ghl.md §6 describes; `locationId` is absent for agency ones."""
     body: dict[str, Any] = {"type": kind, "appId": knobs.app_id}
     if kind == "INSTALL":
@@ -117,16 +118,18 @@ def app_event_payload(kind: str, knobs: GhlKnobs, *, location_id: str | None,
                      "trial": {"onTrial": False}})
         if knobs.plan_id is not None:
             body["planId"] = knobs.plan_id
-    body.update({"timestamp": iso_now(), "webhookId": webhook_id})
+    body.update({"timestamp": timestamp, "webhookId": webhook_id})
     body.update(overrides)
     return body
 
 
 async def deliver(client: httpx.AsyncClient, url: str, raw: bytes, headers: dict[str, str],
-                  *, times: int, timeout_s: float) -> list[Delivery]:
+                  *, times: int, timeout_s: float, clock: Callable[[], float]
+                  ) -> list[Delivery]:
     """POST the same bytes `times` times, one after another, as GHL's retries would.
 
-    The client is the simulator's shared one: a new client per webhook costs ~20 ms."""
+    The client is the simulator's shared one: a new client per webhook costs ~20 ms.
+    `elapsed_ms` is real time (the receiver's answer time); `at` is simulator time."""
     results: list[Delivery] = []
     for _ in range(times):
         started = time.perf_counter()
@@ -136,8 +139,9 @@ async def deliver(client: httpx.AsyncClient, url: str, raw: bytes, headers: dict
                 headers={"Content-Type": "application/json", **headers})
         except httpx.HTTPError as exc:
             elapsed = round((time.perf_counter() - started) * 1000, 2)
-            results.append(Delivery(None, None, elapsed, f"{type(exc).__name__}: {exc}"))
+            results.append(Delivery(None, None, elapsed, iso_time(clock()),
+                                    f"{type(exc).__name__}: {exc}"))
             continue
         elapsed = round((time.perf_counter() - started) * 1000, 2)
-        results.append(Delivery(answer.status_code, answer.text, elapsed))
+        results.append(Delivery(answer.status_code, answer.text, elapsed, iso_time(clock())))
     return results
