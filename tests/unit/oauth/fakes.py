@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,19 @@ from castghl.oauth.installation import (
 )
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+# Only a safety net against a hang, generous so that a slow machine never trips it.
+EVENTUALLY_SECONDS = 30.0
+
+
+async def eventually(condition: Callable[[], object], what: str) -> None:
+    """Let other tasks run until `condition()` holds."""
+    deadline = time.monotonic() + EVENTUALLY_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)  # a poll interval: the loop ends when the condition holds
 
 
 class Clock:
@@ -60,6 +74,7 @@ class FakeStore:
 
     docs: dict[str, Installation] = field(default_factory=dict)
     lease_attempts: int = 0
+    refused_leases: set[str] = field(default_factory=set)  # owners refused a lease
     events: list[str] = field(default_factory=list)
 
     def put(self, inst: Installation) -> Installation:
@@ -99,6 +114,7 @@ class FakeStore:
         self.lease_attempts += 1
         inst = self.docs.get(key)
         if inst is None or inst.version != version or not inst.lease_until < now:
+            self.refused_leases.add(owner)
             return False
         self.docs[key] = replace(inst, lease_until=until, lease_owner=owner)
         return True

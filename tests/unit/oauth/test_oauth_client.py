@@ -45,6 +45,7 @@ class FakeBroker:
                       **_options: Any) -> Reply:
         request = json.loads(body)
         self.asked.append((queue.name, request))
+        # A round trip takes a moment: concurrent asks overlap, whatever the machine's speed.
         await asyncio.sleep(0.001)
         answer = self.answer(queue.name, request)
         if isinstance(answer, Exception):

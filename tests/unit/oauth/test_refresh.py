@@ -17,9 +17,10 @@ from castghl.oauth.installation import Status, company_key, location_key
 from castghl.oauth.refresh import NEEDS_REAUTH, RefreshPolicy, TokenFailure, TokenService
 from castghl.oauth.sweep import Sweep
 
-from .fakes import NOW, Clock, FakeGhl, FakeStore, installation
+from .fakes import NOW, Clock, FakeGhl, FakeStore, eventually, installation
 
-FAST = RefreshPolicy(lease_seconds=30, wait_seconds=2, poll_seconds=0.001, call_timeout=5)
+# Short polls; waits and timeouts long enough that only the tests of those bounds reach them.
+FAST = RefreshPolicy(lease_seconds=60, wait_seconds=30, poll_seconds=0.001, call_timeout=20)
 
 
 def service(store: FakeStore, ghl: FakeGhl, clock: Clock, owner: str = "p1",
@@ -70,7 +71,7 @@ async def test_concurrent_callers_in_one_process_share_one_lease_attempt_and_one
     ghl.gate = asyncio.Event()
     tokens = service(store, ghl, clock)
     calls = [asyncio.create_task(tokens.get("loc1", 300)) for _ in range(100)]
-    await asyncio.sleep(0.01)
+    await eventually(lambda: ghl.refreshes, "the refresh to reach GHL")
     ghl.gate.set()
     results = await asyncio.gather(*calls)
     assert {r.access_token for r in results} == {"access-1"}
@@ -85,7 +86,8 @@ async def test_replicas_sharing_a_store_refresh_once_and_waiters_get_the_new_tok
     replicas = [service(store, ghl, clock, owner=f"p{n}") for n in range(4)]
     calls = [asyncio.create_task(replica.get("loc1", 300))
              for replica in replicas for _ in range(25)]
-    await asyncio.sleep(0.02)  # let every replica find the lease taken and start polling
+    await eventually(lambda: len(store.refused_leases) == 3,
+                     "every other replica to find the lease taken and start polling")
     assert len(ghl.refreshes) == 1
     ghl.gate.set()
     results = await asyncio.gather(*calls)
@@ -102,7 +104,8 @@ async def test_waiters_accept_the_new_token_even_when_ghl_issues_short_lived_one
     ghl.gate = asyncio.Event()
     replicas = [service(store, ghl, clock, owner=f"p{n}") for n in range(3)]
     calls = [asyncio.create_task(r.get("loc1", 300)) for r in replicas]
-    await asyncio.sleep(0.02)
+    await eventually(lambda: len(store.refused_leases) == 2,
+                     "the other replicas to find the lease taken")
     ghl.gate.set()
     assert {t.access_token for t in await asyncio.gather(*calls)} == {"access-1"}
     assert len(ghl.refreshes) == 1
@@ -204,7 +207,7 @@ async def test_a_voided_lease_never_hands_out_the_unstored_token(
     store.put(installation(expires_in=0))
     ghl.gate = asyncio.Event()
     call = asyncio.create_task(service(store, ghl, clock).get("loc1", 300))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: ghl.refreshes, "the refresh to reach GHL")
     # A reinstall lands while GHL is answering: it wins, and the caller gets its token.
     inst = store.docs[location_key("loc1")]
     store.docs[inst.key] = replace(inst, version=inst.version + 1, access_token="reinstalled",
@@ -297,7 +300,8 @@ async def test_replicas_sweeping_at_once_refresh_an_idle_installation_once(
     sweeps = [Sweep(store, service(store, ghl, clock, owner=f"p{n}"), timedelta(days=30),
                     clock=clock) for n in range(3)]
     running = [asyncio.create_task(sweep.once()) for sweep in sweeps]
-    await asyncio.sleep(0.02)
+    await eventually(lambda: len(store.refused_leases) == 2,
+                     "the other sweeps to find the lease taken")
     ghl.gate.set()
     await asyncio.gather(*running)
     assert len(ghl.refreshes) == 1

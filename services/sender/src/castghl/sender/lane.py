@@ -27,19 +27,22 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 # Slack added to the rolling window: send times are ours, arrival times are Cast's.
 WINDOW_SLACK_SECONDS: Final = 0.02
 Clock = Callable[[], float]
+# Waiting is injected with the clock: tests drive both by hand, so no test of the lane
+# depends on how fast the machine is.
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class RateLimit:
     """Waits until one more call fits; FIFO among waiters (asyncio.Lock is fair)."""
 
     def __init__(self, rate: float, burst: int | None = None, *, clock: Clock = time.monotonic,
-                 bucket: bool = True) -> None:
+                 sleep: Sleep = asyncio.sleep, bucket: bool = True) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         burst = int(rate) if burst is None else burst
@@ -49,6 +52,7 @@ class RateLimit:
         self.window_limit = max(1, math.ceil(self.rate), burst - headroom)
         self.capacity = max(1.0, self.window_limit - self.rate) if bucket else float("inf")
         self.clock = clock
+        self.sleep = sleep
         self.tokens = 0.0
         self.updated: float | None = None  # set by the first call: the lane starts empty
         self.paused_until = 0.0
@@ -76,8 +80,8 @@ class RateLimit:
 
     async def _wait_for_room(self) -> None:
         # Not polling: each sleep lasts exactly until the computed moment a call fits.
-        while (wait := self.wait_needed()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)
+        while (wait := self.wait_needed()) > 0:
+            await self.sleep(wait)
 
     def _take(self) -> None:
         if self.capacity != float("inf"):
@@ -110,10 +114,11 @@ class Lane:
     """The shared per-IP limit plus one rolling-window limit per Cast API key."""
 
     def __init__(self, rate: float, burst: int, default_key_rate: float, *,
-                 clock: Clock = time.monotonic) -> None:
-        self.ip = RateLimit(rate, burst, clock=clock)
+                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+        self.ip = RateLimit(rate, burst, clock=clock, sleep=sleep)
         self.default_key_rate = default_key_rate
         self.clock = clock
+        self.sleep = sleep
         self.keys: dict[str, RateLimit] = {}
 
     def _key_limit(self, api_key: str, rate: float | None) -> RateLimit:
@@ -121,7 +126,7 @@ class Lane:
         limit = self.keys.get(api_key)
         if limit is None or limit.rate != min(rate, float(max(1, int(rate)))):
             limit = self.keys[api_key] = RateLimit(rate, max(1, int(rate)), clock=self.clock,
-                                                   bucket=False)
+                                                   sleep=self.sleep, bucket=False)
         return limit
 
     async def acquire(self, api_key: str, key_rate: float | None = None) -> None:
