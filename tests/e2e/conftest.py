@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from castghl.sandbox.infra import Infra
-from castghl.sandbox.stack import Stack
+from castghl.sandbox.stack import WAIT_TIMEOUT_SECONDS, Stack
 
 # Fast clocks for tests: the same code paths as production, shorter waits.
 FAST_SENDER = {
@@ -20,6 +21,18 @@ FAST_SENDER = {
     "CAST_HTTP_TIMEOUT_SECONDS": "1.5",
 }
 FAST_GHL = {"status_race_seconds": 1.0}
+# Waits return as soon as their condition holds; the deadline only ends a run gone wrong.
+STATUS_TIMEOUT = WAIT_TIMEOUT_SECONDS
+
+
+def wait_until(condition: Callable[[], object], what: str,
+               timeout: float = WAIT_TIMEOUT_SECONDS) -> None:
+    """Poll until `condition()` holds; fail naming `what` if it never does."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)  # a poll interval: the loop ends when the condition holds
 
 
 def make_stack(rabbitmq: Infra, mongo: Infra, workdir: Path, **overrides: object) -> Stack:

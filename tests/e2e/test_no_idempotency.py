@@ -8,7 +8,7 @@ import httpx
 
 from castghl.sandbox.infra import Infra
 
-from .conftest import FAST_SENDER, make_stack
+from .conftest import FAST_SENDER, STATUS_TIMEOUT, make_stack
 
 
 def test_a_timeout_without_idempotency_fails_as_maybe_delivered(
@@ -20,7 +20,9 @@ def test_a_timeout_without_idempotency_fails_as_maybe_delivered(
     with stack.running():
         stack.install()
         sent = stack.send(phone="+639171234567", message="uncertain")
-        [status] = stack.wait_for_statuses([sent["messageId"]], timeout=30)[sent["messageId"]]
+        stack.wait_for_statuses([sent["messageId"]], STATUS_TIMEOUT)
+        stack.wait_quiet()
+        [status] = stack.statuses(sent["messageId"])
         assert status["status"] == "failed"
         assert "may have been delivered" in status["error"]["message"]
         # No idempotency key to match on: count the texts Cast really sent.

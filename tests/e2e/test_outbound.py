@@ -6,9 +6,8 @@ server, real HTTP. Each test sends its own messages and checks only those.
 
 from __future__ import annotations
 
+import bisect
 import signal
-import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -17,16 +16,23 @@ from castghl.sandbox.demo import cases, fire, observe
 from castghl.sandbox.infra import Infra
 from castghl.sandbox.stack import Stack
 
-from .conftest import make_stack
+from .conftest import STATUS_TIMEOUT, make_stack, wait_until
 
 PHONE = "+639171234567"
+# Cast's per-IP limit as the simulator enforces it by default (reference/cast.md).
+CAST_RATE, CAST_BURST = 30, 50
 
 
-def final(stack: Stack, message_id: str, timeout: float = 30.0) -> dict[str, object]:
-    statuses = stack.wait_for_statuses([message_id], timeout)[message_id]
+def final(stack: Stack, message_id: str) -> dict[str, object]:
+    statuses = stack.wait_for_statuses([message_id], STATUS_TIMEOUT)[message_id]
     assert len(statuses) == 1, statuses
     status: dict[str, object] = statuses[0]
     return status
+
+
+def most_in_any_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
 
 
 def test_every_demo_case_ends_as_described(stack: Stack) -> None:
@@ -34,6 +40,8 @@ def test_every_demo_case_ends_as_described(stack: Stack) -> None:
     for case in all_cases:
         fire(stack, case)
     observe(stack, all_cases)
+    stack.wait_quiet()
+    observe(stack, all_cases)  # the counts again, now that nothing more can arrive
     for case in all_cases:
         assert case.ok, (case.name, case.status, case.error, case.cast_parts,
                          case.status_writes)
@@ -43,7 +51,7 @@ def test_a_duplicate_webhook_sends_one_sms_and_writes_one_status(stack: Stack) -
     sent = stack.send(times=3, phone=PHONE, message="once")
     assert [d["status_code"] for d in sent["deliveries"]] == [200, 200, 200]
     assert final(stack, sent["messageId"])["status"] == "delivered"
-    time.sleep(1.0)  # give any duplicate the time to show up
+    stack.wait_quiet()
     assert len(stack.cast_sends()[sent["messageId"]]) == 1
     assert len(stack.statuses(sent["messageId"])) == 1
 
@@ -52,6 +60,7 @@ def test_cast_503_then_success_is_delivered(cast_knobs: Stack) -> None:
     cast_knobs.configure_cast(fail_next=[{"status": 503, "count": 1}])
     sent = cast_knobs.send(phone=PHONE, message="after a 503")
     assert final(cast_knobs, sent["messageId"])["status"] == "delivered"
+    cast_knobs.wait_quiet()
     assert len(cast_knobs.cast_sends()[sent["messageId"]]) == 1
 
 
@@ -60,6 +69,7 @@ def test_a_read_timeout_then_success_texts_once(cast_knobs: Stack) -> None:
     cast_knobs.configure_cast(hang_next=1, hang_seconds=3.0)
     sent = cast_knobs.send(phone=PHONE, message="after a timeout")
     assert final(cast_knobs, sent["messageId"])["status"] == "delivered"
+    cast_knobs.wait_quiet()
     assert len(cast_knobs.cast_sends()[sent["messageId"]]) == 1
 
 
@@ -73,16 +83,22 @@ def test_out_of_credit_fails_with_that_message(cast_knobs: Stack) -> None:
 
 
 def test_the_status_lands_despite_ghls_403_window(stack: Stack) -> None:
-    stack.configure_ghl(status_race_seconds=2.5)
+    # The window stays open until the bridge has met it, whatever the machine's speed.
+    stack.configure_ghl(status_race_seconds=3600)
     try:
         sent = stack.send(phone=PHONE, message="race")
-        assert final(stack, sent["messageId"])["status"] == "delivered"
-        race = [c for c in httpx.get(f"{stack.ghl}/_sandbox/calls", timeout=10).json()
-                if c["path"] == f"/conversations/messages/{sent['messageId']}/status"]
-        assert [c["status"] for c in race][-1] == 200
-        assert 403 in [c["status"] for c in race]
+        path = f"/conversations/messages/{sent['messageId']}/status"
+
+        def answers() -> list[int]:
+            calls = httpx.get(f"{stack.ghl}/_sandbox/calls", params={"path": path},
+                              timeout=10).json()
+            return [c["status"] for c in calls]
+
+        wait_until(lambda: 403 in answers(), "a status write refused inside the window")
     finally:
         stack.configure_ghl(status_race_seconds=1.0)
+    assert final(stack, sent["messageId"])["status"] == "delivered"
+    assert answers()[-1] == 200
 
 
 def test_an_expired_token_is_refreshed_once_and_the_status_lands(stack: Stack) -> None:
@@ -91,6 +107,7 @@ def test_an_expired_token_is_refreshed_once_and_the_status_lands(stack: Stack) -
     sent = [stack.send(phone=PHONE, message=f"expired {i}") for i in range(5)]
     for message in sent:
         assert final(stack, message["messageId"])["status"] == "delivered"
+    stack.wait_quiet()
     after = httpx.get(f"{stack.ghl}/_sandbox/oauth", timeout=10).json()
     assert after["refreshes"] - before["refreshes"] == 1
     assert after["refresh_reuses"] == before["refresh_reuses"]
@@ -106,7 +123,7 @@ def test_forged_and_malformed_webhooks_are_refused_and_send_nothing(stack: Stack
     hook = f"{stack.gateway}/webhooks/ghl/provider-outbound"
     assert httpx.post(hook, content=b"x" * 70_000, timeout=10).status_code == 413
     assert httpx.post(hook, content=b'{"messageId": "m"}', timeout=10).status_code == 401
-    time.sleep(1.0)
+    stack.wait_quiet()
     assert forged["messageId"] not in stack.cast_sends()
 
 
@@ -123,17 +140,20 @@ def test_three_senders_hold_the_cast_rate_limit_in_a_burst(
             burst.add_sender(wait=False)
         for sender in burst.sender_processes[3:]:
             sender.wait_ready()
-        statuses = burst.wait_for_statuses(ids, timeout=90)
+        statuses = burst.wait_for_statuses(ids, STATUS_TIMEOUT)
         assert all(s and s[0]["status"] == "delivered" for s in statuses.values())
+        burst.wait_quiet()
         sends = burst.cast_sends()
         assert sorted(sends) == sorted(ids)
         assert all(len(v) == 1 for v in sends.values())
         calls = httpx.get(f"{burst.cast}/_sandbox/calls", timeout=10).json()
+    # Only what Cast itself would refuse, which holds at any machine speed: a lane that
+    # stalled and caught up may legitimately put more than 30 calls in one clock second.
     assert [c for c in calls if c["status"] == 429] == []
     times = sorted(entry["at"] for entries in sends.values() for entry in entries)
-    per_second = Counter(int(t - times[0]) for t in times)
-    assert per_second[0] <= 50
-    assert all(count <= 30 for second, count in per_second.items() if second > 0)
+    assert most_in_any_second(times) <= CAST_BURST
+    # Sustained: Cast's bucket admits at most `burst + rate * T` calls in T seconds.
+    assert len(times) - CAST_BURST <= CAST_RATE * (times[-1] - times[0])
 
 
 def test_a_sender_killed_mid_burst_loses_nothing_and_texts_nothing_twice(
@@ -143,13 +163,13 @@ def test_a_sender_killed_mid_burst_loses_nothing_and_texts_nothing_twice(
     with crash.running():
         crash.install()
         ids = [crash.send(phone=PHONE, message=f"crash {i}")["messageId"] for i in range(120)]
-        deadline = time.monotonic() + 30
-        while len(crash.cast_sends()) < 30 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: len(crash.cast_sends()) >= 30, "30 of the burst sent")
         for sender in crash.sender_processes:
             sender.kill()  # whichever was active dies mid-burst; the other follows
         crash.add_sender()
-        statuses = crash.wait_for_statuses(ids, timeout=90)
+        statuses = crash.wait_for_statuses(ids, STATUS_TIMEOUT)
+        crash.wait_quiet()
+        statuses = crash.wait_for_statuses(ids, STATUS_TIMEOUT)
         sends = crash.cast_sends()
     assert all(s and s[0]["status"] == "delivered" for s in statuses.values()), [
         i for i, s in statuses.items() if not s]
@@ -166,11 +186,11 @@ def test_a_sender_stopped_with_sigterm_mid_burst_drains_and_hands_over(
         graceful.install()
         ids = [graceful.send(phone=PHONE, message=f"term {i}")["messageId"]
                for i in range(90)]
-        deadline = time.monotonic() + 30
-        while len(graceful.cast_sends()) < 20 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: len(graceful.cast_sends()) >= 20, "20 of the burst sent")
         codes = [graceful.lane_owner().stop()]  # SIGTERM to the replica owning the lane
-        statuses = graceful.wait_for_statuses(ids, timeout=90)
+        graceful.wait_for_statuses(ids, STATUS_TIMEOUT)
+        graceful.wait_quiet()
+        statuses = graceful.wait_for_statuses(ids, STATUS_TIMEOUT)
         sends = graceful.cast_sends()
     # It finished in the grace period on its own (uvicorn re-raises the signal after its
     # graceful shutdown, hence -SIGTERM); a sender that hung would show -SIGKILL.

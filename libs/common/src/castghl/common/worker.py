@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
 from castghl.common.broker import publish
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 PARKED = Counter("castghl_parked_total", "Messages moved to a parking queue", ["queue", "code"])
 RETRIED = Counter("castghl_retried_total", "Messages sent to a retry tier", ["queue", "code"])
+IN_FLIGHT = Gauge("castghl_in_flight", "Messages being handled now, not yet settled",
+                  ["queue"])
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ class Settler:
         """Parse, handle and settle one delivery. Never raises for a bad message: an
         unreadable one is parked, an unexpected failure retried (and parked when the
         attempts run out); only a failure to settle leaves it unacked for redelivery."""
+        with IN_FLIGHT.labels(self.work.name).track_inprogress():
+            await self._run(message, model, handle)
+
+    async def _run(self, message: RabbitMessage, model: type[M], handle: Handler[M]) -> None:
         attempt = attempt_of(message)
         try:
             parsed = model.model_validate_json(message.body)

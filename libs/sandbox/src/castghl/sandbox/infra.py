@@ -18,10 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from castghl.sandbox.server import free_port
@@ -108,27 +108,44 @@ def _mongo_ping(url: str) -> bool:
     return True
 
 
+T = TypeVar("T")
+
+
+def _in_own_loop(work: Callable[[], Coroutine[Any, Any, T]], timeout: float) -> T:
+    """Run `work()` to completion on a new event loop in its own thread: callers may be
+    inside an event loop themselves (async tests) or have none (the demo)."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(asyncio.run(work()))
+        except Exception as exc:  # re-raised in the caller's thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failure:
+        raise failure[0]
+    if not outcome:
+        raise TimeoutError(f"no answer within {timeout:.0f} s")
+    return outcome[0]
+
+
 def _amqp_ready(url: str) -> bool:
     # A TCP accept is not enough: RabbitMQ opens its port before it accepts logins.
     import aio_pika  # noqa: PLC0415
 
-    async def login() -> None:
+    async def login() -> bool:
         connection = await aio_pika.connect(url, timeout=3)
         await connection.close()
+        return True
 
-    result: list[bool] = []
-
-    def attempt() -> None:  # own thread, own loop: callers may be inside an event loop
-        try:
-            asyncio.run(login())
-            result.append(True)
-        except Exception:  # any failure means "not yet"
-            result.append(False)
-
-    thread = threading.Thread(target=attempt, daemon=True)
-    thread.start()
-    thread.join(10)
-    return bool(result and result[0])
+    try:
+        return _in_own_loop(login, 10)
+    except Exception:  # any failure means "not yet"
+        return False
 
 
 async def _delete_queues(url: str, names: list[str]) -> None:
@@ -148,19 +165,36 @@ async def _delete_queues(url: str, names: list[str]) -> None:
 
 def delete_queues(url: str, names: list[str]) -> None:
     """Remove a test run's queues: quorum queues hold file descriptors until deleted."""
-    result: list[BaseException] = []
+    try:
+        _in_own_loop(lambda: _delete_queues(url, names), 60)
+    except Exception as exc:
+        raise InfraUnavailable(f"could not delete queues: {exc}") from exc
 
-    def work() -> None:
-        try:
-            asyncio.run(_delete_queues(url, names))
-        except Exception as exc:  # reported to the caller below
-            result.append(exc)
 
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(60)
-    if result:
-        raise InfraUnavailable(f"could not delete queues: {result[0]}")
+async def _queue_depths(url: str, names: list[str]) -> dict[str, int]:
+    import aio_pika  # noqa: PLC0415
+
+    depths: dict[str, int] = {}
+    connection = await aio_pika.connect(url)
+    async with connection:
+        for name in names:
+            # Passive: asks without declaring. A queue nobody declared is absent, which
+            # closes the channel, so each question gets a fresh one.
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                continue
+            depths[name] = queue.declaration_result.message_count or 0
+            with contextlib.suppress(Exception):
+                await channel.close()
+    return depths
+
+
+def queue_depths(url: str, names: list[str]) -> dict[str, int]:
+    """Messages ready in each named queue that exists (delayed ones in a retry tier
+    count: they are still on their way). Messages a consumer holds are not counted here."""
+    return _in_own_loop(lambda: _queue_depths(url, names), 60)
 
 
 def start_emulator(data_dir: Path, port: int | None = None) -> Infra:

@@ -44,6 +44,12 @@ _IDEMPOTENCY_KEY = re.compile(r"^ghl-(?P<message_id>.+)-(?P<part>\d+)$")
 
 
 _PARTS_SENT = re.compile(r"^castghl_cast_parts_sent_total\s+([0-9.e+]+)$", re.M)
+_IN_FLIGHT = re.compile(r"^castghl_in_flight\{[^}]*\}\s+([0-9.e+-]+)$", re.M)
+# How often `wait_quiet` looks; two equal idle looks in a row mean quiet.
+QUIET_POLL_SECONDS = 0.3
+# Waits for an outcome return as soon as it is there; the bound only ends a run gone wrong,
+# so it is generous enough for a slow, shared machine.
+WAIT_TIMEOUT_SECONDS = 180.0
 
 
 def parts_sent(metrics: str) -> float:
@@ -51,6 +57,25 @@ def parts_sent(metrics: str) -> float:
     whose count grows is the one owning the Cast lane."""
     match = _PARTS_SENT.search(metrics)
     return float(match[1]) if match else 0.0
+
+
+def in_flight(metrics: str) -> int:
+    """Messages a service is handling right now, over all its queues (/metrics text)."""
+    return round(sum(float(value) for value in _IN_FLIGHT.findall(metrics)))
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One look at everything that could still change in a running stack."""
+
+    queued: int  # messages waiting in a work queue or a retry tier (not parked ones)
+    in_flight: int  # messages a service has taken and not yet settled
+    cast_calls: int  # API calls the Cast simulator has answered
+    ghl_calls: int  # API calls the GHL simulator has answered
+
+    @property
+    def idle(self) -> bool:
+        return self.queued == 0 and self.in_flight == 0
 
 
 class StackError(RuntimeError):
@@ -189,7 +214,7 @@ class Bridge(abc.ABC):
                 by_message.setdefault(match["message_id"], []).append(entry)
         return by_message
 
-    def wait_for_statuses(self, message_ids: list[str], timeout: float = 60.0
+    def wait_for_statuses(self, message_ids: list[str], timeout: float = WAIT_TIMEOUT_SECONDS
                           ) -> dict[str, list[dict[str, Any]]]:
         """Poll until each message has a status in GHL (or time runs out)."""
         deadline = time.monotonic() + timeout
@@ -223,7 +248,8 @@ class Bridge(abc.ABC):
                           timeout=10).json()
         return [m for m in found if alt_id is None or m.get("altId") == alt_id]
 
-    def wait_for_inbound(self, alt_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    def wait_for_inbound(self, alt_id: str, timeout: float = WAIT_TIMEOUT_SECONDS
+                         ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while not (found := self.inbound_messages(alt_id)) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -354,6 +380,37 @@ class Stack(Bridge):
             return parts_sent(httpx.get(f"{sender.url}/metrics", timeout=10).text)
 
         return max((p for p in self.sender_processes if p.running), key=sent)
+
+    def activity(self) -> Activity:
+        names = [name for name in self.topology().queue_names()
+                 if not name.endswith(".parked")]
+        queued = sum(infra.queue_depths(self.rabbitmq_url, names).values())
+        handling = 0
+        for process in self.processes.values():
+            if process.url and process.running and not process.name.endswith("-sim"):
+                handling += in_flight(httpx.get(f"{process.url}/metrics", timeout=10).text)
+        calls = [len(httpx.get(f"{url}/_sandbox/calls", timeout=10).json())
+                 for url in (self.cast, self.ghl)]
+        return Activity(queued, handling, *calls)
+
+    def wait_quiet(self, timeout: float = WAIT_TIMEOUT_SECONDS) -> Activity:
+        """Return once nothing more can happen: no message waiting in any queue or retry
+        tier, none being handled, and neither simulator called, across two looks in a row.
+
+        This is how a test shows that *nothing more* happens (no late duplicate) without
+        guessing how long a duplicate would take to show up. The deadline only bounds a
+        stack that never settles, and is generous so a slow machine never reaches it.
+        """
+        deadline = time.monotonic() + timeout
+        last: Activity | None = None
+        while True:
+            now = self.activity()
+            if now.idle and now == last:
+                return now
+            if time.monotonic() > deadline:
+                raise StackError(f"the stack did not settle within {timeout:.0f} s: {now}")
+            last = now
+            time.sleep(QUIET_POLL_SECONDS)
 
     def stop_senders(self) -> None:
         for sender in self.sender_processes:
