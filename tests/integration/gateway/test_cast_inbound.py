@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import aio_pika
 import httpx
@@ -13,12 +14,18 @@ from castghl.common.messages import InboundSms
 from .conftest import INBOUND_KEY, RunningGateway, drain
 
 PATH = "/webhooks/cast/inbound"
+MANILA = timezone(timedelta(hours=8))
 AUTH = {"X-API-Key": INBOUND_KEY}
+
+
+def ago(**delta: float) -> str:
+    """A receive time relative to now, in Manila time as Cast's gateway may write it."""
+    return (datetime.now(MANILA) - timedelta(**delta)).isoformat()
 
 
 def reply(**overrides: object) -> bytes:
     fields = {"from": "0917-123-4567", "to": "+63 918 123 4567", "message": "Yes po",
-              "message_id": "CASTIN1", "received_at": "2026-11-25T10:00:00+08:00"}
+              "message_id": "CASTIN1", "received_at": ago(minutes=3)}
     fields.update(overrides)
     return json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
 
@@ -43,9 +50,10 @@ async def test_a_reply_is_normalised_and_published(gateway: RunningGateway,
 async def test_without_a_message_id_a_repost_gets_the_same_id(
     gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel,
 ) -> None:
+    body = reply(message_id=...)  # the same bytes twice, as a re-post sends them
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         for _ in range(2):
-            answer = await client.post(PATH, content=reply(message_id=...), headers=AUTH)
+            answer = await client.post(PATH, content=body, headers=AUTH)
             assert answer.status_code == 200
     first, second = await drain(amqp, gateway.topology.inbound.queue.name)
     ids = {InboundSms.model_validate_json(m.body).cast_message_id for m in (first, second)}
@@ -68,6 +76,11 @@ async def test_without_a_message_id_a_repost_gets_the_same_id(
         pytest.param(reply(to="12"), AUTH, 400, "to", id="bad-to"),
         pytest.param(reply(message=...), AUTH, 400, "message is missing", id="no-message"),
         pytest.param(reply(message=7), AUTH, 400, "message", id="message-not-text"),
+        pytest.param(reply(received_at=123), AUTH, 400, "ISO-8601", id="epoch-number"),
+        pytest.param(reply(received_at=ago(days=8)), AUTH, 400, "last 7 days",
+                     id="received-long-ago"),
+        pytest.param(reply(received_at=ago(minutes=-30)), AUTH, 400, "not in the future",
+                     id="received-in-the-future"),
         pytest.param(reply(received_at="yesterday"), AUTH, 400, "received_at",
                      id="bad-time"),
         pytest.param(reply(message="x" * 70_000), AUTH, 413, "larger than", id="oversized"),

@@ -104,9 +104,12 @@ async def test_reserialised_json_fails_verification(
                                 ).encode(), 400, "messageId is missing", id="no-message-id"),
         pytest.param(json.dumps({k: v for k, v in webhook().items() if k != "locationId"}
                                 ).encode(), 400, "locationId is missing", id="no-location-id"),
-        pytest.param(json.dumps(webhook(timestamp=(datetime.now(UTC) - timedelta(hours=1))
+        pytest.param(json.dumps(webhook(timestamp=(datetime.now(UTC) - timedelta(hours=73))
                                         .isoformat())).encode(), 401, "stale webhook",
                      id="stale-timestamp"),
+        pytest.param(json.dumps(webhook(timestamp=(datetime.now(UTC) + timedelta(minutes=10))
+                                        .isoformat())).encode(), 401, "in the future",
+                     id="future-timestamp"),
         pytest.param(json.dumps(webhook(message="x" * 70_000)).encode(), 413, "larger than",
                      id="oversized"),
     ],
@@ -138,6 +141,17 @@ async def test_oversized_chunked_body_is_refused_without_a_length_header(
 async def test_fresh_timestamp_is_accepted(gateway: RunningGateway,
                                            amqp: aio_pika.abc.AbstractChannel) -> None:
     body = gateway.body(**webhook(timestamp=datetime.now(UTC).isoformat(), webhookId="w1"))
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        answer = await client.post(PATH, content=body, headers=gateway.signer.headers(body))
+    assert answer.status_code == 200
+    assert len(await drain(amqp, gateway.topology.outbound.queue.name)) == 1
+
+
+async def test_a_retry_hours_after_its_timestamp_is_still_accepted(
+        gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel) -> None:
+    # GHL retries for about three days: a retry after an outage must not be lost.
+    late = datetime.now(UTC) - timedelta(hours=2)
+    body = gateway.body(**webhook(timestamp=late.isoformat(), webhookId="w2"))
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         answer = await client.post(PATH, content=body, headers=gateway.signer.headers(body))
     assert answer.status_code == 200

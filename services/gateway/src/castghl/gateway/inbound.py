@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -22,7 +22,7 @@ from castghl.common import phone
 from castghl.common.logging import log_context
 from castghl.common.messages import InboundSms
 from castghl.gateway.answers import Rejected
-from castghl.gateway.webhooks import Webhooks, describe
+from castghl.gateway.webhooks import MAX_FUTURE_SKEW, Webhooks, describe
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,30 @@ def _philippine(value: object) -> object:
 
 
 Phone = Annotated[str, BeforeValidator(_philippine)]
+# A reply Cast's gateway held back this long is still worth delivering; older is a bug.
+RECEIVED_AT_MAX_AGE = timedelta(days=7)
+
+
+def _received_at(value: object) -> object:
+    """An ISO-8601 string within a sane window: a number (epoch seconds?) or a time far
+    off would put the reply in the wrong place of the conversation."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 time, e.g. 2026-11-30T08:15:00Z")  # noqa: TRY004
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO-8601 time, e.g. 2026-11-30T08:15:00Z") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    if not now - RECEIVED_AT_MAX_AGE <= at <= now + MAX_FUTURE_SKEW:
+        raise ValueError("must be within the last 7 days and not in the future")
+    return at
+
+
+ReceivedAt = Annotated[datetime | None, BeforeValidator(_received_at)]
 
 
 class CastInboundWebhook(BaseModel):
@@ -51,7 +75,7 @@ class CastInboundWebhook(BaseModel):
     to_number: Phone | None = Field(None, alias="to")
     message: str = Field(min_length=1, max_length=10_000)
     message_id: str | None = Field(None, min_length=1, max_length=128)
-    received_at: datetime | None = None
+    received_at: ReceivedAt = None
 
     def stable_id(self) -> str:
         """Cast's id; without one, a hash of the other fields (a re-post dedupes)."""

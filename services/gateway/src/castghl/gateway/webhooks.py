@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -33,6 +33,8 @@ IGNORED = Counter("castghl_webhooks_ignored_total", "Valid webhooks we do not ac
                   ["route", "type"])
 
 _APP_EVENT: TypeAdapter[Any] = TypeAdapter(AppEvent)
+# Clocks differ a little; a time further ahead than this is not a clock's error.
+MAX_FUTURE_SKEW = timedelta(minutes=5)
 _LIFECYCLE_TYPES = frozenset({"INSTALL", "UNINSTALL"})
 
 
@@ -82,13 +84,17 @@ class Webhooks:
         return body
 
     def check_fresh(self, timestamp: datetime | None) -> None:
+        """Refuse a replay of an old signed body, but never a retry GHL may still send: the
+        window covers GHL's retry horizon, and the dedupe records outlive it."""
         if timestamp is None:
             return
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=UTC)
-        age = abs((datetime.now(UTC) - timestamp).total_seconds())
+        age = (datetime.now(UTC) - timestamp).total_seconds()
         if age > self.max_age_seconds:
-            raise Rejected(401, f"stale webhook: timestamp is {age:.0f} s from now")
+            raise Rejected(401, f"stale webhook: timestamp is {age:.0f} s old")
+        if -age > MAX_FUTURE_SKEW.total_seconds():
+            raise Rejected(401, f"webhook timestamp is {-age:.0f} s in the future")
 
     async def publish(self, queue: RabbitQueue, message: Any, message_id: str | None) -> None:
         try:
