@@ -53,6 +53,10 @@ def test_secret_fields_are_masked(field: str, value: str) -> None:
         ("headers={'Authorization': 'Basic dXNlcjpwYXNz'}", "dXNlcjpwYXNz"),
         ("input_value={'api_key': 'k-secret-3'}", "k-secret-3"),
         ("callback?code=supersecretcode", "supersecretcode"),
+        ("cannot connect to amqp://castghl:br0ker-pass@rabbitmq:5672/", "br0ker-pass"),
+        ("ServerSelectionTimeout mongodb://oauth:m0ngo-pass@mongo:27017/cast-ghl",
+         "m0ngo-pass"),
+        ("mongodb+srv://u:p%40ss-w0rd@cluster0.example.net/db", "p%40ss-w0rd"),
     ],
 )
 def test_secrets_inside_free_text_are_masked(text: str, secret: str) -> None:

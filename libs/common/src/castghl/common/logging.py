@@ -39,6 +39,8 @@ _TEXT_PATTERNS: Final = (
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.?[A-Za-z0-9_-]*"), MASK),
     (re.compile(r"(?i)\b((?:access|refresh)_token|client_secret|api_key)=[^&\s\"']+"),
      r"\1=" + MASK),
+    # A password inside a URL (amqp://user:pass@host, mongodb://user:pass@host, …).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@"), r"\1" + MASK + "@"),
     # An OAuth code only in a URL query: "reply_code=312" elsewhere is not a secret.
     (re.compile(r"(?i)([?&]code=)[^&\s\"']+"), r"\1" + MASK),
     # A secret inside JSON or a Python dict repr (exception texts quote request bodies).

@@ -99,7 +99,8 @@ def describe_errors(settings_cls: type[ServiceSettings], exc: ValidationError) -
     problems: dict[str, str] = {}
     for error in exc.errors(include_url=False, include_input=False):
         variable = _variable(settings_cls, error)
-        reason = "is missing" if error["type"] == "missing" else f": {error['msg']}"
+        reason = ("is missing" if error["type"] == "missing"
+                  else f": {error['msg'].removeprefix('Value error, ')}")
         problems.setdefault(variable, f"{variable} {reason}".replace(" :", ":"))
     return "; ".join(problems.values())
 

@@ -9,6 +9,7 @@ never the error text (reference/cast.md).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Final
 
 import httpx
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 SEND_PATH: Final = "/api/sms/send"  # exists in both API versions; /api/v1/... is newer only
 IDEMPOTENCY_HEADER: Final = "X-Idempotency-Key"
 REPLAY_HEADER: Final = "X-Idempotent-Replay"
+# Cast's limits refill within seconds; a longer wait is retried through the queue's tiers.
+MAX_RETRY_AFTER_SECONDS: Final = 60.0
 
 _ACCOUNT_MESSAGES: Final = {
     "INVALID_API_KEY": "Cast SMS is not set up correctly (the Cast API key was refused); "
@@ -50,10 +53,15 @@ _ACCOUNT_BY_STATUS: Final = {401: "INVALID_API_KEY", 402: "INSUFFICIENT_CREDITS"
 
 
 def _retry_after(response: httpx.Response) -> float:
+    """Cast's `Retry-After`, within [1, MAX_RETRY_AFTER_SECONDS]: a wild value must not
+    stall the whole lane for hours (the lane pauses for it)."""
     try:
-        return max(1.0, float(response.headers.get("Retry-After", "1")))
+        seconds = float(response.headers.get("Retry-After", "1"))
     except ValueError:
         return 1.0
+    if not math.isfinite(seconds):
+        return MAX_RETRY_AFTER_SECONDS
+    return min(MAX_RETRY_AFTER_SECONDS, max(1.0, seconds))
 
 
 def error_for(response: httpx.Response) -> BridgeError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Final, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -63,8 +64,9 @@ class GhlApi:
         body: dict[str, Any] = {"status": status}
         if error is not None:
             body["error"] = error.model_dump()
-        await self._call("PUT", f"/conversations/messages/{message_id}/status", token,
-                         CONVERSATIONS_VERSION, body)
+        # The id comes from a webhook: quoted, it can only ever name one path segment.
+        await self._call("PUT", f"/conversations/messages/{quote(message_id, safe='')}/status",
+                         token, CONVERSATIONS_VERSION, body)
 
     async def upsert_contact(self, token: str, location_id: str, phone_e164: str) -> str:
         response = await self._call("POST", "/contacts/upsert", token, CONTACTS_VERSION,
