@@ -45,8 +45,8 @@ def unroutable_counted(stack: Stack) -> float:
     total = 0.0
     for sender in stack.sender_processes:
         metrics = httpx.get(f"{sender.url}/metrics", timeout=10).text
-        match = re.search(r"^castghl_inbound_unroutable_total ([0-9.e+]+)$", metrics, re.M)
-        total += float(match[1]) if match else 0.0
+        total += sum(float(value) for value in re.findall(
+            r"^castghl_inbound_unroutable_total\{[^}]*\} ([0-9.e+]+)$", metrics, re.M))
     return total
 
 

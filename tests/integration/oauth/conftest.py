@@ -115,6 +115,7 @@ async def stack(rabbitmq: Infra, mongo_uri: str, ghl: Ghl) -> AsyncIterator[Stac
     env = {
         "RABBITMQ_URL": rabbitmq.url, "MONGO_URI": mongo_uri, "GHL_API_URL": ghl.url,
         "GHL_MARKETPLACE_URL": ghl.url, "GHL_CLIENT_ID": DEFAULT_CLIENT_ID,
+        "GHL_APP_ID": ghl.knobs.app_id,
         "GHL_CLIENT_SECRET": DEFAULT_CLIENT_SECRET, "TOKEN_ENCRYPTION_KEYS": keys[0],
         "ADMIN_API_KEY": ADMIN_KEY, "QUEUE_PREFIX": prefix, "HOST": "127.0.0.1",
         "LOG_LEVEL": "WARNING", "GHL_HTTP_TIMEOUT_SECONDS": "5",
@@ -135,7 +136,7 @@ async def delete_queues(url: str, topology: Topology) -> None:
             await channel.queue_delete(name, if_unused=False, if_empty=False)
 
 
-async def take_one(url: str, queue: str, within: float = 15.0
+async def take_one(url: str, queue: str, within: float = 120.0
                    ) -> aio_pika.abc.AbstractIncomingMessage:
     """The first message to arrive in `queue` (acked), or fail after `within` seconds."""
     connection = await aio_pika.connect(url)
@@ -221,8 +222,9 @@ async def install(base_url: str, agency: bool = False) -> httpx.Response:
                                 params={"agency": "true"} if agency else None)
 
 
-def wait_for(check: Any, what: str, timeout: float = 15.0) -> Any:
-    """Poll until `check()` is truthy (an asynchronous effect to appear), or fail."""
+def wait_for(check: Any, what: str, timeout: float = 120.0) -> Any:
+    """Poll until `check()` is truthy (an asynchronous effect to appear), or fail. The
+    deadline only ends a run gone wrong: generous, so a slow machine never reaches it."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -230,7 +232,7 @@ def wait_for(check: Any, what: str, timeout: float = 15.0) -> Any:
             return result
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # a poll interval: the loop ends when the check holds
 
 
 @dataclass
@@ -253,7 +255,7 @@ def start_process(stack: Stack, tmp_path: Path, name: str, **env: str) -> Proces
     return Process(url, popen, log)
 
 
-def wait_ready(process: Process, timeout: float = 30.0) -> None:
+def wait_ready(process: Process, timeout: float = 120.0) -> None:
     def ready() -> bool:
         if process.popen.poll() is not None:
             pytest.fail(f"castghl-oauth exited: {process.log.read_text()[-2000:]}")

@@ -81,7 +81,7 @@ GARBAGE: list[tuple[dict[str, str], Any, int]] = [
     ({"Authorization": "Bearer not-the-admin-key-at-all"}, {"sender_id": "X"}, 401),
     (AUTH, b"{{{", 400),
     (AUTH, b'"a string"', 400),
-    (AUTH, {"sender_id": "WAY-TOO-LONG-SENDER"}, 422),
+    (AUTH, {"sender_id": "WAY-TOO-LONG-SENDER-ID"}, 422),
     (AUTH, {"cast_api_key": "AKIA-not-a-cast-key"}, 422),
     (AUTH, {"rate_limit_per_second": -1}, 422),
     (AUTH, {"inbound_numbers": ["+1 415 555 0100"]}, 422),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from castghl.common.oauth_client import NotInstalled, OAuthClient
 from castghl.common.topology import PARKED_REASON_HEADER
 from castghl.gateway.app import create_app as create_gateway
 from castghl.gateway.settings import GatewaySettings
+from castghl.oauth.lifecycle import IGNORED
 from castghl.sandbox.server import serve_in_thread
 
 from .conftest import (
@@ -105,3 +107,61 @@ async def test_an_unreadable_lifecycle_message_is_parked_and_the_consumer_goes_o
     # The consumer carried on: the INSTALL after the poison one was handled (and acked).
     assert await oauth.token(LOCATION)
     assert (await queue_counts(stack.rabbitmq_url, lifecycle.queue.name))[0] == 0
+
+
+async def test_another_apps_uninstall_leaves_the_tokens_working_even_after_a_refresh(
+        stack: Stack, service: Running, gateway: str, oauth: OAuthClient) -> None:
+    assert (await install(service.url)).status_code == 200
+    ignored = IGNORED.labels("other_app")._value.get()
+    # Someone pointed their own app's webhooks at us; GHL signs them with the same key.
+    for scope in ({"locationId": LOCATION}, {"companyId": "comp_sandbox_1", "locationId": None}):
+        sent = stack.ghl.sandbox("POST", "/app-event", json={
+            "type": "UNINSTALL", "appId": "someone-elses-app", **scope})
+        assert [d["status_code"] for d in sent["deliveries"]] == [200]
+    wait_for(lambda: IGNORED.labels("other_app")._value.get() == ignored + 2,
+             "both events to be handled")
+    assert stack.docs()[f"location:{LOCATION}"]["status"] == "active"
+    # The access token expires: the refresh token, never touched, still works.
+    stack.ghl.sandbox("POST", "/tokens/expire", json={"locationId": LOCATION})
+    refreshed = await oauth.refresh(LOCATION, await oauth.token(LOCATION))
+    assert stack.ghl.token_works(refreshed, LOCATION)
+
+
+async def test_a_webhook_delivered_twice_is_handled_once_and_a_late_install_mints_nothing(
+        stack: Stack, service: Running, gateway: str, oauth: OAuthClient) -> None:
+    stack.ghl.knobs.install_user_type = "Company"
+    stack.ghl.knobs.approved_locations = ["loc_a"]
+    assert (await install(service.url, agency=True)).status_code == 200
+    # After the install (just now): an INSTALL stamped a minute on, an UNINSTALL two.
+    now = datetime.now(UTC)
+    late_install = {"type": "INSTALL", "locationId": "loc_a", "webhookId": "wh-install",
+                    "timestamp": (now + timedelta(minutes=1)).isoformat()}
+    uninstall = {"type": "UNINSTALL", "locationId": "loc_a", "webhookId": "wh-uninstall",
+                 "timestamp": (now + timedelta(minutes=2)).isoformat()}
+    duplicates = IGNORED.labels("duplicate")._value.get()
+    stale = IGNORED.labels("stale")._value.get()
+    minted = stack.ghl.counters()["location_tokens"]
+
+    for event in (uninstall, uninstall, late_install):
+        stack.ghl.sandbox("POST", "/app-event", json=event)
+
+    wait_for(lambda: IGNORED.labels("stale")._value.get() == stale + 1,
+             "the late INSTALL to be judged stale")
+    assert IGNORED.labels("duplicate")._value.get() == duplicates + 1
+    assert stack.docs()["location:loc_a"]["status"] == "uninstalled"
+    assert stack.ghl.counters()["location_tokens"] == minted
+    assert not (await oauth.location("loc_a")).installed
+
+
+async def test_an_agency_of_45_whose_token_lists_none_gets_every_location(
+        stack: Stack, service: Running, oauth: OAuthClient) -> None:
+    locations = [f"loc_{n:02d}" for n in range(1, 46)]
+    stack.ghl.knobs.install_user_type = "Company"
+    stack.ghl.knobs.approved_locations = locations
+    stack.ghl.knobs.token_lists_locations = False  # GHL's installedLocations pages by 20
+    page = await install(service.url, agency=True)
+    assert page.status_code == 200, page.text
+    docs = stack.docs()
+    assert all(docs[f"location:{loc}"]["status"] == "active" for loc in locations)
+    for location in ("loc_03", "loc_27", "loc_44"):
+        assert stack.ghl.token_works(await oauth.token(location), location)

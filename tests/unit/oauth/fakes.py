@@ -10,16 +10,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from castghl.common.errors import BridgeError
+from castghl.common.ghl.errors import GhlUnauthorized
 from castghl.common.ghl.oauth import InvalidGrant, TokenGrant, UserType
+from castghl.common.messages import InstallStatus
 from castghl.oauth.installation import (
     EPOCH,
     Installation,
     Kind,
     LocationPrefs,
-    Status,
     company_key,
     location_key,
 )
@@ -54,7 +55,7 @@ class Clock:
 def installation(location_id: str = "loc1", *, kind: Kind = "location",
                  company_id: str | None = "co1", access: str = "access-0",
                  refresh: str | None = "refresh-0", expires_in: float = 86_000,
-                 status: Status = Status.ACTIVE, minted: bool = False,
+                 status: InstallStatus = InstallStatus.ACTIVE, minted: bool = False,
                  refreshed_at: datetime = NOW, prefs: LocationPrefs | None = None,
                  now: datetime = NOW) -> Installation:
     key = company_key(company_id or "") if kind == "company" else location_key(location_id)
@@ -94,20 +95,38 @@ class FakeStore:
         return self.docs[key]
 
     async def save_grant(self, grant: TokenGrant, *, kind: Kind, location_id: str | None,
-                         company_id: str | None, minted: bool, now: datetime) -> Installation:
+                         company_id: str | None, minted: bool, now: datetime,
+                         event_at: datetime | None = None) -> Installation | None:
         key = company_key(company_id or "") if kind == "company" else location_key(
             location_id or "")
         old = self.docs.get(key)
+        if event_at is not None and old is not None and old.changed_at is not None \
+                and not old.changed_at < event_at:
+            return None
         self.docs[key] = Installation(
             key=key, kind=kind, location_id=location_id, company_id=company_id,
-            status=Status.ACTIVE, version=(old.version if old else 0) + 1,
+            status=InstallStatus.ACTIVE, version=(old.version if old else 0) + 1,
             access_token=grant.access_token, refresh_token=grant.refresh_token or None,
             expires_at=grant.expires_at(now), scopes=grant.scope, user_type=grant.user_type,
             minted=minted, lease_until=EPOCH, lease_owner="", refreshed_at=now,
             installed_at=now, updated_at=now, uninstalled_at=None,
-            prefs=old.prefs if old else LocationPrefs())
+            changed_at=event_at or now, prefs=old.prefs if old else LocationPrefs())
         self.events.append(f"saved {key}")
         return self.docs[key]
+
+    async def register_agency_location(self, company_id: str, location_id: str,
+                                       now: datetime) -> None:
+        key = location_key(location_id)
+        old = self.docs.get(key)
+        if old is not None and (old.installed or (old.changed_at or EPOCH) >= now):
+            return
+        self.docs[key] = Installation(
+            key=key, kind="location", location_id=location_id, company_id=company_id,
+            status=InstallStatus.ACTIVE, version=(old.version if old else 0) + 1,
+            access_token=None, refresh_token=None, expires_at=None, scopes="",
+            user_type="Location", minted=True, lease_until=EPOCH, lease_owner="",
+            refreshed_at=now, installed_at=now, updated_at=now, uninstalled_at=None,
+            changed_at=now, prefs=old.prefs if old else LocationPrefs())
 
     async def take_lease(self, key: str, version: int, owner: str, until: datetime,
                          now: datetime) -> bool:
@@ -135,7 +154,7 @@ class FakeStore:
         inst = self.docs.get(key)
         if inst is None or inst.version != version or inst.lease_owner != owner:
             return False
-        self._bump(key, status=Status.NEEDS_REAUTH, lease_until=EPOCH, lease_owner="")
+        self._bump(key, status=InstallStatus.NEEDS_REAUTH, lease_until=EPOCH, lease_owner="")
         return True
 
     async def release_lease(self, key: str, owner: str) -> None:
@@ -143,27 +162,39 @@ class FakeStore:
         if inst is not None and inst.lease_owner == owner:
             self.docs[key] = replace(inst, lease_until=EPOCH, lease_owner="")
 
-    async def idle_keys(self, refreshed_before: datetime, limit: int) -> list[str]:
-        return [k for k, i in self.docs.items() if i.status is Status.ACTIVE
-                and i.refreshed_at is not None and i.refreshed_at < refreshed_before][:limit]
+    async def idle_keys(self, refreshed_before: datetime, limit: int,
+                        after: tuple[int, str] | None = None) -> list[tuple[int, str]]:
+        idle = sorted((round(i.refreshed_at.timestamp() * 1000), k)
+                      for k, i in self.docs.items()
+                      if i.status is InstallStatus.ACTIVE and not i.minted
+                      and i.refreshed_at is not None and i.refreshed_at < refreshed_before)
+        return [entry for entry in idle if after is None or entry > after][:limit]
 
-    async def uninstall(self, key: str, now: datetime) -> bool:
+    def _stale(self, key: str, event_at: datetime) -> bool:
+        changed = self.docs[key].changed_at
+        return changed is not None and changed > event_at
+
+    async def uninstall(self, key: str, event_at: datetime,
+                        now: datetime) -> Literal["uninstalled", "stale", "unknown"]:
         if key not in self.docs:
-            return False
-        self._tombstone(key, now)
-        return True
+            return "unknown"
+        if self._stale(key, event_at):
+            return "stale"
+        self._tombstone(key, event_at, now)
+        return "uninstalled"
 
-    def _tombstone(self, key: str, now: datetime) -> None:
+    def _tombstone(self, key: str, event_at: datetime, now: datetime) -> None:
         inst = self.docs[key]
-        self._bump(key, status=Status.UNINSTALLED, access_token=None, refresh_token=None,
+        self._bump(key, status=InstallStatus.UNINSTALLED, access_token=None, refresh_token=None,
                    expires_at=None, uninstalled_at=now, lease_until=EPOCH, lease_owner="",
-                   prefs=replace(inst.prefs, cast_api_key=None))
+                   changed_at=event_at, prefs=replace(inst.prefs, cast_api_key=None))
 
-    async def uninstall_company(self, company_id: str, now: datetime) -> int:
+    async def uninstall_company(self, company_id: str, event_at: datetime,
+                                now: datetime) -> int:
         hit = [k for k, i in self.docs.items() if i.company_id == company_id
-               and (i.kind == "company" or i.minted)]
+               and (i.kind == "company" or i.minted) and not self._stale(k, event_at)]
         for key in hit:
-            self._tombstone(key, now)
+            self._tombstone(key, event_at, now)
         return len(hit)
 
     async def update_prefs(self, key: str, changes: Mapping[str, Any],
@@ -201,6 +232,7 @@ class FakeGhl:
     gate: asyncio.Event | None = None  # when set, refreshes wait for it (a slow GHL)
     expires_in: int = 86399
     on_call: list[str] = field(default_factory=list)
+    refused_bearers: set[str] = field(default_factory=set)  # company tokens GHL refuses
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def refresh(self, refresh_token: str, user_type: UserType) -> TokenGrant:
@@ -225,8 +257,34 @@ class FakeGhl:
         self.mints.append((company_token, location_id))
         if self.fail_with is not None:
             raise self.fail_with
+        if company_token in self.refused_bearers:
+            raise GhlUnauthorized("GHL refused the agency token")
         n = next(self._serial)
         return TokenGrant.model_validate({
             "access_token": f"minted-{location_id}-{n}", "refresh_token": "",
             "expires_in": self.expires_in, "scope": "contacts.write",
             "locationId": location_id})
+
+
+@dataclass
+class FakeEventLog:
+    seen_ids: set[str] = field(default_factory=set)
+
+    async def seen(self, webhook_id: str) -> bool:
+        return webhook_id in self.seen_ids
+
+    async def remember(self, webhook_id: str, now: datetime) -> None:
+        self.seen_ids.add(webhook_id)
+
+
+@dataclass
+class FakeNotices:
+    """Change notices, as the senders would hear them."""
+
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    async def location(self, location_id: str) -> None:
+        self.sent.append(("location", location_id))
+
+    async def company(self, company_id: str) -> None:
+        self.sent.append(("company", company_id))

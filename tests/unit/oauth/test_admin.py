@@ -10,10 +10,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from castghl.common.messages import InstallStatus
 from castghl.oauth.admin import admin_router
-from castghl.oauth.installation import LocationPrefs, Status, location_key
+from castghl.oauth.installation import LocationPrefs, location_key
+from castghl.oauth.tenancy import DefaultKeyFor
 
-from .fakes import Clock, FakeStore, installation
+from .fakes import Clock, FakeNotices, FakeStore, installation
 
 KEY = "admin-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -25,14 +27,15 @@ def store() -> FakeStore:
     store = FakeStore()
     store.put(installation("loc1", prefs=LocationPrefs(cast_api_key=CAST_KEY)))
     store.put(installation("loc2", prefs=LocationPrefs(inbound_numbers=("09181112222",))))
-    store.put(installation("gone", status=Status.UNINSTALLED, access="", refresh=None))
+    store.put(installation("gone", status=InstallStatus.UNINSTALLED, access="", refresh=None))
     return store
 
 
 @pytest.fixture
 async def client(store: FakeStore) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
-    app.include_router(admin_router(store, KEY, Clock()))
+    app.include_router(admin_router(store, KEY, DefaultKeyFor(everyone=True), FakeNotices(),
+                                    Clock()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://admin") as client:
         yield client
@@ -64,8 +67,33 @@ async def test_the_list_shows_installations_without_secrets(client: httpx.AsyncC
     assert set(found) == {"loc1", "loc2", "gone"}
     assert found["loc1"]["settings"]["cast_api_key"] == "cast_…cdef"
     assert found["gone"]["status"] == "uninstalled"
+    assert (found["loc1"]["state"], found["loc1"]["cast_key"],
+            found["loc1"]["token_source"]) == ("active", "own", "install")
+    assert found["gone"]["state"] == "uninstalled"
     for secret in (CAST_KEY, "access-0", "refresh-0"):
         assert secret not in answer.text
+
+
+async def test_each_installation_shows_its_state_key_and_token_source(
+        store: FakeStore) -> None:
+    store.put(installation("minted", minted=True, refresh=None))
+    store.put(installation("reauth", status=InstallStatus.NEEDS_REAUTH))
+    app = FastAPI()
+    # Only co9's locations may use the operator's default key: co1's have to bring one.
+    app.include_router(admin_router(store, KEY, DefaultKeyFor(companies=frozenset({"co9"})),
+                                    FakeNotices(), Clock()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://admin") as client:
+        listed = (await client.get("/admin/installations", headers=AUTH)).json()
+    found = {i["location_id"]: (i["state"], i["cast_key"], i["token_source"])
+             for i in listed["installations"]}
+    assert found == {
+        "loc1": ("active", "own", "install"),
+        "loc2": ("not_set_up", "none", "install"),
+        "minted": ("not_set_up", "none", "agency"),
+        "reauth": ("needs_reauth", "none", "install"),
+        "gone": ("uninstalled", "none", "install"),
+    }
 
 
 async def test_put_sets_settings_and_normalises_inbound_numbers(
@@ -97,7 +125,7 @@ async def test_put_only_changes_the_fields_given_and_null_removes_the_cast_key(
 BAD: list[tuple[Any, int, str]] = [
     (b"{not json", 400, "not valid JSON"),
     (b"[1, 2]", 400, "JSON object"),
-    ({"sender_id": "TWELVECHARS1"}, 422, "sender_id"),
+    ({"sender_id": "TWENTYONE-CHARACTERS1"}, 422, "sender_id"),
     ({"sender_id": ""}, 422, "sender_id"),
     ({"cast_api_key": "sk_live_123456789"}, 422, "cast_api_key"),
     ({"cast_api_key": "cast_"}, 422, "cast_api_key"),

@@ -14,6 +14,7 @@ from castghl.oauth.settings import OAuthSettings
 async def test_the_app_builds_and_routes_without_connecting_to_anything() -> None:
     settings = OAuthSettings(
         base_url="https://bridge.example", ghl_client_id="client", ghl_client_secret="secret",
+        ghl_app_id="app",
         token_encryption_keys=generate_key(), admin_api_key="a" * 16,
         rabbitmq_url="amqp://nowhere.invalid:5672/", mongo_uri="mongodb://nowhere.invalid/x")
     app = create_app(settings)

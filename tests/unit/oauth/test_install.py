@@ -5,6 +5,7 @@ GHL is an `httpx.MockTransport` behind the real GhlOAuth client; the store is th
 
 from __future__ import annotations
 
+import html
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +21,10 @@ from castghl.oauth.install_state import StateSigner
 from castghl.oauth.installation import company_key, location_key
 from castghl.oauth.refresh import TokenService
 
-from .fakes import Clock, FakeStore
+from .fakes import Clock, FakeNotices, FakeStore
 
 CALLBACK = "https://bridge.example/oauth/callback"
+APP_ID = "app-1"
 AUTHORIZE = "https://marketplace.example/v2/oauth/chooselocation"
 ACCESS = "eyJhbGciOiJIUzI1NiJ9.location-access-token-value.signature"
 REFRESH = "eyJhbGciOiJIUzI1NiJ9.location-refresh-token-value.signature"
@@ -35,13 +37,32 @@ class FakeGhlHttp:
     user_type: str = "Location"
     location_id: str = "loc1"
     approved: list[str] = field(default_factory=lambda: ["loc1", "loc2"])
+    # GHL's answer may list no locations: then installedLocations has them, in pages.
+    token_lists_locations: bool = True
     token_answer: Callable[[], httpx.Response] | None = None
     forms: list[dict[str, str]] = field(default_factory=list)
+    pages: list[dict[str, str]] = field(default_factory=list)
+    busy_mints: set[str] = field(default_factory=set)  # locationToken answers 503 for these
+
+    def installed_locations(self, request: httpx.Request) -> httpx.Response:
+        query = dict(request.url.params)
+        self.pages.append(query)
+        if query.get("appId") != APP_ID or query.get("companyId") != "co1":
+            return httpx.Response(200, json={"locations": [], "count": 0})
+        skip, limit = int(query.get("skip", "0")), int(query.get("limit", "20"))
+        return httpx.Response(200, json={
+            "locations": [{"_id": loc, "name": loc, "address": ""}
+                          for loc in self.approved[skip:skip + limit]],
+            "count": len(self.approved)})
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/installedLocations":
+            return self.installed_locations(request)
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
         self.forms.append(form)
         if request.url.path == "/oauth/locationToken":
+            if form["locationId"] in self.busy_mints:
+                return httpx.Response(503, text="busy")
             return httpx.Response(200, json={
                 "access_token": f"minted-{form['locationId']}", "expires_in": 86399,
                 "locationId": form["locationId"], "refresh_token": "minted-refresh"})
@@ -52,7 +73,7 @@ class FakeGhlHttp:
                                 "userType": self.user_type, "companyId": "co1"}
         if self.user_type == "Location":
             body["locationId"] = self.location_id
-        else:
+        elif self.token_lists_locations:
             body["approvedLocations"] = self.approved
         return httpx.Response(200, json=body)
 
@@ -74,8 +95,8 @@ async def harness() -> AsyncIterator[Harness]:
     oauth = GhlOAuth(http, "https://ghl.example", "client-1", "secret-1")
     signer = StateSigner("secret-1", 600, clock=lambda: now[0])
     installer = Installer(store, oauth, TokenService(store, oauth, "p1", clock=Clock()),
-                          signer, authorize_url=AUTHORIZE, callback_url=CALLBACK,
-                          client_id="client-1", app_id=None)
+                          signer, FakeNotices(), authorize_url=AUTHORIZE,
+                          callback_url=CALLBACK, client_id="client-1", app_id=APP_ID)
     app = FastAPI()
     app.include_router(install_router(installer))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -148,6 +169,41 @@ async def test_an_agency_install_stores_the_company_and_mints_each_approved_loca
         assert minted.access_token == f"minted-{location}"
 
 
+async def test_an_agency_of_45_whose_token_lists_none_is_paged_and_fully_installed(
+        harness: Harness) -> None:
+    harness.ghl.user_type = "Company"
+    harness.ghl.approved = [f"loc{n:02d}" for n in range(1, 46)]
+    harness.ghl.token_lists_locations = False
+    state = harness.signer.issue("Company")
+    answer = await harness.client.get("/oauth/callback", params={"code": "c1", "state": state})
+    assert answer.status_code == 200
+    # Past GHL's default page of 20: asked page by page, with a limit, until `count`.
+    assert [(p["skip"], p["limit"]) for p in harness.ghl.pages] == [("0", "100")]
+    for location in harness.ghl.approved:
+        minted = harness.store.docs[location_key(location)]
+        assert (minted.minted, minted.access_token) == (True, f"minted-{location}")
+
+
+async def test_installed_locations_are_read_to_the_last_page() -> None:
+    ghl = FakeGhlHttp(approved=[f"loc{n:03d}" for n in range(1, 251)])
+    http = httpx.AsyncClient(transport=httpx.MockTransport(ghl))
+    oauth = GhlOAuth(http, "https://ghl.example", "client-1", "secret-1")
+    found = await oauth.installed_locations("company-token", "co1", APP_ID)
+    assert found == ghl.approved
+    assert [p["skip"] for p in ghl.pages] == ["0", "100", "200"]
+
+
+async def test_a_location_whose_token_cannot_be_minted_yet_is_still_installed(
+        harness: Harness) -> None:
+    harness.ghl.user_type = "Company"
+    harness.ghl.busy_mints = {"loc2"}
+    state = harness.signer.issue("Company")
+    await harness.client.get("/oauth/callback", params={"code": "c1", "state": state})
+    pending = harness.store.docs[location_key("loc2")]
+    # Recorded as installed through its agency, its token minted on first need.
+    assert (pending.installed, pending.minted, pending.access_token) == (True, True, None)
+
+
 async def test_values_from_ghl_are_escaped_on_the_page(harness: Harness) -> None:
     harness.ghl.location_id = "<script>alert(1)</script>"
     answer = await harness.client.get("/oauth/callback", params={"code": "c1"})
@@ -183,15 +239,18 @@ async def test_bad_callbacks_get_a_clear_page_and_change_nothing(
      400, "expired or was already used"),
     (lambda: httpx.Response(503, text="upstream down"), 502, "did not answer"),
     (lambda: (_ for _ in ()).throw(httpx.ConnectError("refused")), 502, "did not answer"),
-    (lambda: httpx.Response(401, json={"error": "invalid_client"}), 502, "credentials"),
-], ids=["invalid-grant", "ghl-5xx", "ghl-unreachable", "bad-client"])
+    # GHL answers a reused code and wrong app credentials alike: the page says both.
+    (lambda: httpx.Response(401, json={"error": "invalid_client"}), 400,
+     "expired or was already used: start the install again from the Marketplace. If it "
+     "keeps happening, the app's operator should check the client ID and secret."),
+], ids=["invalid-grant", "ghl-5xx", "ghl-unreachable", "reused-code-or-bad-client"])
 async def test_ghl_failures_get_a_clear_page_without_internals(
         harness: Harness, ghl_answer: Callable[[], httpx.Response], status: int,
         says: str) -> None:
     harness.ghl.token_answer = ghl_answer
     answer = await harness.client.get("/oauth/callback", params={"code": "c1"})
     assert answer.status_code == status
-    assert says in answer.text
+    assert says in html.unescape(answer.text)
     assert "Traceback" not in answer.text
     assert "c1" not in answer.text
     assert harness.store.docs == {}

@@ -12,8 +12,8 @@ import pytest
 
 from castghl.common.errors import RetryableError
 from castghl.common.ghl.oauth import LocationInactive
-from castghl.common.messages import TokenError
-from castghl.oauth.installation import Status, company_key, location_key
+from castghl.common.messages import InstallStatus, TokenError
+from castghl.oauth.installation import company_key, location_key
 from castghl.oauth.refresh import NEEDS_REAUTH, RefreshPolicy, TokenFailure, TokenService
 from castghl.oauth.sweep import Sweep
 
@@ -140,7 +140,7 @@ async def test_invalid_grant_marks_needs_reauth_once_and_never_calls_ghl_again(
                 await tokens.get("loc1", 300)
             assert failed.value.error is TokenError.NEEDS_REAUTH
     assert len(ghl.refreshes) == 1
-    assert store.docs[location_key("loc1")].status is Status.NEEDS_REAUTH
+    assert store.docs[location_key("loc1")].status is InstallStatus.NEEDS_REAUTH
     assert NEEDS_REAUTH._value.get() == before + 1
     warnings = [r for r in caplog.records if "needs a reinstall" in r.getMessage()]
     assert len(warnings) == 1
@@ -235,9 +235,9 @@ async def test_a_minted_location_token_is_renewed_by_minting_again(
     assert ghl.refreshes == []
 
 
-@pytest.mark.parametrize("status", [None, Status.UNINSTALLED])
+@pytest.mark.parametrize("status", [None, InstallStatus.UNINSTALLED])
 async def test_a_location_not_installed_answers_not_installed(
-        store: FakeStore, ghl: FakeGhl, clock: Clock, status: Status | None) -> None:
+        store: FakeStore, ghl: FakeGhl, clock: Clock, status: InstallStatus | None) -> None:
     if status is not None:
         store.put(installation(status=status))
     with pytest.raises(TokenFailure) as failed:
@@ -249,9 +249,21 @@ async def test_mint_location_stores_a_minted_installation(
         store: FakeStore, ghl: FakeGhl, clock: Clock) -> None:
     store.put(installation(kind="company", expires_in=3600, access="company-access"))
     inst = await service(store, ghl, clock).mint_location("co1", "loc9")
+    assert inst is not None
     assert inst.minted
     assert store.docs[location_key("loc9")].company_id == "co1"
     assert store.docs[company_key("co1")].access_token == "company-access"
+
+
+async def test_an_agency_token_ghl_refuses_early_is_renewed_once_to_mint_again(
+        store: FakeStore, ghl: FakeGhl, clock: Clock) -> None:
+    store.put(installation(kind="company", expires_in=3600, access="company-revoked"))
+    store.put(installation("loc9", minted=True, refresh=None, expires_in=0))
+    ghl.refused_bearers.add("company-revoked")
+    token = await service(store, ghl, clock).get("loc9", 300)
+    assert token.access_token.startswith("minted-loc9")
+    assert store.docs[company_key("co1")].access_token == "access-1"  # renewed once
+    assert [bearer for bearer, _ in ghl.mints] == ["company-revoked", "access-1"]
 
 
 async def test_the_sweep_refreshes_only_installations_idle_past_the_threshold(
@@ -259,13 +271,31 @@ async def test_the_sweep_refreshes_only_installations_idle_past_the_threshold(
     store.put(installation("idle", refreshed_at=NOW - timedelta(days=40)))
     ghl.valid_refresh.add("refresh-busy")
     store.put(installation("busy", refresh="refresh-busy", refreshed_at=NOW - timedelta(days=1)))
-    store.put(installation("gone", status=Status.UNINSTALLED,
+    store.put(installation("gone", status=InstallStatus.UNINSTALLED,
                            refreshed_at=NOW - timedelta(days=90)))
     count = await Sweep(store, service(store, ghl, clock), timedelta(days=30),
                         clock=clock).once()
     assert count == 1
     assert ghl.refreshes == [("refresh-0", "Location")]
     assert store.docs[location_key("idle")].refreshed_at == NOW
+
+
+async def test_the_sweep_pages_past_idle_minted_tokens_to_reach_every_direct_install(
+        store: FakeStore, ghl: FakeGhl, clock: Clock) -> None:
+    # 250 idle agency sub-accounts (minted: no refresh token) used to fill the first page.
+    for n in range(250):
+        store.put(installation(f"minted{n:03d}", minted=True, refresh=None,
+                               refreshed_at=NOW - timedelta(days=200)))
+    for n in range(450):
+        ghl.valid_refresh.add(f"refresh-direct{n}")
+        store.put(installation(f"direct{n:03d}", refresh=f"refresh-direct{n}",
+                               refreshed_at=NOW - timedelta(days=40 + n % 7)))
+    count = await Sweep(store, service(store, ghl, clock), timedelta(days=30), limit=200,
+                        clock=clock).once()
+    assert count == 450
+    assert ghl.reuses == 0
+    # Oldest refresh first.
+    assert ghl.refreshes[0][0] in {f"refresh-direct{n}" for n in range(6, 450, 7)}
 
 
 async def test_refresh_of_a_replaced_token_that_has_expired_since_refreshes_it(

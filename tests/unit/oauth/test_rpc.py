@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
+
 from castghl.common.messages import (
+    CastKey,
+    InstallStatus,
     LocationRequest,
     RouteRequest,
     TokenError,
     TokenRequest,
 )
-from castghl.oauth.installation import LocationPrefs, Status
+from castghl.oauth.installation import LocationPrefs
 from castghl.oauth.refresh import TokenService
 from castghl.oauth.rpc import answer_location, answer_route, answer_token
+from castghl.oauth.tenancy import DefaultKeyFor
 
 from .fakes import Clock, FakeGhl, FakeStore, installation
 
@@ -62,25 +67,45 @@ async def test_a_broken_store_is_answered_as_upstream_unavailable() -> None:
     assert reply.detail == "OAuth service problem: token store unavailable"
 
 
+NOBODY, EVERYONE = DefaultKeyFor(), DefaultKeyFor(everyone=True)
+
+
 async def test_location_settings_carry_the_decrypted_cast_key() -> None:
     store = FakeStore()
     store.put(installation(prefs=LocationPrefs(sender_id="CASTPH", cast_api_key=CAST_KEY,
                                                rate_limit_per_second=5,
                                                inbound_numbers=("09171234567",))))
-    reply = await answer_location(store, LocationRequest(location_id="loc1"))
+    reply = await answer_location(store, LocationRequest(location_id="loc1"), NOBODY)
     assert reply.installed
-    assert (reply.sender_id, reply.cast_api_key, reply.rate_limit_per_second) == (
-        "CASTPH", CAST_KEY, 5)
+    assert (reply.cast_key, reply.sender_id, reply.cast_api_key,
+            reply.rate_limit_per_second) == (CastKey.OWN, "CASTPH", CAST_KEY, 5)
     assert reply.inbound_numbers == ["09171234567"]
 
 
-async def test_an_uninstalled_location_has_no_settings() -> None:
+async def test_an_uninstalled_or_unknown_location_has_no_settings() -> None:
     store = FakeStore()
-    store.put(installation(status=Status.UNINSTALLED))
-    for location in ("loc1", "unknown"):
-        reply = await answer_location(store, LocationRequest(location_id=location))
+    store.put(installation(status=InstallStatus.UNINSTALLED,
+                           prefs=LocationPrefs(cast_api_key=CAST_KEY)))
+    for location, status in (("loc1", InstallStatus.UNINSTALLED), ("unknown", None)):
+        reply = await answer_location(store, LocationRequest(location_id=location), EVERYONE)
         assert not reply.installed
-        assert reply.cast_api_key is None
+        assert reply.status is status
+        assert (reply.cast_key, reply.cast_api_key) == (CastKey.NONE, None)
+
+
+@pytest.mark.parametrize(("default_key_for", "company", "expected"), [
+    (EVERYONE, "co1", CastKey.DEFAULT),
+    (DefaultKeyFor(companies=frozenset({"co1"})), "co1", CastKey.DEFAULT),
+    (DefaultKeyFor(companies=frozenset({"co1"})), "co2", CastKey.NONE),
+    (NOBODY, "co1", CastKey.NONE),
+], ids=["everyone", "listed", "not-listed", "nobody"])
+async def test_the_default_key_is_only_for_the_companies_the_operator_allows(
+        default_key_for: DefaultKeyFor, company: str, expected: CastKey) -> None:
+    store = FakeStore()
+    store.put(installation(company_id=company))
+    reply = await answer_location(store, LocationRequest(location_id="loc1"), default_key_for)
+    assert reply.cast_key is expected
+    assert reply.cast_api_key is None  # the default key itself never travels
 
 
 async def test_routing_normalises_the_receiving_number() -> None:

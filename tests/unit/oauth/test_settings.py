@@ -9,14 +9,14 @@ from castghl.common.crypto import generate_key
 from castghl.common.settings import describe_errors
 from castghl.oauth.settings import OAuthSettings
 
-GOOD = {"BASE_URL": "https://bridge.example", "GHL_CLIENT_ID": "client",
+GOOD = {"BASE_URL": "https://bridge.example", "GHL_CLIENT_ID": "client", "GHL_APP_ID": "app",
         "GHL_CLIENT_SECRET": "secret", "ADMIN_API_KEY": "a" * 16}
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (*GOOD, "TOKEN_ENCRYPTION_KEYS", "REFRESH_LEASE_SECONDS",
-                 "GHL_HTTP_TIMEOUT_SECONDS"):
+                 "GHL_HTTP_TIMEOUT_SECONDS", "CAST_DEFAULT_KEY_FOR"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -54,3 +54,35 @@ def test_a_short_admin_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError) as bad:
         load(monkeypatch, TOKEN_ENCRYPTION_KEYS=generate_key(), ADMIN_API_KEY="short")
     assert "ADMIN_API_KEY" in describe_errors(OAuthSettings, bad.value)
+
+
+@pytest.mark.parametrize(("value", "everyone", "companies"), [
+    ("", False, set()), ("*", True, set()), (" co1 , co2,", False, {"co1", "co2"}),
+], ids=["nobody", "everyone", "listed"])
+def test_who_may_use_the_default_cast_key(monkeypatch: pytest.MonkeyPatch, value: str,
+                                          everyone: bool, companies: set[str]) -> None:
+    settings = load(monkeypatch, TOKEN_ENCRYPTION_KEYS=generate_key(),
+                    CAST_DEFAULT_KEY_FOR=value)
+    assert settings.cast_default_key_for.everyone is everyone
+    assert settings.cast_default_key_for.companies == companies
+
+
+def test_the_default_is_nobody_and_bad_entries_are_named_by_position(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAST_DEFAULT_KEY_FOR", raising=False)
+    assert not load(monkeypatch, TOKEN_ENCRYPTION_KEYS=generate_key()).cast_default_key_for.allows(
+        "co1")
+    for bad, says in (("co1,*", "stands alone"), ("co1,bad id!", "entry 2")):
+        with pytest.raises(ValidationError) as refused:
+            load(monkeypatch, TOKEN_ENCRYPTION_KEYS=generate_key(), CAST_DEFAULT_KEY_FOR=bad)
+        text = describe_errors(OAuthSettings, refused.value)
+        assert "CAST_DEFAULT_KEY_FOR" in text
+        assert says in text
+        assert "bad id!" not in text
+
+
+def test_the_app_id_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GHL_APP_ID", raising=False)
+    with pytest.raises(ValidationError) as refused:
+        OAuthSettings()  # type: ignore[call-arg]
+    assert "GHL_APP_ID is missing" in describe_errors(OAuthSettings, refused.value)

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from castghl.common.cast.models import CastSendRequest, CastSendResponse
 from castghl.common.errors import BridgeError
-from castghl.common.messages import LocationSettings, OutboundSms, StatusError, StatusUpdate
+from castghl.common.messages import (
+    CastKey,
+    InstallStatus,
+    LocationSettings,
+    OutboundSms,
+    StatusError,
+    StatusUpdate,
+)
 from castghl.sender.store import Claim, FinalStatus, MessageRecord, Part
 
 
 class MemoryMessageStore:
     """Yields to the event loop on every call, as a real database round trip does."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.records: dict[str, MessageRecord] = {}
-        self.to: dict[str, tuple[float, str]] = {}
-        self.clock = 0.0
+        self.sent_to: list[tuple[str, float, str]] = []  # (number, when, location)
+        self.clock = clock
 
     async def claim(self, sms: OutboundSms) -> MessageRecord:
         await asyncio.sleep(0)
@@ -34,8 +43,7 @@ class MemoryMessageStore:
         part = self.records[message_id].parts.setdefault(n, Part("sending"))
         part.state = "sending"
         part.attempts += 1
-        self.clock += 1
-        self.to[to] = (self.clock, self.records[message_id].location_id)
+        self.sent_to.append((to, self.clock(), self.records[message_id].location_id))
 
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None:
         part = self.records[message_id].parts[n]
@@ -59,9 +67,10 @@ class MemoryMessageStore:
     async def mark_status_written(self, message_id: str) -> None:
         self.records[message_id].status_written = True
 
-    async def last_location_for(self, to: str) -> str | None:
-        found = self.to.get(to)
-        return found[1] if found else None
+    async def locations_that_texted(self, to: str, since: float) -> list[str]:
+        found = sorted(((at, location) for number, at, location in self.sent_to
+                        if number == to and at >= since), reverse=True)
+        return list(dict.fromkeys(location for _, location in found))
 
 
 @dataclass
@@ -87,12 +96,23 @@ class FakeCast:
         return CastSendResponse(success=True, message_id=f"CAST{len(self.sent)}", parts=1)
 
 
+def installed(location_id: str, **settings: object) -> LocationSettings:
+    """An active installation that may send on the operator's default key, unless told."""
+    return LocationSettings.model_validate({
+        "location_id": location_id, "status": InstallStatus.ACTIVE,
+        "cast_key": CastKey.DEFAULT, **settings})
+
+
 @dataclass
 class FakeLocations:
+    """Every location is installed and on the default key, except those in `settings`."""
+
     settings: dict[str, LocationSettings] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
 
     async def location(self, location_id: str) -> LocationSettings:
-        return self.settings.get(location_id, LocationSettings(location_id=location_id))
+        self.asked.append(location_id)
+        return self.settings.get(location_id, installed(location_id))
 
 
 @dataclass

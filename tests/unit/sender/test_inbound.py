@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import timedelta
 
 import httpx
 import pytest
 
 from castghl.common.ghl.api import GhlApi
-from castghl.common.messages import InboundSms, OutboundSms
+from castghl.common.messages import InboundSms, InstallStatus, LocationSettings, OutboundSms
 from castghl.common.worker import Done, Park, Retry
 from castghl.sender.inbound import UNROUTABLE, InboundDelivery
 
-from .fakes import FakeRouter, FakeTokens, MemoryInboundStore, MemoryMessageStore
+from .fakes import (
+    FakeLocations,
+    FakeRouter,
+    FakeTokens,
+    MemoryInboundStore,
+    MemoryMessageStore,
+)
 
 Answer = tuple[int, object]
 REPLY = InboundSms.model_validate({"from": "+639171234567", "to": "09181234567",
@@ -47,14 +54,26 @@ class FakeGhl:
         return [r.url.path for r in self.requests]
 
 
+NOW = 1_800_000_000.0
+DAY = 86_400.0
+
+
 def delivery(ghl: FakeGhl, *, numbers: dict[str, str] | None = None,
-             tokens: FakeTokens | None = None
+             tokens: FakeTokens | None = None, locations: FakeLocations | None = None
              ) -> tuple[InboundDelivery, MemoryInboundStore, MemoryMessageStore]:
-    inbound, messages = MemoryInboundStore(), MemoryMessageStore()
+    inbound, messages = MemoryInboundStore(), MemoryMessageStore(clock=lambda: NOW - DAY)
     worker = InboundDelivery(inbound=inbound, messages=messages,
-                             router=FakeRouter(numbers or {}), tokens=tokens or FakeTokens(),
-                             ghl=ghl.api(), backoff=(5, 30))
+                             router=FakeRouter(numbers or {}),
+                             locations=locations or FakeLocations(),
+                             tokens=tokens or FakeTokens(), ghl=ghl.api(), backoff=(5, 30),
+                             fallback=timedelta(days=30), clock=lambda: NOW)
     return worker, inbound, messages
+
+
+async def texted(messages: MemoryMessageStore, location_id: str, message_id: str,
+                 number: str = "09171234567") -> None:
+    await messages.claim(OutboundSms(message_id=message_id, location_id=location_id))
+    await messages.part_sending(message_id, 0, number)
 
 
 async def test_a_reply_to_an_assigned_number_reaches_that_location() -> None:
@@ -84,12 +103,62 @@ async def test_a_reply_from_a_number_we_texted_goes_to_the_location_that_texted_
 async def test_an_unroutable_reply_is_parked_and_counted() -> None:
     ghl = FakeGhl()
     worker, _, _ = delivery(ghl)
-    before = UNROUTABLE._value.get()
+    before = UNROUTABLE.labels("unroutable")._value.get()
     outcome = await worker.process(REPLY, attempt=1)
     assert isinstance(outcome, Park)
     assert outcome.code == "unroutable"
-    assert UNROUTABLE._value.get() == before + 1
+    assert "castghl-sender replay inbound" in outcome.reason
+    assert UNROUTABLE.labels("unroutable")._value.get() == before + 1
     assert ghl.requests == []
+
+
+async def test_a_reply_to_a_person_two_clients_texted_is_parked_not_guessed() -> None:
+    ghl = FakeGhl()
+    worker, inbound, messages = delivery(ghl)
+    await texted(messages, "client-a", "m1")
+    await texted(messages, "client-b", "m2")  # the latest: once, this one got the reply
+    before = UNROUTABLE.labels("ambiguous")._value.get()
+    outcome = await worker.process(REPLY, attempt=1)
+    assert isinstance(outcome, Park)
+    assert outcome.code == "ambiguous"
+    assert "2 locations" in outcome.reason
+    assert UNROUTABLE.labels("ambiguous")._value.get() == before + 1
+    assert ghl.requests == []
+    assert inbound.delivered_ids == {}
+
+
+async def test_the_receiving_number_decides_even_when_two_clients_texted() -> None:
+    ghl = FakeGhl()
+    worker, inbound, messages = delivery(ghl, numbers={"09181234567": "client-a"})
+    await texted(messages, "client-a", "m1")
+    await texted(messages, "client-b", "m2")
+    assert await worker.process(REPLY, attempt=1) == Done()
+    assert inbound.delivered_ids["CASTIN1"][0] == "client-a"
+
+
+async def test_an_uninstalled_location_never_gets_a_reply() -> None:
+    ghl = FakeGhl()
+    gone = LocationSettings(location_id="client-b", status=InstallStatus.UNINSTALLED)
+    worker, inbound, messages = delivery(ghl, locations=FakeLocations({"client-b": gone}))
+    await texted(messages, "client-a", "m1")
+    await texted(messages, "client-b", "m2")
+    assert await worker.process(REPLY, attempt=1) == Done()  # only client-a is left
+    assert inbound.delivered_ids["CASTIN1"][0] == "client-a"
+    worker, _, messages = delivery(ghl, locations=FakeLocations({"client-b": gone}))
+    await texted(messages, "client-b", "m3")
+    outcome = await worker.process(REPLY, attempt=1)
+    assert isinstance(outcome, Park)
+    assert outcome.code == "unroutable"
+
+
+async def test_texts_older_than_the_fallback_window_do_not_route() -> None:
+    ghl = FakeGhl()
+    worker, _, messages = delivery(ghl)
+    messages.clock = lambda: NOW - 31 * DAY
+    await texted(messages, "client-a", "m1")
+    outcome = await worker.process(REPLY, attempt=1)
+    assert isinstance(outcome, Park)
+    assert outcome.code == "unroutable"
 
 
 async def test_the_same_reply_twice_makes_one_ghl_message() -> None:

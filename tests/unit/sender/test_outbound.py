@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -12,12 +13,12 @@ from castghl.common.errors import (
     RetryableError,
     UncertainError,
 )
-from castghl.common.messages import LocationSettings, OutboundSms
+from castghl.common.messages import CastKey, InstallStatus, LocationSettings, OutboundSms
 from castghl.common.worker import Done, Retry
 from castghl.sender.lane import Lane
-from castghl.sender.outbound import OutboundPipeline, OutboundPolicy, idempotency_key
+from castghl.sender.outbound import REFUSED, OutboundPipeline, OutboundPolicy, idempotency_key
 
-from .fakes import FakeCast, FakeLocations, FakeStatusQueue, MemoryMessageStore
+from .fakes import FakeCast, FakeLocations, FakeStatusQueue, MemoryMessageStore, installed
 
 DEFAULT_KEY = "cast_default_key"
 
@@ -183,13 +184,47 @@ async def test_a_429_pauses_the_lane_and_the_same_part_goes_out_after_it() -> No
 
 
 async def test_the_locations_own_key_and_sender_id_are_used() -> None:
-    own = LocationSettings(location_id="loc1", sender_id="MYBRAND", cast_api_key="cast_own",
-                           rate_limit_per_second=5)
+    own = installed("loc1", sender_id="MYBRAND", cast_key=CastKey.OWN,
+                    cast_api_key="cast_own", rate_limit_per_second=5)
     h = Harness(locations=FakeLocations({"loc1": own}))
     await h.pipeline.process(sms(), attempt=1)
     [sent] = h.cast.sent
     assert (sent.api_key, sent.request.sender_id) == ("cast_own", "MYBRAND")
     assert h.lane.keys["cast_own"].rate == 5
+
+
+@pytest.mark.parametrize(("settings", "reason"), [
+    (LocationSettings(location_id="loc1"), "not_installed"),
+    (LocationSettings(location_id="loc1", status=InstallStatus.UNINSTALLED), "uninstalled"),
+], ids=["never-installed", "uninstalled"])
+async def test_a_location_without_an_active_installation_texts_nobody(
+        settings: LocationSettings, reason: str, caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(locations=FakeLocations({"loc1": settings}))
+    before = REFUSED.labels(reason)._value.get()
+    with caplog.at_level(logging.WARNING):
+        assert await h.pipeline.process(sms(), attempt=1) == Done()
+    assert h.cast.sent == []
+    assert h.statuses.queued == []  # nobody to report to, and no retry loop
+    assert h.store.records == {}
+    assert REFUSED.labels(reason)._value.get() == before + 1
+    assert any(r.levelno == logging.WARNING and getattr(r, "reason", "") == reason
+               for r in caplog.records)
+
+
+async def test_a_location_not_set_up_fails_with_what_to_do_and_texts_nobody() -> None:
+    h = Harness(locations=FakeLocations({"loc1": installed("loc1", cast_key=CastKey.NONE)}))
+    assert await h.pipeline.process(sms(), attempt=1) == Done()
+    assert h.cast.sent == []
+    assert h.status() == ("failed", "not_set_up",
+                          "Cast SMS is not set up for this location yet: ask your agency to "
+                          "add a Cast API key")
+
+
+async def test_a_location_awaiting_reauthorisation_still_sends() -> None:
+    waiting = installed("loc1", status=InstallStatus.NEEDS_REAUTH)
+    h = Harness(locations=FakeLocations({"loc1": waiting}))
+    await h.pipeline.process(sms(), attempt=1)
+    assert len(h.cast.sent) == 1
 
 
 async def test_a_status_decided_but_not_queued_before_a_crash_is_queued_on_redelivery(

@@ -103,6 +103,24 @@ class TokenReply(QueueMessage):
     detail: str = ""
 
 
+class InstallStatus(StrEnum):
+    """Where an installation of this app stands (the OAuth service keeps it)."""
+
+    ACTIVE = "active"
+    # GHL refused the refresh token: the app is still installed in GHL, but only a
+    # reinstall brings back a token to write statuses and replies with.
+    NEEDS_REAUTH = "needs_reauth"
+    UNINSTALLED = "uninstalled"
+
+
+class CastKey(StrEnum):
+    """Which Cast account a location's SMS go out on (docs/oauth.md, "Tenants")."""
+
+    OWN = "own"  # the location's own Cast API key, set by the operator
+    DEFAULT = "default"  # the operator's default key, which CAST_DEFAULT_KEY_FOR allows
+    NONE = "none"  # neither: the location is not set up, and nothing is sent
+
+
 class LocationRequest(QueueMessage):
     """RPC `oauth.location`: the per-location settings the sender needs."""
 
@@ -111,11 +129,29 @@ class LocationRequest(QueueMessage):
 
 class LocationSettings(QueueMessage):
     location_id: str
-    installed: bool = True
+    # None: this app was never installed on the location (nor through its agency).
+    status: InstallStatus | None = None
+    company_id: str | None = None
+    cast_key: CastKey = CastKey.NONE
     sender_id: str | None = None
     cast_api_key: str | None = None
     rate_limit_per_second: float | None = None
     inbound_numbers: list[str] = Field(default_factory=list)
+
+    @property
+    def installed(self) -> bool:
+        """GHL may send for this location: an installation exists and is not uninstalled.
+        A location awaiting reauthorisation still sends; its statuses wait for the
+        reinstall in the parking queue."""
+        return self.status in (InstallStatus.ACTIVE, InstallStatus.NEEDS_REAUTH)
+
+
+class LocationChanged(QueueMessage):
+    """A notice on `Topology.location_changes`: what was cached of this location (or of
+    every location of this company) is out of date."""
+
+    location_id: str | None = None
+    company_id: str | None = None
 
 
 class RouteRequest(QueueMessage):

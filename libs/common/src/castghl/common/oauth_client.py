@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from castghl.common.errors import AccountError, BridgeError, PermanentError, RetryableError
 from castghl.common.messages import (
+    LocationChanged,
     LocationRequest,
     LocationSettings,
     RouteReply,
@@ -156,6 +157,18 @@ class OAuthClient:
         return reply.access_token
 
     # --- settings and routing -------------------------------------------------------------
+
+    def forget(self, notice: LocationChanged) -> None:
+        """Drop what is cached of a location (or of every location of a company) that the
+        OAuth service just changed: the next message asks again."""
+        if notice.location_id is not None:
+            self._settings.pop(notice.location_id, None)
+        if notice.company_id is not None:
+            for location_id, cached in list(self._settings.items()):
+                if cached.value.company_id == notice.company_id:
+                    del self._settings[location_id]
+        # Number owners may have moved with the change: routes are cheap to ask again.
+        self._routes.clear()
 
     async def location(self, location_id: str) -> LocationSettings:
         """The location's settings (`installed=False` when it is not installed)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from faststream.rabbit import QueueType, RabbitQueue
+from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
 if TYPE_CHECKING:
     from faststream.rabbit.schemas.queue import QuorumQueueArgs
@@ -149,6 +149,18 @@ class Topology:
     @cached_property
     def route_rpc(self) -> RabbitQueue:
         return self.rpc("route")
+
+    @cached_property
+    def location_changes(self) -> RabbitExchange:
+        """Fanout of `LocationChanged` notices: every sender drops what it cached of a
+        location the moment the OAuth service changes it (install, uninstall, settings)."""
+        return RabbitExchange(f"{self.prefix}castghl.location-changes",
+                              type=ExchangeType.FANOUT, durable=True)
+
+    def location_changes_queue(self, instance: str) -> RabbitQueue:
+        # One per process, gone with it: a notice matters only to whoever holds a cache.
+        return RabbitQueue(f"{self.prefix}location-changes.{instance}", exclusive=True,
+                           auto_delete=True)
 
     def work_queues(self) -> list[WorkQueue]:
         return [self.outbound, self.status, self.inbound, self.lifecycle]

@@ -181,10 +181,12 @@ class Bridge(abc.ABC):
     def configure_cast(self, **knobs: Any) -> None:
         httpx.patch(f"{self.cast}/_sandbox/config", json=knobs, timeout=5).raise_for_status()
 
-    def install(self) -> httpx.Response:
-        """The browser's path: /oauth/install → GHL's authorize page → our callback."""
-        with httpx.Client(follow_redirects=True, timeout=20) as browser:
-            page = browser.get(f"{self.oauth}/oauth/install")
+    def install(self, *, agency: bool = False) -> httpx.Response:
+        """The browser's path: /oauth/install → GHL's authorize page → our callback. GHL's
+        knobs decide what the authorize page chooses (`location_id`, or an agency's)."""
+        with httpx.Client(follow_redirects=True, timeout=60) as browser:
+            page = browser.get(f"{self.oauth}/oauth/install",
+                               params={"agency": "true"} if agency else None)
         page.raise_for_status()
         return page
 
@@ -197,6 +199,26 @@ class Bridge(abc.ABC):
         answer.raise_for_status()
         result: dict[str, Any] = answer.json()
         return result
+
+    def redeliver(self, message_id: str, times: int = 1) -> dict[str, Any]:
+        """Have the GHL simulator retry a webhook: the same bytes and signature."""
+        answer = httpx.post(f"{self.ghl}/_sandbox/outbound/{message_id}/redeliver",
+                            json={"times": times}, timeout=30)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def app_event(self, **fields: Any) -> dict[str, Any]:
+        """Have the GHL simulator send an INSTALL / UNINSTALL to the app webhook."""
+        answer = httpx.post(f"{self.ghl}/_sandbox/app-event", json=fields, timeout=30)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def cast_sent_texts(self) -> list[str]:
+        """The text of every SMS Cast really sent (no replays, no refusals), in order."""
+        sent = httpx.get(f"{self.cast}/_sandbox/sent", timeout=10).json()
+        return [str(entry["message"]) for entry in sent]
 
     def statuses(self, message_id: str) -> list[dict[str, Any]]:
         """Every status GHL recorded for the message, oldest first."""
@@ -336,6 +358,9 @@ class Stack(Bridge):
         cast_knobs = httpx.get(f"{self.cast}/_sandbox/config", timeout=5).json()
         common = self._common_env()
         self._process("oauth", ["castghl-oauth"], {
+            # Simulated accounts only: every location may use the default key, unless a
+            # test says otherwise in service_env.
+            "CAST_DEFAULT_KEY_FOR": "*",
             **common, "BASE_URL": f"http://{HOST}:{oauth_port}",
             "GHL_CLIENT_ID": knobs["client_id"], "GHL_CLIENT_SECRET": knobs["client_secret"],
             "GHL_APP_ID": knobs["app_id"], "GHL_MARKETPLACE_URL": self.ghl,

@@ -23,13 +23,16 @@ from pydantic import (
 )
 
 from castghl.common.phone import InvalidPhoneNumber, to_cast_number
+from castghl.oauth.changes import Notices
 from castghl.oauth.installation import Installation, location_key
 from castghl.oauth.refresh import utcnow
+from castghl.oauth.tenancy import DefaultKeyFor, cast_key, state_of
 
 MAX_INBOUND_NUMBERS: Final = 100
 _SHOWN_INPUT: Final = 24
 
-SenderId = Annotated[str, StringConstraints(min_length=1, max_length=11,
+# Cast allows 20 characters (its newer doc; the older one said 11).
+SenderId = Annotated[str, StringConstraints(min_length=1, max_length=20,
                                             pattern=r"^[A-Za-z0-9][A-Za-z0-9 .&-]*$")]
 # Cast keys are `cast_<64 hex>` (sandbox: `cast_test_…`); anything else is a paste error.
 CastKey = Annotated[str, StringConstraints(pattern=r"^cast_[A-Za-z0-9_-]{8,256}$")]
@@ -84,15 +87,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def view(inst: Installation) -> dict[str, Any]:
-    """An installation as the admin API shows it: no secrets."""
+def view(inst: Installation, default_key_for: DefaultKeyFor) -> dict[str, Any]:
+    """An installation as the admin API shows it: no secrets.
+
+    `state` is what the operator acts on (active, needs_reauth, not_set_up, uninstalled);
+    `cast_key` says which Cast account its SMS go out on (own, default or none);
+    `token_source` where its GHL token comes from (its own install, or its agency's)."""
     prefs = inst.prefs
     return {
         "location_id": inst.location_id, "company_id": inst.company_id, "kind": inst.kind,
-        "status": inst.status.value, "minted": inst.minted, "scopes": inst.scopes,
+        "state": state_of(inst, default_key_for).value, "status": inst.status.value,
+        "cast_key": cast_key(inst, default_key_for).value if inst.kind == "location" else None,
+        "token_source": "agency" if inst.minted else "install", "scopes": inst.scopes,
         "token_expires_at": _iso(inst.expires_at), "refreshed_at": _iso(inst.refreshed_at),
         "installed_at": _iso(inst.installed_at), "updated_at": _iso(inst.updated_at),
-        "uninstalled_at": _iso(inst.uninstalled_at),
+        "uninstalled_at": _iso(inst.uninstalled_at), "changed_at": _iso(inst.changed_at),
         "settings": {"sender_id": prefs.sender_id, "cast_api_key": mask(prefs.cast_api_key),
                      "rate_limit_per_second": prefs.rate_limit_per_second,
                      "inbound_numbers": list(prefs.inbound_numbers)},
@@ -126,8 +135,8 @@ def _bearer(admin_api_key: str) -> Callable[[Request], None]:
     return authorise
 
 
-def admin_router(store: SettingsStore, admin_api_key: str,
-                 clock: Callable[[], datetime] = utcnow) -> APIRouter:
+def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: DefaultKeyFor,
+                 notices: Notices, clock: Callable[[], datetime] = utcnow) -> APIRouter:
     router = APIRouter(prefix="/admin", include_in_schema=False,
                        dependencies=[Depends(_bearer(admin_api_key))])
 
@@ -140,11 +149,11 @@ def admin_router(store: SettingsStore, admin_api_key: str,
     @router.get("/installations")
     async def list_installations(limit: int = 1000) -> dict[str, Any]:
         found = await store.all(max(1, min(limit, 5000)))
-        return {"installations": [view(inst) for inst in found]}
+        return {"installations": [view(inst, default_key_for) for inst in found]}
 
     @router.get("/installations/{location_id}")
     async def get_installation(location_id: str) -> dict[str, Any]:
-        return view(await installed(location_id))
+        return view(await installed(location_id), default_key_for)
 
     @router.put("/installations/{location_id}")
     async def put_installation(location_id: str, request: Request) -> dict[str, Any]:
@@ -167,6 +176,7 @@ def admin_router(store: SettingsStore, admin_api_key: str,
         updated = await store.update_prefs(inst.key, changes, clock())
         if updated is None:
             raise HTTPException(409, "this location was uninstalled meanwhile")
-        return view(updated)
+        await notices.location(location_id)  # the next message uses the new settings
+        return view(updated, default_key_for)
 
     return router

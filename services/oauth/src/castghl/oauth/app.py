@@ -22,13 +22,19 @@ from castghl.common.ghl.oauth import GhlOAuth
 from castghl.common.health import broker_check, health_router, mongo_check
 from castghl.common.worker import Settler
 from castghl.oauth.admin import admin_router
+from castghl.oauth.changes import ChangeNotices
 from castghl.oauth.install import Installer, install_router
 from castghl.oauth.install_state import StateSigner
 from castghl.oauth.lifecycle import Lifecycle, register_lifecycle
 from castghl.oauth.refresh import RefreshPolicy, TokenService
 from castghl.oauth.rpc import register_rpc
 from castghl.oauth.settings import OAuthSettings
-from castghl.oauth.store import COLLECTION, MongoInstallations
+from castghl.oauth.store import (
+    COLLECTION,
+    EVENTS_COLLECTION,
+    MongoEventLog,
+    MongoInstallations,
+)
 from castghl.oauth.sweep import Sweep
 
 SERVICE = "castghl-oauth"
@@ -48,7 +54,9 @@ def mongo_client(settings: OAuthSettings) -> AsyncMongoClient[dict[str, Any]]:
 def create_app(settings: OAuthSettings) -> FastAPI:
     topology = settings.topology()
     mongo = mongo_client(settings)
-    store = MongoInstallations(mongo[settings.mongo_database][COLLECTION], settings.cipher())
+    database = mongo[settings.mongo_database]
+    store = MongoInstallations(database[COLLECTION], settings.cipher())
+    events = MongoEventLog(database[EVENTS_COLLECTION])
     http = httpx.AsyncClient(timeout=settings.ghl_http_timeout_seconds)
     client_secret = settings.ghl_client_secret.get_secret_value()
     ghl = GhlOAuth(http, str(settings.ghl_api_url), settings.ghl_client_id, client_secret)
@@ -57,25 +65,33 @@ def create_app(settings: OAuthSettings) -> FastAPI:
         wait_seconds=settings.refresh_lease_seconds + 5,
         poll_seconds=settings.refresh_poll_seconds,
         call_timeout=settings.ghl_http_timeout_seconds))
+    broker = make_broker(settings, SERVICE)
+    notices = ChangeNotices(broker, topology)
+    default_key_for = settings.cast_default_key_for
+    marketplace = str(settings.ghl_marketplace_url).rstrip("/")
     installer = Installer(
         store, ghl, tokens, StateSigner(client_secret, settings.oauth_state_ttl_seconds),
-        authorize_url=f"{str(settings.ghl_marketplace_url).rstrip('/')}/v2/oauth/chooselocation",
+        notices, authorize_url=f"{marketplace}/v2/oauth/chooselocation",
         callback_url=settings.callback_url, client_id=settings.ghl_client_id,
         app_id=settings.ghl_app_id, marketplace_user_type=settings.ghl_marketplace_user_type)
 
-    broker = make_broker(settings, SERVICE)
-    register_rpc(broker, topology, tokens, store, min_valid_floor=settings.token_min_valid_seconds,
+    register_rpc(broker, topology, tokens, store, default_key_for=default_key_for,
+                 min_valid_floor=settings.token_min_valid_seconds,
                  prefetch=settings.rpc_prefetch)
-    register_lifecycle(broker, topology, Lifecycle(store, tokens),
+    register_lifecycle(broker, topology,
+                       Lifecycle(store, tokens, events, notices,
+                                 app_id=settings.ghl_app_id),
                        Settler(broker, topology.lifecycle, settings.lifecycle_max_attempts,
                                topology.lifecycle.tier_delays))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.ensure_indexes()
+        await events.ensure_indexes()
         await broker.connect()
         # The Settler publishes to the tiers and the parking queue: declare them all.
         await declare(broker, topology.lifecycle.all_queues())
+        await broker.declare_exchange(topology.location_changes)
         await broker.start()
         sweep = asyncio.create_task(
             Sweep(store, tokens, timedelta(days=settings.refresh_idle_days)).run(
@@ -93,7 +109,8 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     app = FastAPI(title="Cast SMS OAuth", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.include_router(install_router(installer))
-    app.include_router(admin_router(store, settings.admin_api_key.get_secret_value()))
+    app.include_router(admin_router(store, settings.admin_api_key.get_secret_value(),
+                                    default_key_for, notices))
     app.include_router(health_router({"mongo": mongo_check(mongo),
                                       "rabbitmq": broker_check(broker)}))
     app.state.store = store

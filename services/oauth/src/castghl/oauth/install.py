@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 from urllib.parse import urlencode
 
 from fastapi import APIRouter
@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from castghl.common.errors import AccountError, BridgeError, RetryableError
 from castghl.common.ghl.oauth import SCOPES, InvalidGrant, TokenGrant, UserType
 from castghl.common.logging import log_context
+from castghl.oauth.changes import Notices
 from castghl.oauth.install_state import BadState, StateSigner
 from castghl.oauth.installation import Installation, Kind
 from castghl.oauth.lifecycle import LocationMinter
@@ -37,8 +38,11 @@ _START_AGAIN: Final = "Start the install again from the GHL Marketplace."
 
 class GrantStore(Protocol):
     async def save_grant(self, grant: TokenGrant, *, kind: Kind, location_id: str | None,
-                         company_id: str | None, minted: bool, now: datetime
-                         ) -> Installation: ...
+                         company_id: str | None, minted: bool, now: datetime,
+                         event_at: datetime | None = None) -> Installation | None: ...
+
+    async def register_agency_location(self, company_id: str, location_id: str,
+                                       now: datetime) -> None: ...
 
 
 class CodeExchange(Protocol):
@@ -48,7 +52,7 @@ class CodeExchange(Protocol):
                             user_type: UserType = "Location") -> TokenGrant: ...
 
     async def installed_locations(self, company_token: str, company_id: str,
-                                  app_id: str) -> list[dict[str, Any]]: ...
+                                  app_id: str) -> list[str]: ...
 
 
 class InstallFailed(Exception):
@@ -61,14 +65,16 @@ class InstallFailed(Exception):
 
 class Installer:
     def __init__(self, store: GrantStore, ghl: CodeExchange, minter: LocationMinter,
-                 signer: StateSigner, *, authorize_url: str, callback_url: str,
-                 client_id: str, app_id: str | None,
+                 signer: StateSigner, notices: Notices, *, authorize_url: str,
+                 callback_url: str,
+                 client_id: str, app_id: str,
                  marketplace_user_type: UserType = "Location",
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.ghl = ghl
         self.minter = minter
         self.signer = signer
+        self.notices = notices
         self.authorize_url = authorize_url
         self.callback_url = callback_url
         self.client_id = client_id
@@ -118,15 +124,14 @@ class Installer:
     async def _exchange(self, code: str, user_type: UserType) -> TokenGrant:
         try:
             return await self.ghl.exchange_code(code, self.callback_url, user_type)
-        except InvalidGrant:
+        except (InvalidGrant, AccountError) as exc:
+            # GHL answers alike for a spent code and for wrong app credentials: say both.
+            log.warning("GHL refused the install code", extra={"error_code": exc.code})
             raise InstallFailed(400, "This install link has expired",
-                                "This install link has expired or was already used; "
-                                "start the install again.") from None
-        except AccountError as exc:
-            log.exception("GHL refused the app's credentials", extra={"error_code": exc.code})
-            raise InstallFailed(502, "The app is misconfigured",
-                                "GoHighLevel refused this app's credentials. Ask the app's "
-                                "operator to check GHL_CLIENT_ID and GHL_CLIENT_SECRET.") from None
+                                "This install link has expired or was already used: start "
+                                "the install again from the Marketplace. If it keeps "
+                                "happening, the app's operator should check the client ID "
+                                "and secret.") from None
         except RetryableError as exc:
             log.warning("GHL unreachable during an install", extra={"error_code": exc.code})
             raise InstallFailed(502, "GoHighLevel could not be reached",
@@ -157,6 +162,7 @@ class Installer:
                                 f"{_START_AGAIN}")
         with log_context(locationId=grant.location_id):
             await self._save(grant, "location", grant.location_id)
+            await self.notices.location(grant.location_id)
             log.info("location installed", extra={"companyId": grant.company_id})
         return connected_page([grant.location_id])
 
@@ -176,6 +182,10 @@ class Installer:
             async with limit:
                 with log_context(locationId=location_id):
                     try:
+                        # Recorded first: a location whose token cannot be minted now
+                        # still sends, and gets its token minted on first need.
+                        await self.store.register_agency_location(company_id, location_id,
+                                                                  self.clock())
                         await self.minter.mint_location(company_id, location_id)
                     except (TokenFailure, BridgeError) as exc:
                         log.warning("could not mint a location token during an agency install",
@@ -184,23 +194,20 @@ class Installer:
                     return True
 
         results = await asyncio.gather(*(mint(location) for location in locations))
+        await self.notices.company(company_id)
         done = [loc for loc, ok in zip(locations, results, strict=True) if ok]
         failed = [loc for loc, ok in zip(locations, results, strict=True) if not ok]
         return connected_page(done, failed)
 
     async def _installed(self, grant: TokenGrant, company_id: str) -> list[str]:
         """The agency's installed locations, when the token answer listed none."""
-        if not self.app_id:
-            return []
         try:
-            found = await self.ghl.installed_locations(grant.access_token, company_id,
-                                                       self.app_id)
+            return await self.ghl.installed_locations(grant.access_token, company_id,
+                                                      self.app_id)
         except BridgeError as exc:
             log.warning("could not list the agency's installed locations",
                         extra={"companyId": company_id, "error_code": exc.code})
             return []
-        return [str(loc.get("_id") or loc.get("id")) for loc in found
-                if loc.get("_id") or loc.get("id")]
 
 
 def install_router(installer: Installer) -> APIRouter:

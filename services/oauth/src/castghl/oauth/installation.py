@@ -9,21 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Literal
 
 from castghl.common.ghl.oauth import UserType
+from castghl.common.messages import InstallStatus
 
 Kind = Literal["location", "company"]
 # A free lease is "expired at the epoch": the field is always present, so every replica's
 # lease filter is a plain `$lt` comparison (stack.md: no `$exists`/`$ne` tricks needed).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class Status(StrEnum):
-    ACTIVE = "active"
-    NEEDS_REAUTH = "needs_reauth"
-    UNINSTALLED = "uninstalled"
 
 
 def location_key(location_id: str) -> str:
@@ -50,7 +44,7 @@ class Installation:
     kind: Kind
     location_id: str | None
     company_id: str | None
-    status: Status
+    status: InstallStatus
     version: int
     access_token: str | None = field(repr=False)
     refresh_token: str | None = field(repr=False)
@@ -66,11 +60,14 @@ class Installation:
     installed_at: datetime | None
     updated_at: datetime | None
     uninstalled_at: datetime | None
+    # The time of the last change GHL told us about (an install, an uninstall): an app
+    # event older than this is stale and ignored. None: no change recorded yet.
+    changed_at: datetime | None = None
     prefs: LocationPrefs = LocationPrefs()
 
     @property
     def installed(self) -> bool:
-        return self.status is not Status.UNINSTALLED
+        return self.status is not InstallStatus.UNINSTALLED
 
     @property
     def name(self) -> str:

@@ -57,8 +57,9 @@ def connected_page(locations: Sequence[str], failed: Sequence[str] = ()) -> HTML
         body = ("<p>Cast SMS is installed for your agency. No location is connected yet: "
                 "each one is connected when Cast SMS is installed on it.</p>")
     if failed:
-        body += ("<p>These locations could not be connected yet; run the install again "
-                 f"later or contact the app's operator:</p>{_ids(failed)}")
+        body += ("<p>These locations are installed, but GoHighLevel did not hand out their "
+                 "access yet; Cast SMS asks again when each one first sends:</p>"
+                 f"{_ids(failed)}")
     body += f"<p class=\"next\"><strong>Next step:</strong> {escape(NEXT_STEP)}</p>"
     return _page("Cast SMS is installed", "ok", body, 200)
 

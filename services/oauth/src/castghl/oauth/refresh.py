@@ -22,14 +22,14 @@ from typing import Protocol
 from prometheus_client import Counter
 
 from castghl.common.errors import BridgeError
+from castghl.common.ghl.errors import GhlUnauthorized
 from castghl.common.ghl.oauth import InvalidGrant, LocationInactive, TokenGrant, UserType
 from castghl.common.logging import log_context
-from castghl.common.messages import TokenError
+from castghl.common.messages import InstallStatus, TokenError
 from castghl.common.singleflight import SingleFlight
 from castghl.oauth.installation import (
     Installation,
     Kind,
-    Status,
     company_key,
     location_key,
 )
@@ -78,8 +78,8 @@ class TokenStore(Protocol):
     async def get(self, key: str) -> Installation | None: ...
 
     async def save_grant(self, grant: TokenGrant, *, kind: Kind, location_id: str | None,
-                         company_id: str | None, minted: bool, now: datetime
-                         ) -> Installation: ...
+                         company_id: str | None, minted: bool, now: datetime,
+                         event_at: datetime | None = None) -> Installation | None: ...
 
     async def take_lease(self, key: str, version: int, owner: str, until: datetime,
                          now: datetime) -> bool: ...
@@ -92,7 +92,6 @@ class TokenStore(Protocol):
 
     async def release_lease(self, key: str, owner: str) -> None: ...
 
-    async def idle_keys(self, refreshed_before: datetime, limit: int) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class RefreshPolicy:
 def usable(inst: Installation | None, what: str) -> Installation:
     if inst is None or not inst.installed:
         raise TokenFailure(TokenError.NOT_INSTALLED, f"{what} is not installed")
-    if inst.status is Status.NEEDS_REAUTH:
+    if inst.status is InstallStatus.NEEDS_REAUTH:
         raise TokenFailure(TokenError.NEEDS_REAUTH,
                            f"GHL refused the refresh token of {what}: reinstall the app")
     return inst
@@ -147,8 +146,11 @@ class TokenService:
     async def refresh_if_stale(self, location_id: str, stale_token: str) -> IssuedToken:
         """Refresh only if the stored token is still `stale_token` (GHL just refused it);
         otherwise someone already replaced it: return that."""
+        return await self._replace(location_key(location_id), location_id, stale_token)
+
+    async def _replace(self, key: str, what: str, stale_token: str) -> IssuedToken:
         return await self._token(
-            location_key(location_id), location_id,
+            key, what,
             lambda i: i.access_token == stale_token or not i.valid_for(0, self.clock()))
 
     async def _token(self, key: str, what: str, needs: Needs) -> IssuedToken:
@@ -238,9 +240,7 @@ class TokenService:
         if inst.refresh_token is not None:
             return await self.issuer.refresh(inst.refresh_token, inst.user_type)
         if inst.minted and inst.company_id is not None and inst.location_id is not None:
-            company = await self.company_token(inst.company_id, self.policy.call_timeout)
-            return await self.issuer.location_token(company.access_token, inst.company_id,
-                                                    inst.location_id)
+            return await self._mint(inst.company_id, inst.location_id)
         raise TokenFailure(TokenError.NEEDS_REAUTH, f"no refresh token stored for {inst.name}")
 
     async def _give_up(self, inst: Installation) -> None:
@@ -267,18 +267,37 @@ class TokenService:
 
     # --- agency installs ----------------------------------------------------------------------
 
-    async def mint_location(self, company_id: str, location_id: str) -> Installation:
+    async def mint_location(self, company_id: str, location_id: str,
+                            event_at: datetime | None = None) -> Installation | None:
         """Mint and store a location token from the company's token (agency installs).
 
-        Raises `TokenFailure` when the company has no usable token, and the error family
-        (castghl.common.ghl) when GHL refuses or is unreachable.
+        A location installed on its own keeps its own tokens. With `event_at` (the GHL
+        event asking for it), nothing is stored if the location changed after it, and
+        None is returned. Raises `TokenFailure` when the company has no usable token, and
+        the error family (castghl.common.ghl) when GHL refuses or is unreachable.
         """
-        company = await self.company_token(company_id, self.policy.call_timeout)
-        grant = await self.issuer.location_token(company.access_token, company_id,
-                                                 location_id)
+        own = await self.store.get(location_key(location_id))
+        if own is not None and own.status is InstallStatus.ACTIVE and not own.minted:
+            return own
+        grant = await self._mint(company_id, location_id)
         return await self.store.save_grant(grant, kind="location", location_id=location_id,
                                            company_id=company_id, minted=True,
-                                           now=self.clock())
+                                           now=self.clock(), event_at=event_at)
+
+    async def _mint(self, company_id: str, location_id: str) -> TokenGrant:
+        """A location token from the company's; if GHL refuses the company token before
+        its time (revoked, expired early), that one is renewed once and used again."""
+        company = await self.company_token(company_id, self.policy.call_timeout)
+        try:
+            return await self.issuer.location_token(company.access_token, company_id,
+                                                    location_id)
+        except GhlUnauthorized:
+            log.info("GHL refused the agency token early; renewing it",
+                     extra={"companyId": company_id})
+            company = await self._replace(company_key(company_id), f"company {company_id}",
+                                          company.access_token)
+            return await self.issuer.location_token(company.access_token, company_id,
+                                                    location_id)
 
     # --- keeping idle refresh tokens alive ----------------------------------------------------
 
@@ -286,7 +305,7 @@ class TokenService:
         """Refresh an installation last refreshed before `cutoff` (single-flight, like any
         refresh); false when there was nothing to do."""
         inst = await self.store.get(key)
-        if inst is None or inst.status is not Status.ACTIVE or inst.refresh_token is None:
+        if inst is None or inst.status is not InstallStatus.ACTIVE or not inst.refresh_token:
             return False  # minted tokens are renewed by minting, not by a refresh token
 
         def idle(i: Installation) -> bool:

@@ -32,6 +32,7 @@ from castghl.common.phone import InvalidPhoneNumber, to_cast_number
 from castghl.common.topology import Topology
 from castghl.oauth.installation import Installation, location_key
 from castghl.oauth.refresh import TokenFailure, TokenService
+from castghl.oauth.tenancy import DefaultKeyFor, location_settings
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,11 @@ async def answer_token(tokens: TokenService, request: TokenRequest,
     return TokenReply(access_token=token.access_token, expires_at=token.expires_at)
 
 
-async def answer_location(directory: Directory, request: LocationRequest) -> LocationSettings:
-    inst = await directory.get(location_key(request.location_id))
-    if inst is None or not inst.installed:
-        return LocationSettings(location_id=request.location_id, installed=False)
-    prefs = inst.prefs
+async def answer_location(directory: Directory, request: LocationRequest,
+                          default_key_for: DefaultKeyFor) -> LocationSettings:
     # The location's own Cast key travels decrypted, over our own broker, to the sender.
-    return LocationSettings(location_id=request.location_id, installed=True,
-                            sender_id=prefs.sender_id, cast_api_key=prefs.cast_api_key,
-                            rate_limit_per_second=prefs.rate_limit_per_second,
-                            inbound_numbers=list(prefs.inbound_numbers))
+    inst = await directory.get(location_key(request.location_id))
+    return location_settings(request.location_id, inst, default_key_for)
 
 
 async def answer_route(directory: Directory, request: RouteRequest) -> RouteReply:
@@ -99,7 +95,8 @@ def reply(answer: BaseModel | None) -> RabbitResponse:
 
 
 def register_rpc(broker: RabbitBroker, topology: Topology, tokens: TokenService,
-                 directory: Directory, *, min_valid_floor: int, prefetch: int) -> None:
+                 directory: Directory, *, default_key_for: DefaultKeyFor, min_valid_floor: int,
+                 prefetch: int) -> None:
     # Bounded concurrency: each request may hold a MongoDB poll or a GHL call open.
     channel = Channel(prefetch_count=prefetch)
 
@@ -113,7 +110,7 @@ def register_rpc(broker: RabbitBroker, topology: Topology, tokens: TokenService,
     async def location_rpc(request: LocationRequest) -> RabbitResponse:
         with log_context(locationId=request.location_id):
             try:
-                return reply(await answer_location(directory, request))
+                return reply(await answer_location(directory, request, default_key_for))
             except Exception:
                 log.exception("location settings request failed")
                 return reply(None)

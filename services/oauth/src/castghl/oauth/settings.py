@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from typing import Annotated
+
+from pydantic import Field, PlainValidator, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import NoDecode
 
 from castghl.common.crypto import TokenCipher
 from castghl.common.ghl.oauth import UserType
@@ -13,6 +16,7 @@ from castghl.common.settings import (
     MongoSettings,
     Port,
 )
+from castghl.oauth.tenancy import DefaultKeyFor
 
 
 class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings):
@@ -21,12 +25,16 @@ class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     base_url: HttpUrl
     ghl_client_id: str = Field(min_length=1)
     ghl_client_secret: SecretStr = Field(min_length=1)
-    # Only needed to list an agency's installed locations when GHL's token answer names none.
-    ghl_app_id: str | None = None
+    # Lifecycle events of other apps are ignored by this id; agency installs list their
+    # locations with it. Required: GHL signs every app's webhooks with one shared key.
+    ghl_app_id: str = Field(min_length=1, max_length=128)
     ghl_marketplace_url: HttpUrl = HttpUrl("https://marketplace.gohighlevel.com")
     # How to exchange the code of an install started in the Marketplace (no state of ours):
     # Location for a sub-account app, Company for an app agencies install in bulk.
     ghl_marketplace_user_type: UserType = "Location"
+    # Who may send on the operator's default Cast key: `*`, GHL company ids, or nobody.
+    cast_default_key_for: Annotated[DefaultKeyFor, NoDecode,
+                                    PlainValidator(DefaultKeyFor.parse)] = DefaultKeyFor()
     token_encryption_keys: SecretStr
     admin_api_key: SecretStr = Field(min_length=16)
 

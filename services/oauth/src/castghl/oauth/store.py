@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any, Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -24,20 +24,27 @@ from pymongo.errors import DuplicateKeyError
 
 from castghl.common.crypto import TokenCipher
 from castghl.common.ghl.oauth import TokenGrant
+from castghl.common.messages import InstallStatus
 from castghl.oauth.installation import (
     EPOCH,
     Installation,
     Kind,
     LocationPrefs,
-    Status,
     company_key,
     location_key,
 )
 
 Document = dict[str, Any]
+# Where a sweep page ended: (refreshed_at_ms, _id) of its last installation.
+IdleCursor = tuple[int, str]
+Uninstalled = Literal["uninstalled", "stale", "unknown"]
 COLLECTION: Final = "installations"
+EVENTS_COLLECTION: Final = "app_events"
+# Longer than any webhook GHL may still retry (WEBHOOK_MAX_AGE_SECONDS, 72 h by default):
+# a retry that arrives late still finds its first delivery here.
+EVENT_MEMORY: Final = timedelta(days=7)
 # Statuses whose settings still apply: a location awaiting reinstall keeps its numbers.
-_INSTALLED: Final = [Status.ACTIVE.value, Status.NEEDS_REAUTH.value]
+_INSTALLED: Final = [InstallStatus.ACTIVE.value, InstallStatus.NEEDS_REAUTH.value]
 _FREE_LEASE: Final = {"lease_until_ms": 0, "lease_owner": ""}
 # Where a location's tokens came from. A string, not a boolean: the emulator stores a `$set`
 # boolean as 1, which a `true` filter would not match on MongoDB.
@@ -72,8 +79,14 @@ class MongoInstallations:
         await self.collection.create_index([("prefs.inbound_numbers", ASCENDING)],
                                            name="inbound_numbers")
         await self.collection.create_index([("company_id", ASCENDING)], name="company")
+        # The sweep's order (the emulator refuses `_id` inside a compound index).
         await self.collection.create_index(
-            [("status", ASCENDING), ("refreshed_at_ms", ASCENDING)], name="refresh_idle")
+            [("status", ASCENDING), ("token_source", ASCENDING),
+             ("refreshed_at_ms", ASCENDING)], name="refresh_sweep")
+        # Installations stored before lifecycle times were kept: "changed at the epoch",
+        # so any GHL event is newer (a filter on a missing field would match nothing).
+        await self.collection.update_many({"lifecycle_ms": {"$exists": False}},
+                                          {"$set": {"lifecycle_ms": 0}})
 
     # --- sealing ------------------------------------------------------------------------------
 
@@ -87,7 +100,7 @@ class MongoInstallations:
         prefs: Mapping[str, Any] = doc.get("prefs") or {}
         return Installation(
             key=doc["_id"], kind=doc["kind"], location_id=doc.get("location_id"),
-            company_id=doc.get("company_id"), status=Status(doc["status"]),
+            company_id=doc.get("company_id"), status=InstallStatus(doc["status"]),
             version=int(doc["version"]),
             access_token=self._open(doc.get("access_token_enc")),
             refresh_token=self._open(doc.get("refresh_token_enc")),
@@ -100,6 +113,7 @@ class MongoInstallations:
             installed_at=_time(doc.get("installed_at_ms")),
             updated_at=_time(doc.get("updated_at_ms")),
             uninstalled_at=_time(doc.get("uninstalled_at_ms")),
+            changed_at=_time(doc.get("lifecycle_ms") or None),
             prefs=LocationPrefs(
                 sender_id=prefs.get("sender_id"),
                 cast_api_key=self._open(prefs.get("cast_api_key_enc")),
@@ -148,33 +162,65 @@ class MongoInstallations:
                 owners[number] = str(doc.get("location_id"))
         return owners
 
-    async def idle_keys(self, refreshed_before: datetime, limit: int) -> list[str]:
-        cursor = self.collection.find(
-            {"status": Status.ACTIVE.value, "refreshed_at_ms": {"$lt": ms(refreshed_before)}},
-            projection={"_id": True}).limit(limit)
-        return [doc["_id"] async for doc in cursor]
+    async def idle_keys(self, refreshed_before: datetime, limit: int,
+                        after: IdleCursor | None = None) -> list[IdleCursor]:
+        """Refreshable installations (their own refresh token, active) last refreshed
+        before the cutoff, oldest first; `after` continues from the previous page, so a
+        sweep reaches every one however many there are and whatever fails on the way.
+        Minted location tokens have no refresh token: they are minted again instead."""
+        query: Document = {"status": InstallStatus.ACTIVE.value, "token_source": _INSTALL,
+                           "refreshed_at_ms": {"$lt": ms(refreshed_before)}}
+        if after is not None:
+            at, key = after
+            query["$or"] = [{"refreshed_at_ms": {"$gt": at}},
+                            {"refreshed_at_ms": at, "_id": {"$gt": key}}]
+        cursor = self.collection.find(query, projection={"refreshed_at_ms": True}).sort(
+            [("refreshed_at_ms", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return [(int(doc["refreshed_at_ms"]), str(doc["_id"])) async for doc in cursor]
 
     # --- installing and uninstalling ----------------------------------------------------------
 
     async def save_grant(self, grant: TokenGrant, *, kind: Kind, location_id: str | None,
-                         company_id: str | None, minted: bool, now: datetime) -> Installation:
+                         company_id: str | None, minted: bool, now: datetime,
+                         event_at: datetime | None = None) -> Installation | None:
         """Store fresh tokens from an install or a mint; a lease in progress is voided
-        (version + 1), so a concurrent refresher's compare-and-set fails harmlessly."""
+        (version + 1), so a concurrent refresher's compare-and-set fails harmlessly.
+
+        `event_at` is the time of the GHL event this answers: tokens from an event older
+        than the installation's last change are not stored (None is returned)."""
         key = (company_key(company_id or "") if kind == "company"
                else location_key(location_id or ""))
         await self._create(key, kind, location_id, company_id, now)
+        changed = event_at or now
+        query: Document = {"_id": key}
+        if event_at is not None:
+            query["lifecycle_ms"] = {"$lt": ms(event_at)}
         doc = await self.collection.find_one_and_update(
-            {"_id": key},
+            query,
             {"$set": {"kind": kind, "location_id": location_id, "company_id": company_id,
-                      "status": Status.ACTIVE.value, "user_type": grant.user_type,
+                      "status": InstallStatus.ACTIVE.value, "user_type": grant.user_type,
                       "token_source": _MINTED if minted else _INSTALL,
                       "installed_at_ms": ms(now), "uninstalled_at_ms": None,
-                      **self._tokens(grant, now)},
+                      "lifecycle_ms": ms(changed), **self._tokens(grant, now)},
              "$inc": {"version": 1}},
             return_document=ReturnDocument.AFTER)
-        if doc is None:
-            raise RuntimeError(f"installation {key} vanished while being saved")
-        return self._installation(doc)
+        return self._installation(doc) if doc is not None else None
+
+    async def register_agency_location(self, company_id: str, location_id: str,
+                                       now: datetime) -> None:
+        """Record a location its agency installed the app on, before any token exists:
+        it may send at once, and its token is minted from the agency's on first need.
+        A location already installed (on its own or through the agency) is left alone."""
+        key = location_key(location_id)
+        await self._create(key, "location", location_id, company_id, now)
+        await self.collection.update_one(
+            {"_id": key, "status": InstallStatus.UNINSTALLED.value,
+             "lifecycle_ms": {"$lt": ms(now)}},
+            {"$set": {"status": InstallStatus.ACTIVE.value, "company_id": company_id,
+                      "token_source": _MINTED, "installed_at_ms": ms(now),
+                      "uninstalled_at_ms": None, "updated_at_ms": ms(now),
+                      "lifecycle_ms": ms(now), **_FREE_LEASE},
+             "$inc": {"version": 1}})
 
     async def _create(self, key: str, kind: Kind, location_id: str | None,
                       company_id: str | None, now: datetime) -> None:
@@ -187,33 +233,44 @@ class MongoInstallations:
         with contextlib.suppress(DuplicateKeyError):
             await self.collection.update_one({"_id": key}, {"$setOnInsert": {
                 "kind": kind, "location_id": location_id, "company_id": company_id,
-                "status": Status.UNINSTALLED.value, "version": 0, "user_type": "Location",
-                "token_source": _INSTALL, "access_token_enc": None, "refresh_token_enc": None,
-                "expires_at_ms": None, "scopes": "", "refreshed_at_ms": ms(now),
-                "installed_at_ms": ms(now), "updated_at_ms": ms(now),
-                "uninstalled_at_ms": None, **_FREE_LEASE,
+                "status": InstallStatus.UNINSTALLED.value, "version": 0,
+                "user_type": "Location", "token_source": _INSTALL, "access_token_enc": None,
+                "refresh_token_enc": None, "expires_at_ms": None, "scopes": "",
+                "refreshed_at_ms": ms(now), "installed_at_ms": ms(now),
+                "updated_at_ms": ms(now), "uninstalled_at_ms": None,
+                # Never changed by a GHL event yet: any event is newer.
+                "lifecycle_ms": 0, **_FREE_LEASE,
                 "prefs": {"sender_id": None, "cast_api_key_enc": None,
                           "rate_limit_per_second": None, "inbound_numbers": []},
             }}, upsert=True)
 
-    def _tombstone(self, now: datetime) -> Document:
-        return {"$set": {"status": Status.UNINSTALLED.value, "access_token_enc": None,
+    def _tombstone(self, event_at: datetime, now: datetime) -> Document:
+        return {"$set": {"status": InstallStatus.UNINSTALLED.value, "access_token_enc": None,
                          "refresh_token_enc": None, "expires_at_ms": None,
                          "prefs.cast_api_key_enc": None, "uninstalled_at_ms": ms(now),
-                         "updated_at_ms": ms(now), **_FREE_LEASE},
+                         "updated_at_ms": ms(now), "lifecycle_ms": ms(event_at),
+                         **_FREE_LEASE},
                 "$inc": {"version": 1}}
 
-    async def uninstall(self, key: str, now: datetime) -> bool:
-        """Delete the installation's secrets, keep the rest as a tombstone."""
-        result = await self.collection.update_one({"_id": key}, self._tombstone(now))
-        return result.matched_count == 1
+    async def uninstall(self, key: str, event_at: datetime, now: datetime) -> Uninstalled:
+        """Delete the installation's secrets, keep the rest as a tombstone — unless it
+        changed after `event_at` (a reinstall since): then the event is stale."""
+        result = await self.collection.update_one(
+            {"_id": key, "lifecycle_ms": {"$lte": ms(event_at)}},
+            self._tombstone(event_at, now))
+        if result.matched_count == 1:
+            return "uninstalled"
+        return "stale" if await self.collection.find_one({"_id": key}, {"_id": True}) \
+            else "unknown"
 
-    async def uninstall_company(self, company_id: str, now: datetime) -> int:
-        """The company's own installation and every location token minted from it."""
+    async def uninstall_company(self, company_id: str, event_at: datetime,
+                                now: datetime) -> int:
+        """The company's own installation and every location token minted from it, as far
+        as they did not change after `event_at`."""
         result = await self.collection.update_many(
-            {"company_id": company_id,
+            {"company_id": company_id, "lifecycle_ms": {"$lte": ms(event_at)},
              "$or": [{"kind": "company"}, {"kind": "location", "token_source": _MINTED}]},
-            self._tombstone(now))
+            self._tombstone(event_at, now))
         return result.matched_count
 
     # --- the refresh protocol -----------------------------------------------------------------
@@ -239,7 +296,7 @@ class MongoInstallations:
                                 now: datetime) -> bool:
         result = await self.collection.update_one(
             {"_id": key, "version": version, "lease_owner": owner},
-            {"$set": {"status": Status.NEEDS_REAUTH.value, "updated_at_ms": ms(now),
+            {"$set": {"status": InstallStatus.NEEDS_REAUTH.value, "updated_at_ms": ms(now),
                       **_FREE_LEASE},
              "$inc": {"version": 1}})
         return result.modified_count == 1
@@ -265,3 +322,23 @@ class MongoInstallations:
             {"_id": key, "kind": "location", "status": {"$in": _INSTALLED}},
             {"$set": update}, return_document=ReturnDocument.AFTER)
         return self._installation(doc) if doc is not None else None
+
+
+class MongoEventLog:
+    """`app_events`: the `webhookId` of every app event already handled, for a while."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index("expires_at", expireAfterSeconds=0)
+
+    async def seen(self, webhook_id: str) -> bool:
+        return await self.collection.find_one({"_id": webhook_id}, {"_id": True}) is not None
+
+    async def remember(self, webhook_id: str, now: datetime) -> None:
+        # A BSON date, written on insert only: the TTL index needs one (stack.md quirk).
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.update_one(
+                {"_id": webhook_id}, {"$setOnInsert": {"expires_at": now + EVENT_MEMORY}},
+                upsert=True)

@@ -1,9 +1,12 @@
 """The background sweep that keeps idle refresh tokens alive.
 
 GHL refresh tokens live a year (reference/ghl.md §5); a location that sends nothing for
-that long would lose its installation. Every replica sweeps; the refresh itself goes
-through the token service's single flight, so replicas sweeping at once still refresh
-each installation once.
+that long would lose its installation. Each sweep pages through every refreshable
+installation idle longer than `REFRESH_IDLE_DAYS`, oldest refresh first, so however many
+there are (and whatever fails on the way) each refresh token is used well before it
+expires. Minted location tokens have none and are left out: they are minted again.
+Every replica sweeps; the refresh itself goes through the token service's single
+flight, so replicas sweeping at once still refresh each installation once.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from castghl.oauth.refresh import TokenFailure, TokenService, utcnow
+from castghl.oauth.store import IdleCursor
 
 log = logging.getLogger(__name__)
 
 
 class IdleInstallations(Protocol):
-    async def idle_keys(self, refreshed_before: datetime, limit: int) -> list[str]: ...
+    async def idle_keys(self, refreshed_before: datetime, limit: int,
+                        after: IdleCursor | None = None) -> list[IdleCursor]: ...
 
 
 class Sweep:
@@ -38,12 +43,15 @@ class Sweep:
         found renewed by another replica's concurrent sweep)."""
         cutoff = self.clock() - self.idle
         refreshed = 0
-        for key in await self.store.idle_keys(cutoff, self.limit):
-            try:
-                refreshed += await self.tokens.refresh_if_idle(key, cutoff)
-            except TokenFailure as failure:
-                log.info("sweep could not refresh an installation",
-                         extra={"installation": key, "error_code": failure.error.value})
+        after: IdleCursor | None = None
+        while page := await self.store.idle_keys(cutoff, self.limit, after):
+            for _, key in page:
+                try:
+                    refreshed += await self.tokens.refresh_if_idle(key, cutoff)
+                except TokenFailure as failure:
+                    log.info("sweep could not refresh an installation",
+                             extra={"installation": key, "error_code": failure.error.value})
+            after = page[-1]
         return refreshed
 
     async def run(self, interval: float) -> None:

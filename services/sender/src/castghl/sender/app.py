@@ -9,8 +9,10 @@ the broker gracefully, letting in-flight messages finish (or return to the queue
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,13 +20,14 @@ from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.rabbit import Channel
 from faststream.rabbit.annotations import RabbitMessage
+from prometheus_client import Counter
 from pymongo import AsyncMongoClient
 
 from castghl.common.broker import declare, make_broker
 from castghl.common.cast.client import CastClient
 from castghl.common.ghl.api import GhlApi
 from castghl.common.health import broker_check, health_router, mongo_check
-from castghl.common.messages import InboundSms, OutboundSms, StatusUpdate
+from castghl.common.messages import InboundSms, LocationChanged, OutboundSms, StatusUpdate
 from castghl.common.oauth_client import OAuthClient
 from castghl.common.worker import Settler
 from castghl.sender.inbound import InboundDelivery
@@ -35,6 +38,8 @@ from castghl.sender.status import DelayedStatusQueue, StatusReporter
 from castghl.sender.store import MongoInboundStore, MongoMessageStore
 
 SERVICE = "castghl-sender"
+NOTICES = Counter("castghl_location_notices_total",
+                  "Location changes announced by the OAuth service (cached settings dropped)")
 
 
 def create_app(settings: SenderSettings) -> FastAPI:
@@ -70,8 +75,10 @@ def create_app(settings: SenderSettings) -> FastAPI:
     )
     ghl = GhlApi(ghl_http, str(settings.ghl_api_url))
     reporter = StatusReporter(store, oauth, ghl, settings.status_retry_delays)
-    replies = InboundDelivery(inbound=inbound_store, messages=store, router=oauth, tokens=oauth,
-                              ghl=ghl, backoff=settings.inbound_retry_delays,
+    replies = InboundDelivery(inbound=inbound_store, messages=store, router=oauth,
+                              locations=oauth, tokens=oauth, ghl=ghl,
+                              backoff=settings.inbound_retry_delays,
+                              fallback=timedelta(days=settings.inbound_fallback_days),
                               conversation_provider_id=settings.ghl_conversation_provider_id)
     outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,
                        settings.outbound_retry_delays)
@@ -98,6 +105,14 @@ def create_app(settings: SenderSettings) -> FastAPI:
                                        on_return_raises=True))
     async def on_inbound(message: RabbitMessage) -> None:
         await inbound.run(message, InboundSms, replies.process)
+
+    # Settings the OAuth service just changed must apply to the next message, not to the
+    # first one after the cache expires: its notices drop the cached copy.
+    @broker.subscriber(topology.location_changes_queue(uuid.uuid4().hex[:12]),
+                       exchange=topology.location_changes, ack_policy=AckPolicy.ACK)
+    async def on_location_changed(notice: LocationChanged) -> None:
+        oauth.forget(notice)
+        NOTICES.inc()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

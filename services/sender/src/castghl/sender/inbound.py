@@ -1,10 +1,14 @@
 """Replies from recipients: route to a location, find the contact, add the GHL message.
 
-Routing, in order: the location that owns the receiving number (admin-assigned
-`inbound_numbers`, asked of the OAuth service); else the location that most recently
-texted the sender; else the reply is parked as unroutable — counted, and replayable once
-an operator assigns the number. Delivery dedupes on Cast's message id, so a reply posted
-again or redelivered by the broker becomes one GHL message.
+Routing never guesses across clients (docs/oauth.md, "Tenants"):
+1. the installed location that owns the receiving number (admin-assigned
+   `inbound_numbers`, asked of the OAuth service);
+2. else the one installed location that texted the sender within INBOUND_FALLBACK_DAYS,
+   if exactly one did: a person texted by two clients may be answering either;
+3. else the reply is parked (`ambiguous` or `unroutable`), counted, and delivered once an
+   operator assigns the receiving number and replays it.
+Delivery dedupes on Cast's message id, so a reply posted again or redelivered by the
+broker becomes one GHL message.
 
 GHL has no idempotency for inbound messages: if it created the message and its answer
 was lost (timeout, crash before we record it), the retry adds a second copy. That window
@@ -14,15 +18,18 @@ is narrow and a duplicate reply beats a lost one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal, Protocol
 
 from prometheus_client import Counter
 
 from castghl.common import phone
 from castghl.common.errors import BridgeError, PermanentError
 from castghl.common.ghl.api import GhlApi
-from castghl.common.messages import InboundSms
+from castghl.common.messages import InboundSms, LocationSettings
 from castghl.common.worker import Done, Outcome, Park, Retry, outcome_for
 from castghl.sender.store import InboundStore, MessageStore
 from castghl.sender.tokens import Tokens, with_token
@@ -32,33 +39,60 @@ log = logging.getLogger(__name__)
 DELIVERED = Counter("castghl_inbound_delivered_total", "Replies added to GHL conversations",
                     ["routed_by"])
 UNROUTABLE = Counter("castghl_inbound_unroutable_total",
-                     "Replies no location claims (parked in sms.inbound.parked)")
+                     "Replies parked in sms.inbound.parked because no one location claims them",
+                     ["reason"])
+NEXT_STEP = ("assign the receiving number to the right location (PUT /admin/installations/"
+             "{locationId} inbound_numbers), then run `castghl-sender replay inbound`")
 
 
 class Router(Protocol):
     async def route(self, to_number: str) -> str | None: ...
 
 
+class LocationSource(Protocol):
+    async def location(self, location_id: str) -> LocationSettings: ...
+
+
+@dataclass(frozen=True)
+class Unrouted:
+    code: Literal["ambiguous", "unroutable"]
+    reason: str
+
+
 class InboundDelivery:
     def __init__(self, *, inbound: InboundStore, messages: MessageStore, router: Router,
-                 tokens: Tokens, ghl: GhlApi, backoff: Sequence[float],
-                 conversation_provider_id: str | None = None) -> None:
+                 locations: LocationSource, tokens: Tokens, ghl: GhlApi,
+                 backoff: Sequence[float], fallback: timedelta = timedelta(days=30),
+                 conversation_provider_id: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.inbound = inbound
         self.messages = messages
         self.router = router
+        self.locations = locations
+        self.fallback = fallback
+        self.clock = clock
         self.tokens = tokens
         self.ghl = ghl
         self.backoff = backoff
         self.conversation_provider_id = conversation_provider_id
 
-    async def route(self, sms: InboundSms) -> tuple[str, str] | None:
-        """(location id, rule that matched), or None when nothing claims the reply."""
+    async def route(self, sms: InboundSms) -> tuple[str, str] | Unrouted:
+        """(location id, rule that matched), or why no one location may have the reply."""
         if sms.to_number and (location := await self.router.route(sms.to_number)):
             return location, "inbound_number"
         sender = phone.to_cast_number(sms.from_number)
-        if location := await self.messages.last_location_for(sender):
-            return location, "last_outbound"
-        return None
+        since = self.clock() - self.fallback.total_seconds()
+        texted = await self.messages.locations_that_texted(sender, since)
+        installed = [location_id for location_id in texted
+                     if (await self.locations.location(location_id)).installed]
+        if len(installed) == 1:
+            return installed[0], "last_outbound"
+        to = sms.to_number or "an unknown number"
+        if installed:
+            return Unrouted("ambiguous", f"{len(installed)} locations texted the sender and "
+                                         f"none owns {to}: {NEXT_STEP}")
+        return Unrouted("unroutable", f"no location owns {to} and none texted the sender "
+                                      f"lately: {NEXT_STEP}")
 
     async def process(self, sms: InboundSms, attempt: int) -> Outcome:
         claim = await self.inbound.claim(sms.cast_message_id)
@@ -70,11 +104,13 @@ class InboundDelivery:
             return Retry(self.backoff[0], "inbound_in_progress", counts=False)
         try:
             routed = await self.route(sms)
-            if routed is None:
-                UNROUTABLE.inc()
+            if isinstance(routed, Unrouted):
+                UNROUTABLE.labels(routed.code).inc()
                 await self.inbound.release(sms.cast_message_id)
-                return Park("unroutable", f"no location owns {sms.to_number or 'the number'}"
-                                          " and none texted the sender")
+                log.warning("reply parked: no one location may have it", extra={
+                    "castMessageId": sms.cast_message_id, "reason": routed.code,
+                    "next_step": NEXT_STEP})
+                return Park(routed.code, routed.reason)
             location_id, rule = routed
             ghl_message_id = await self._deliver(sms, location_id)
         except BridgeError as error:

@@ -30,7 +30,13 @@ from castghl.common.errors import (
     RateLimited,
     UncertainError,
 )
-from castghl.common.messages import LocationSettings, OutboundSms, StatusError, StatusUpdate
+from castghl.common.messages import (
+    CastKey,
+    LocationSettings,
+    OutboundSms,
+    StatusError,
+    StatusUpdate,
+)
 from castghl.common.worker import Done, Outcome, outcome_for
 from castghl.sender.lane import Lane
 from castghl.sender.store import FinalStatus, MessageRecord, MessageStore
@@ -42,9 +48,15 @@ OUTCOMES = Counter("castghl_outbound_final_total", "Final outbound statuses", ["
 ACCOUNT_ALERTS = Counter("castghl_account_alerts_total",
                          "Failures that need the operator (Cast credit, keys, whitelist)",
                          ["code"])
+REFUSED = Counter("castghl_outbound_refused_total",
+                  "Outbound webhooks dropped: no active installation of this app", ["reason"])
+RATE_LIMITED_RUNS = Counter("castghl_cast_rate_limited_runs_total",
+                            "Messages that met MAX_RATE_LIMITED_IN_A_ROW 429s in a row")
 # A 429 pauses the lane and the same part waits in-process; past this many in a row the
 # message goes back through a retry tier instead of holding a lane slot.
 MAX_RATE_LIMITED_IN_A_ROW = 5
+NOT_SET_UP = ("Cast SMS is not set up for this location yet: ask your agency to add a Cast "
+              "API key")
 
 
 class CastSender(Protocol):
@@ -130,20 +142,37 @@ class OutboundPipeline:
             return await self._process(message, attempt)
 
     async def _process(self, message: OutboundSms, attempt: int) -> Outcome:
+        location = await self.locations.location(message.location_id)
+        if not location.installed:
+            # GHL signs every app's webhooks with one key: a valid signature does not say
+            # this app is installed here. Nobody to text for, nobody to report to.
+            reason = "uninstalled" if location.status is not None else "not_installed"
+            REFUSED.labels(reason).inc()
+            log.warning("outbound SMS dropped: this app is not installed on the location",
+                        extra={"reason": reason})
+            return Done()
         record = await self.store.claim(message)
         if record.status is not None:
             log.info("duplicate delivery of a decided message", extra={"status": record.status})
             return await self._hand_over(record)
         try:
-            await self._send(message, record)
+            await self._send(message, record, location)
         except BridgeError as error:
             return await self._failed(message, error, attempt)
         return await self._decide(message.message_id, "delivered", None)
 
-    async def _send(self, message: OutboundSms, record: MessageRecord) -> None:
+    def _cast_key(self, location: LocationSettings) -> str:
+        if location.cast_key is CastKey.OWN and location.cast_api_key:
+            return location.cast_api_key
+        if location.cast_key is CastKey.DEFAULT:
+            return self.policy.default_api_key
+        raise PermanentError("no Cast key the location may use", code="not_set_up",
+                             user_message=NOT_SET_UP)
+
+    async def _send(self, message: OutboundSms, record: MessageRecord,
+                    location: LocationSettings) -> None:
         todo = plan(message, self.policy)
-        location = await self.locations.location(message.location_id)
-        api_key = location.cast_api_key or self.policy.default_api_key
+        api_key = self._cast_key(location)
         sender_id = location.sender_id or self.policy.default_sender_id
         for n, text in enumerate(todo.parts):
             if record.accepted(n):
@@ -177,6 +206,9 @@ class OutboundPipeline:
             log.info("Cast accepted part", extra={"part": n, "cast_message_id":
                                                   answer.message_id, "parts": answer.parts})
             return
+        RATE_LIMITED_RUNS.inc()
+        log.warning("Cast kept answering 429; the message waits in a retry tier",
+                    extra={"in_a_row": MAX_RATE_LIMITED_IN_A_ROW})
         raise RateLimited("Cast kept answering 429", retry_after=self.policy.backoff[0])
 
     async def _failed(self, message: OutboundSms, error: BridgeError, attempt: int) -> Outcome:

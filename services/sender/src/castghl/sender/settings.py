@@ -29,6 +29,9 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     status_max_attempts: int = Field(10, ge=1, le=50)
     inbound_max_attempts: int = Field(10, ge=1, le=50)
     inbound_concurrency: int = Field(8, ge=1, le=500)
+    # A reply to a number no location owns goes to the one location that texted its sender
+    # within this many days, if only one did (message records are kept 30 days).
+    inbound_fallback_days: float = Field(30.0, ge=0, le=30)
     # Not needed by a default SMS provider; sent with inbound messages when set.
     ghl_conversation_provider_id: str | None = None
     status_concurrency: int = Field(16, ge=1, le=500)

@@ -25,7 +25,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from castghl.common.messages import OutboundSms, StatusError
 
+# Long past any webhook GHL may still retry (72 h; the dedupe must outlive it) and the
+# inbound routing window (INBOUND_FALLBACK_DAYS, at most 30).
 RETENTION = timedelta(days=30)
+# Messages read to find who texted a number: enough to see two locations in any real case.
+TEXTED_LOOKUP_LIMIT = 500
 PartState = Literal["sending", "accepted"]
 FinalStatus = Literal["delivered", "failed"]
 
@@ -67,7 +71,7 @@ class MessageStore(Protocol):
     async def status_queued(self, message_id: str) -> None: ...
     async def status_written(self, message_id: str) -> bool: ...
     async def mark_status_written(self, message_id: str) -> None: ...
-    async def last_location_for(self, to: str) -> str | None: ...
+    async def locations_that_texted(self, to: str, since: float) -> list[str]: ...
 
 
 def _record(doc: dict[str, Any], *, new: bool = False) -> MessageRecord:
@@ -150,10 +154,15 @@ class MongoMessageStore:
                                        {"$set": {"status_written": True,
                                                  "updated_ts": time.time()}})
 
-    async def last_location_for(self, to: str) -> str | None:
-        doc = await self.messages.find_one({"to": to}, {"location_id": 1},
-                                           sort=[("sent_ts", DESCENDING)])
-        return str(doc["location_id"]) if doc else None
+    async def locations_that_texted(self, to: str, since: float) -> list[str]:
+        """The locations that sent to `to` since `since` (epoch seconds), latest first."""
+        cursor = self.messages.find({"to": to, "sent_ts": {"$gte": since}},
+                                    {"location_id": 1}, sort=[("sent_ts", DESCENDING)],
+                                    limit=TEXTED_LOOKUP_LIMIT)
+        found: dict[str, None] = {}
+        async for doc in cursor:
+            found.setdefault(str(doc["location_id"]))
+        return list(found)
 
 
 Claim = Literal["mine", "done", "busy"]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from castghl.common.errors import AccountError, PermanentError, RetryableError
-from castghl.common.ghl.errors import error_for, message_of, transport_error
+from castghl.common.ghl.errors import GhlUnauthorized, error_for, message_of, transport_error
 
 OAUTH_VERSION: Final = "2021-07-28"
 SCOPES: Final = (
@@ -20,6 +20,9 @@ SCOPES: Final = (
     "oauth.readonly oauth.write"
 )
 UserType = Literal["Location", "Company"]
+# installedLocations pages (GHL's default is 20); an agency larger than the cap is a bug.
+INSTALLED_PAGE: Final = 100
+MAX_LOCATIONS: Final = 100_000
 
 
 class InvalidGrant(PermanentError):
@@ -53,6 +56,19 @@ class TokenGrant(BaseModel):
         return (now or datetime.now(UTC)) + timedelta(seconds=self.expires_in)
 
 
+class _InstalledLocation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(alias="_id", min_length=1)
+
+
+class _InstalledPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    locations: list[_InstalledLocation] = Field(default_factory=list)
+    count: int = 0
+
+
 class GhlOAuth:
     def __init__(self, http: httpx.AsyncClient, base_url: str, client_id: str,
                  client_secret: str) -> None:
@@ -71,7 +87,11 @@ class GhlOAuth:
         except httpx.TransportError as exc:
             raise transport_error(exc) from exc
 
-    def _grant(self, response: httpx.Response) -> TokenGrant:
+    def _grant(self, response: httpx.Response, *, bearer: bool = False) -> TokenGrant:
+        if bearer and response.status_code == 401:
+            # The agency token itself was refused (it expired early, or was revoked): a
+            # matter for that token, not for the app's credentials.
+            raise GhlUnauthorized(f"GHL refused the agency token: {message_of(response)}")
         if response.status_code in (400, 401):
             text = response.text.lower()
             if "invalid_grant" in text or "invalid grant" in text:
@@ -107,19 +127,36 @@ class GhlOAuth:
                              location_id: str) -> TokenGrant:
         return self._grant(await self._post(
             "/oauth/locationToken", {"companyId": company_id, "locationId": location_id},
-            bearer=company_token))
+            bearer=company_token), bearer=True)
 
     async def installed_locations(self, company_token: str, company_id: str,
-                                  app_id: str) -> list[dict[str, Any]]:
+                                  app_id: str) -> list[str]:
+        """Every location of the company with this app installed, page by page: GHL
+        answers 20 at a time unless asked, with the total in `count`."""
+        found: dict[str, None] = {}  # ordered, and a location listed twice counts once
+        skip = 0
+        while True:
+            page = await self._installed_page(company_token, company_id, app_id, skip=skip)
+            found.update(dict.fromkeys(loc.id for loc in page.locations))
+            skip += len(page.locations)
+            if not page.locations or skip >= page.count or skip >= MAX_LOCATIONS:
+                return list(found)
+
+    async def _installed_page(self, company_token: str, company_id: str, app_id: str, *,
+                              skip: int) -> _InstalledPage:
         try:
             response = await self.http.get(
                 self.base + "/oauth/installedLocations",
-                params={"companyId": company_id, "appId": app_id, "isInstalled": "true"},
+                params={"companyId": company_id, "appId": app_id, "isInstalled": "true",
+                        "limit": str(INSTALLED_PAGE), "skip": str(skip)},
                 headers={"Authorization": f"Bearer {company_token}", "Version": OAUTH_VERSION,
                          "Accept": "application/json"})
         except httpx.TransportError as exc:
             raise transport_error(exc) from exc
         if not response.is_success:
             raise error_for(response)
-        locations = response.json().get("locations", [])
-        return [loc for loc in locations if isinstance(loc, dict)]
+        try:
+            return _InstalledPage.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise RetryableError("GHL's installed locations answer is unreadable",
+                                 code="ghl_bad_answer") from exc

@@ -170,7 +170,8 @@ class SandboxControls:
                                     company_id=company_id, webhook_id=str(uuid.uuid4()),
                                     timestamp=self.state.now_iso(),
                                     overrides=dict(request.model_extra or {}))
-        if request.type == "UNINSTALL":
+        # Only this app's own uninstall ends its tokens: another app's leaves them alone.
+        if request.type == "UNINSTALL" and payload.get("appId") == knobs.app_id:
             self.tokens.revoke(location_id, company_id if location_id is None else None,
                                access=True)
         return await self._send(self._sign("app", url, payload, None), 1)
@@ -188,7 +189,8 @@ class SandboxControls:
                                    user_type=request.userType, location_id=request.locationId,
                                    company_id=request.companyId,
                                    approved=request.approvedLocations)
-        return token_response(self.tokens.issue(grant, self.knobs.access_token_ttl))
+        return token_response(self.tokens.issue(grant, self.knobs.access_token_ttl),
+                              self.knobs)
 
     def expire(self, request: TokenScope | None = Body(None)  # noqa: B008
                ) -> dict[str, int]:

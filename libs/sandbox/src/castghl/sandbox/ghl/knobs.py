@@ -56,6 +56,8 @@ class GhlKnobs(BaseModel):
     plan_id: str | None = None
     install_user_type: UserType = "Location"
     approved_locations: list[str] = Field(default_factory=lambda: [DEFAULT_LOCATION_ID])
+    # False: an agency's token answer lists no approvedLocations, as GHL's often does.
+    token_lists_locations: bool = True
     scopes: str = APP_SCOPES  # granted when the authorize URL carries no scope
     authorize_mode: Literal["redirect", "page"] = "redirect"
 

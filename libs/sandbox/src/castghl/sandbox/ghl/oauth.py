@@ -47,8 +47,9 @@ def installation_grant(knobs: GhlKnobs, scope: str, *, user_type: UserType | Non
     )
 
 
-def token_response(issued: Issued) -> dict[str, Any]:
-    """GetAccessCodeSuccessfulResponseDto."""
+def token_response(issued: Issued, knobs: GhlKnobs) -> dict[str, Any]:
+    """GetAccessCodeSuccessfulResponseDto. An agency's answer may list no locations (knob
+    `token_lists_locations`): a client must then ask installedLocations, page by page."""
     grant = issued.access.grant
     body: dict[str, Any] = {
         "access_token": issued.access.token, "token_type": "Bearer",
@@ -62,7 +63,8 @@ def token_response(issued: Issued) -> dict[str, Any]:
         body["locationId"] = grant.location_id
         body["isBulkInstallation"] = False
     else:
-        body.update({"approvedLocations": list(grant.approved_locations),
+        listed = list(grant.approved_locations) if knobs.token_lists_locations else []
+        body.update({"approvedLocations": listed,
                      "isBulkInstallation": True, "installToFutureLocations": False,
                      "approveAllLocations": False})
     body["userId"] = grant.user_id
@@ -147,7 +149,7 @@ class OAuthEndpoints:
                 raise oauth_error(400, "invalid_request", "Missing parameter: `code`")
             grant = tokens.redeem(body.code, body.client_id, body.redirect_uri)
             _check_user_type(body.user_type, grant)
-            return token_response(tokens.issue(grant, knobs.access_token_ttl))
+            return token_response(tokens.issue(grant, knobs.access_token_ttl), knobs)
 
         if body.grant_type == "refresh_token":
             if not body.refresh_token:
@@ -157,7 +159,7 @@ class OAuthEndpoints:
                 _check_user_type(body.user_type, known)
             issued = tokens.rotate(body.refresh_token, knobs.access_token_ttl,
                                    knobs.location_inactive, knobs.revoke_old_access_on_refresh)
-            return token_response(issued)
+            return token_response(issued, knobs)
 
         # Listed in the spec, but not granted to marketplace apps.
         raise oauth_error(400, "unsupported_grant_type",
