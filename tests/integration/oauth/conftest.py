@@ -50,7 +50,7 @@ class SlowTokenEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/oauth/token":
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delay)  # widens the race; holds at any speed
         await self.app(scope, receive, send)
 
 

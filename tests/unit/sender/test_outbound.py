@@ -16,7 +16,14 @@ from castghl.common.errors import (
 from castghl.common.messages import CastKey, InstallStatus, LocationSettings, OutboundSms
 from castghl.common.worker import Done, Retry
 from castghl.sender.lane import Lane
-from castghl.sender.outbound import REFUSED, OutboundPipeline, OutboundPolicy, idempotency_key
+from castghl.sender.outbound import (
+    MAX_RATE_LIMITED_IN_A_ROW,
+    RATE_LIMITED_RUNS,
+    REFUSED,
+    OutboundPipeline,
+    OutboundPolicy,
+    idempotency_key,
+)
 
 from .fakes import FakeCast, FakeLocations, FakeStatusQueue, MemoryMessageStore, installed
 
@@ -181,6 +188,16 @@ async def test_a_429_pauses_the_lane_and_the_same_part_goes_out_after_it() -> No
     assert len(h.cast.sent) == 2
     assert h.lane.ip.paused_until > 0
     assert h.status() == ("delivered", None, None)
+
+
+async def test_a_long_run_of_429s_goes_back_through_a_tier_and_is_counted() -> None:
+    h = Harness(*[RateLimited("429", retry_after=0.001)] * MAX_RATE_LIMITED_IN_A_ROW)
+    before = RATE_LIMITED_RUNS._value.get()
+    outcome = await h.pipeline.process(sms(), attempt=1)
+    assert isinstance(outcome, Retry)
+    assert not outcome.counts  # waiting out Cast's limit is not a failed attempt
+    assert RATE_LIMITED_RUNS._value.get() == before + 1
+    assert h.statuses.queued == []
 
 
 async def test_the_locations_own_key_and_sender_id_are_used() -> None:
