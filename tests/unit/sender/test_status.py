@@ -13,7 +13,7 @@ from castghl.common.messages import OutboundSms, StatusError, StatusUpdate
 from castghl.common.worker import Done, Park, Retry
 from castghl.sender.status import StatusReporter
 
-from .fakes import FakeTokens, MemoryMessageStore
+from .fakes import FakeTokens, MemoryMessageStore, Settled
 
 RACE = (403, {"statusCode": 403, "message": "No conversation provider found for this message"})
 
@@ -31,10 +31,11 @@ def ghl(*answers: tuple[int, dict[str, object]], seen: list[httpx.Request],
 
 
 async def reporter(api: GhlApi, tokens: FakeTokens | None = None
-                   ) -> tuple[StatusReporter, MemoryMessageStore]:
+                   ) -> tuple[Settled[StatusUpdate], MemoryMessageStore]:
     store = MemoryMessageStore()
     await store.claim(OutboundSms(message_id="m1", location_id="loc1"))
-    return StatusReporter(store, tokens or FakeTokens(), api, backoff=(10, 30)), store
+    return Settled(StatusReporter(store, tokens or FakeTokens(), api).process,
+                   backoff=(10, 30)), store
 
 
 FAILED = StatusUpdate(message_id="m1", location_id="loc1", status="failed",

@@ -1,22 +1,35 @@
 """One error family for the whole bridge, ordered by what the caller does next.
 
-Adapters (the Cast and GHL clients, phone and text rules) raise these; each service maps
-them once — the gateway to HTTP answers, the workers to ack / retry tier / park — so no
-handler re-decides what a failure means.
+Adapters (the Cast and GHL clients, phone and text rules, the token service) raise these;
+each is mapped once — to an HTTP answer by `castghl.common.answers` (gateway and oauth),
+to ack / retry tier / park by `castghl.common.worker.Settler` — so no handler re-decides
+what a failure means. An error that crosses between services travels as its `code` and
+comes back as the same class (`BridgeError.from_code`).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class BridgeError(Exception):
     """Base of every expected failure.
 
-    `code` is stable and machine-readable (logs, metrics, GHL `error.code`);
-    `user_message` is plain English a GHL user understands, shown in the conversation.
+    `code` is stable and machine-readable (logs, metrics, GHL `error.code`, the wire);
+    `user_message` is plain English a GHL user understands, shown in the conversation;
+    `http_status` is the answer when this error ends a request to one of our services.
     """
 
     code: str = "bridge_error"
     user_message: str = "Cast SMS could not send this message."
+    http_status: int = 500
+    _by_code: ClassVar[dict[str, type[BridgeError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # The first class to name a code owns it: subclasses that keep their parent's
+        # code (a more specific user message, say) come back as the parent.
+        BridgeError._by_code.setdefault(cls.code, cls)
 
     def __init__(self, detail: str = "", *, code: str | None = None,
                  user_message: str | None = None) -> None:
@@ -30,11 +43,21 @@ class BridgeError(Exception):
     def detail(self) -> str:
         return str(self)
 
+    @staticmethod
+    def from_code(code: str, detail: str) -> BridgeError:
+        """The family member another service answered with, as the same class. A code
+        this side does not know is that service failing: retry later."""
+        known = BridgeError._by_code.get(code)
+        if known is None:
+            return ServiceUnavailable(detail, code=code)
+        return known(detail)
+
 
 class RetryableError(BridgeError):
     """Nothing happened on the other side: retrying cannot duplicate anything."""
 
     code = "retryable"
+    http_status = 503
 
     def __init__(self, detail: str = "", *, retry_after: float | None = None,
                  code: str | None = None, user_message: str | None = None) -> None:
@@ -46,6 +69,7 @@ class RateLimited(RetryableError):
     """The other side asked us to slow down; waiting is not a failed attempt."""
 
     code = "rate_limited"
+    http_status = 429
 
 
 class UncertainError(BridgeError):
@@ -56,6 +80,7 @@ class UncertainError(BridgeError):
     """
 
     code = "uncertain"
+    http_status = 502
     user_message = (
         "Cast SMS lost contact with Cast.ph while sending; the SMS may have been delivered."
     )
@@ -65,6 +90,7 @@ class PermanentError(BridgeError):
     """Retrying cannot help: the message ends `failed` with `user_message`."""
 
     code = "permanent"
+    http_status = 422
 
 
 class AccountError(PermanentError):
@@ -75,3 +101,59 @@ class AccountError(PermanentError):
     """
 
     code = "account"
+    http_status = 409
+
+
+# --- our own services ----------------------------------------------------------------------
+
+class ServiceUnavailable(RetryableError):
+    """Another service of the bridge did not answer (down, overloaded, restarting)."""
+
+    code = "service_unavailable"
+    user_message = "Cast SMS could not reach one of its own services; it will try again."
+
+
+class InvalidRequest(PermanentError):
+    """A request to one of our services that cannot be read or breaks its contract."""
+
+    code = "invalid_request"
+    http_status = 400
+
+
+class Unauthorized(PermanentError):
+    """A caller of an internal API presented no key, or the wrong one."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+# --- installations (the OAuth service's answers) -------------------------------------------
+
+class NotInstalled(PermanentError):
+    code = "not_installed"
+    http_status = 404
+    user_message = ("Cast SMS is not installed on this GHL location (or was uninstalled): "
+                    "install Cast SMS from the GHL Marketplace again.")
+
+
+class NeedsReauth(AccountError):
+    """GHL refused the stored refresh token: only a reinstall brings the location back."""
+
+    code = "needs_reauth"
+    user_message = ("Cast SMS lost its GHL authorisation for this location: reinstall "
+                    "Cast SMS from the GHL Marketplace to reconnect it.")
+
+
+class LocationInactive(RetryableError):
+    """GHL paused the location; the same refresh token works again later."""
+
+    code = "location_inactive"
+    user_message = "GHL reports this location as inactive; Cast SMS will try again."
+
+
+class UpstreamUnavailable(RetryableError):
+    """GHL could not renew a token just now (unreachable, slow, or another replica's
+    refresh did not finish in time)."""
+
+    code = "upstream_unavailable"
+    user_message = "Cast SMS could not reach GHL to renew its access; it will try again."

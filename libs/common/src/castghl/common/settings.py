@@ -16,6 +16,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from castghl.common.topology import Topology
+from castghl.common.validation import fields
 
 AmqpUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["amqp", "amqps"])]
 MongoUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["mongodb", "mongodb+srv"])]
@@ -55,6 +56,7 @@ class BrokerSettings(ServiceSettings):
     outbound_retry_delays: Delays = (5, 30, 120, 600)
     status_retry_delays: Delays = (10, 30, 60, 300, 900, 3600)
     inbound_retry_delays: Delays = (5, 30, 120, 600, 3600)
+    lifecycle_retry_delays: Delays = (5, 30, 300)
 
     def topology(self) -> Topology:
         return Topology(
@@ -63,6 +65,7 @@ class BrokerSettings(ServiceSettings):
             outbound_backoff=self.outbound_retry_delays,
             status_backoff=self.status_retry_delays,
             inbound_backoff=self.inbound_retry_delays,
+            lifecycle_backoff=self.lifecycle_retry_delays,
         )
 
 
@@ -96,13 +99,7 @@ def _variable(settings_cls: type[ServiceSettings], error: ErrorDetails) -> str:
 
 def describe_errors(settings_cls: type[ServiceSettings], exc: ValidationError) -> str:
     """'A is missing; B: Input should be a valid integer' — values are never echoed."""
-    problems: dict[str, str] = {}
-    for error in exc.errors(include_url=False, include_input=False):
-        variable = _variable(settings_cls, error)
-        reason = ("is missing" if error["type"] == "missing"
-                  else f": {error['msg'].removeprefix('Value error, ')}")
-        problems.setdefault(variable, f"{variable} {reason}".replace(" :", ":"))
-    return "; ".join(problems.values())
+    return fields(exc, name=lambda error: _variable(settings_cls, error))
 
 
 def load_settings(settings_cls: type[S], service: str) -> S:

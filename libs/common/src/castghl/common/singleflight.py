@@ -1,6 +1,6 @@
 """Single flight: concurrent calls with the same key share one execution.
 
-The OAuth client collapses identical concurrent RPCs into one; the OAuth service
+The OAuth client collapses identical concurrent look-ups into one; the OAuth service
 collapses concurrent refreshes of one installation into one lease attempt.
 """
 
@@ -24,9 +24,6 @@ class SingleFlight(Generic[K, V]):
 
     def __init__(self) -> None:
         self._running: dict[K, asyncio.Task[V]] = {}
-
-    def __contains__(self, key: K) -> bool:
-        return key in self._running
 
     async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
         task = self._running.get(key)

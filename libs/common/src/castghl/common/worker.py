@@ -1,9 +1,12 @@
 """How a worker finishes with a message: done, retry after a delay, or park.
 
-Handlers decide *what* happened and return an `Outcome`; `Settler` is the one place that
-turns it into broker actions, always in the order publish-then-ack so a crash in between
-duplicates a message (which every handler tolerates) instead of losing it.
-`outcome_for` is the one mapping from the error family to retry / park.
+Handlers decide *what* happened: they return an `Outcome`, or raise from the error family.
+`Settler` is the one place that turns either into broker actions — `outcome_for` maps an
+error to retry or park, the attempt budget is counted here and nowhere else, and a
+queue whose messages must end otherwise than parked (an outbound SMS ends with a `failed`
+status) says how through its `exhausted` hook. Broker actions always go publish-then-ack,
+so a crash in between duplicates a message (which every handler tolerates) instead of
+losing it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from castghl.common.broker import publish
 from castghl.common.errors import BridgeError, PermanentError, RateLimited
 from castghl.common.logging import log_context
 from castghl.common.topology import ATTEMPT_HEADER, PARKED_REASON_HEADER, WorkQueue
+from castghl.common.validation import describe
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,16 @@ class Park:
 Outcome = Done | Retry | Park
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[M, int], Awaitable[Outcome]]
+# What to do with a message whose attempts ran out (default: park it).
+Exhausted = Callable[[Any, Retry, int], Awaitable[Outcome]]
+
+
+async def undecoded(message: RabbitMessage) -> bytes:
+    """The decoder of every worker subscriber: the body as it came, for `Settler.run` to
+    read. FastStream would otherwise parse a JSON-marked body itself, and a body that
+    fails to parse would never reach the Settler to be parked: it would stay unacked,
+    holding a prefetch slot, and come back after every reconnect."""
+    return bytes(message.body)
 
 
 def attempt_of(message: RabbitMessage) -> int:
@@ -76,15 +90,20 @@ def outcome_for(error: BridgeError, attempt: int, backoff: Sequence[float]) -> O
     return Retry(max(delay, retry_after or 0), error.code)
 
 
+def gave_up(retry: Retry, attempt: int) -> Park:
+    return Park(retry.code, f"gave up after {attempt} attempts ({retry.code})")
+
+
 class Settler:
     """Acks, re-queues through a retry tier, or parks — for one work queue."""
 
     def __init__(self, broker: RabbitBroker, work: WorkQueue, max_attempts: int,
-                 backoff: Sequence[float]) -> None:
+                 backoff: Sequence[float], *, exhausted: Exhausted | None = None) -> None:
         self.broker = broker
         self.work = work
         self.max_attempts = max_attempts
         self.backoff = backoff
+        self.exhausted = exhausted
 
     async def run(self, message: RabbitMessage, model: type[M], handle: Handler[M]) -> None:
         """Parse, handle and settle one delivery. Never raises for a bad message: an
@@ -98,27 +117,43 @@ class Settler:
         try:
             parsed = model.model_validate_json(message.body)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                 for e in exc.errors(include_input=False, include_url=False))
-            await self.settle(message, Park("unreadable", f"not a {model.__name__}: {problems}"))
+            await self.settle(message, Park("unreadable",
+                                            f"not a {model.__name__}: {describe(exc)}"))
             return
         with log_context(messageId=getattr(parsed, "message_id", None),
                          locationId=getattr(parsed, "location_id", None)):
-            try:
-                outcome = await handle(parsed, attempt)
-            except BridgeError as error:
-                outcome = outcome_for(error, attempt, self.backoff)
-            except Exception:
-                log.exception("unexpected failure while handling a message",
-                              extra={"queue": self.work.name, "attempt": attempt})
-                outcome = Retry(self.backoff[min(attempt - 1, len(self.backoff) - 1)],
-                                "unexpected")
-            await self.settle(message, outcome)
+            await self.settle(message, await self.outcome(parsed, attempt, handle))
+
+    async def outcome(self, parsed: M, attempt: int, handle: Handler[M]) -> Outcome:
+        """What becomes of one delivery of `parsed`: the handler's outcome, or its error
+        mapped by `outcome_for`, with the attempt budget applied. No broker needed."""
+        try:
+            outcome = await handle(parsed, attempt)
+        except BridgeError as error:
+            outcome = outcome_for(error, attempt, self.backoff)
+        except Exception:
+            log.exception("unexpected failure while handling a message",
+                          extra={"queue": self.work.name, "attempt": attempt})
+            outcome = Retry(self.backoff[min(attempt - 1, len(self.backoff) - 1)],
+                            "unexpected")
+        if isinstance(outcome, Retry) and outcome.counts and attempt >= self.max_attempts:
+            outcome = await self._give_up(parsed, outcome, attempt)
+        return outcome
+
+    async def _give_up(self, parsed: BaseModel, retry: Retry, attempt: int) -> Outcome:
+        if self.exhausted is None:
+            return gave_up(retry, attempt)
+        try:
+            return await self.exhausted(parsed, retry, attempt)
+        except Exception:
+            # Ending it failed too (its store away, say): try the ending again later,
+            # without spending what is already spent.
+            log.exception("could not end a message whose attempts ran out",
+                          extra={"queue": self.work.name, "attempt": attempt})
+            return Retry(self.backoff[-1], retry.code, counts=False)
 
     async def settle(self, message: RabbitMessage, outcome: Outcome) -> None:
         attempt = attempt_of(message)
-        if isinstance(outcome, Retry) and outcome.counts and attempt >= self.max_attempts:
-            outcome = Park(outcome.code, f"gave up after {attempt} attempts ({outcome.code})")
         headers: dict[str, Any] = dict(message.headers)
         if isinstance(outcome, Retry):
             headers[ATTEMPT_HEADER] = attempt + 1 if outcome.counts else attempt

@@ -26,7 +26,7 @@ from castghl.oauth.install_state import BadState, StateSigner
 from castghl.oauth.installation import Installation, Kind
 from castghl.oauth.lifecycle import LocationMinter
 from castghl.oauth.pages import connected_page, error_page
-from castghl.oauth.refresh import TokenFailure, utcnow
+from castghl.oauth.refresh import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class Installer:
                         await self.store.register_agency_location(company_id, location_id,
                                                                   self.clock())
                         await self.minter.mint_location(company_id, location_id)
-                    except (TokenFailure, BridgeError) as exc:
+                    except BridgeError as exc:
                         log.warning("could not mint a location token during an agency install",
                                     extra={"companyId": company_id, "reason": str(exc)[:200]})
                         return False

@@ -29,12 +29,11 @@ from castghl.common.errors import PermanentError
 from castghl.common.ghl.webhooks import AppEvent, AppInstall, AppUninstall
 from castghl.common.logging import log_context
 from castghl.common.messages import InstallStatus
-from castghl.common.oauth_client import token_error
 from castghl.common.topology import Topology
-from castghl.common.worker import Done, Outcome, Settler
+from castghl.common.worker import Done, Outcome, Settler, undecoded
 from castghl.oauth.changes import Notices
 from castghl.oauth.installation import Installation, company_key, location_key
-from castghl.oauth.refresh import TokenFailure, utcnow
+from castghl.oauth.refresh import utcnow
 from castghl.oauth.store import Uninstalled
 
 log = logging.getLogger(__name__)
@@ -130,10 +129,7 @@ class Lifecycle:
             log.info("install event without a company token: waiting for the OAuth callback",
                      extra={"companyId": company_id})
             return True
-        try:
-            minted = await self.minter.mint_location(company_id, location_id, at)
-        except TokenFailure as failure:
-            raise token_error(failure.error, failure.detail) from None
+        minted = await self.minter.mint_location(company_id, location_id, at)
         if minted is None:
             return False  # an uninstall newer than this event landed meanwhile
         await self.notices.location(location_id)
@@ -164,7 +160,7 @@ class Lifecycle:
 
 def register_lifecycle(broker: RabbitBroker, topology: Topology, lifecycle: Lifecycle,
                        settler: Settler, prefetch: int = 10) -> None:
-    @broker.subscriber(topology.lifecycle.queue, ack_policy=AckPolicy.MANUAL,
+    @broker.subscriber(topology.lifecycle.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=prefetch, on_return_raises=True))
     async def on_lifecycle(message: RabbitMessage) -> None:
         await settler.run(message, LifecycleEvent, lifecycle.process)

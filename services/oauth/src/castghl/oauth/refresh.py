@@ -21,11 +21,17 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from castghl.common.errors import BridgeError
+from castghl.common.errors import (
+    BridgeError,
+    LocationInactive,
+    NeedsReauth,
+    NotInstalled,
+    UpstreamUnavailable,
+)
 from castghl.common.ghl.errors import GhlUnauthorized
-from castghl.common.ghl.oauth import InvalidGrant, LocationInactive, TokenGrant, UserType
+from castghl.common.ghl.oauth import InvalidGrant, TokenGrant, UserType
 from castghl.common.logging import log_context
-from castghl.common.messages import InstallStatus, TokenError
+from castghl.common.messages import InstallStatus
 from castghl.common.singleflight import SingleFlight
 from castghl.oauth.installation import (
     Installation,
@@ -46,15 +52,6 @@ Needs = Callable[[Installation], bool]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class TokenFailure(Exception):
-    """Why no token can be handed out, as the RPC answers it."""
-
-    def __init__(self, error: TokenError, detail: str) -> None:
-        super().__init__(detail)
-        self.error = error
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -106,17 +103,15 @@ class RefreshPolicy:
 
 def usable(inst: Installation | None, what: str) -> Installation:
     if inst is None or not inst.installed:
-        raise TokenFailure(TokenError.NOT_INSTALLED, f"{what} is not installed")
+        raise NotInstalled(f"{what} is not installed")
     if inst.status is InstallStatus.NEEDS_REAUTH:
-        raise TokenFailure(TokenError.NEEDS_REAUTH,
-                           f"GHL refused the refresh token of {what}: reinstall the app")
+        raise NeedsReauth(f"GHL refused the refresh token of {what}: reinstall the app")
     return inst
 
 
 def issued(inst: Installation, now: datetime) -> IssuedToken:
     if inst.access_token is None or inst.expires_at is None or inst.expires_at <= now:
-        raise TokenFailure(TokenError.UPSTREAM_UNAVAILABLE,
-                           f"no valid token stored for {inst.name}")
+        raise UpstreamUnavailable(f"no valid token stored for {inst.name}")
     return IssuedToken(inst.access_token, inst.expires_at)
 
 
@@ -177,8 +172,8 @@ class TokenService:
                     now + timedelta(seconds=self.policy.lease_seconds), now):
                 return await self._refresh_under_lease(inst)
             if time.monotonic() >= deadline:
-                raise TokenFailure(TokenError.UPSTREAM_UNAVAILABLE,
-                                   f"timed out waiting for another refresh of {seen.name}")
+                raise UpstreamUnavailable(
+                    f"timed out waiting for another refresh of {seen.name}")
             await asyncio.sleep(self.policy.poll_seconds)
             inst = await self.store.get(seen.key)
 
@@ -190,9 +185,8 @@ class TokenService:
             except InvalidGrant:
                 REFRESHES.labels(inst.kind, "invalid_grant").inc()
                 await self._give_up(inst)
-                raise TokenFailure(TokenError.NEEDS_REAUTH,
-                                   f"GHL refused the refresh token of {inst.name}: "
-                                   "reinstall the app") from None
+                raise NeedsReauth(f"GHL refused the refresh token of {inst.name}: "
+                                  "reinstall the app") from None
             except BaseException as exc:
                 REFRESHES.labels(inst.kind, "failed").inc()
                 await self._release(inst)
@@ -241,7 +235,7 @@ class TokenService:
             return await self.issuer.refresh(inst.refresh_token, inst.user_type)
         if inst.minted and inst.company_id is not None and inst.location_id is not None:
             return await self._mint(inst.company_id, inst.location_id)
-        raise TokenFailure(TokenError.NEEDS_REAUTH, f"no refresh token stored for {inst.name}")
+        raise NeedsReauth(f"no refresh token stored for {inst.name}")
 
     async def _give_up(self, inst: Installation) -> None:
         if await self.store.mark_needs_reauth(inst.key, inst.version, self.owner,
@@ -253,16 +247,14 @@ class TokenService:
 
     @staticmethod
     def _failure(exc: BaseException, inst: Installation) -> BaseException:
-        if isinstance(exc, TokenFailure | asyncio.CancelledError):
+        """What a failed renewal means to whoever asked for the token."""
+        if isinstance(exc, NotInstalled | NeedsReauth | LocationInactive | UpstreamUnavailable
+                      | asyncio.CancelledError):
             return exc
-        if isinstance(exc, LocationInactive):
-            return TokenFailure(TokenError.LOCATION_INACTIVE,
-                                f"GHL says {inst.name} is not active")
         if isinstance(exc, BridgeError | TimeoutError):
             code = exc.code if isinstance(exc, BridgeError) else "timeout"
             log.warning("token refresh failed", extra={"error_code": code})
-            return TokenFailure(TokenError.UPSTREAM_UNAVAILABLE,
-                                f"GHL token refresh failed ({code})")
+            return UpstreamUnavailable(f"GHL token refresh of {inst.name} failed ({code})")
         return exc
 
     # --- agency installs ----------------------------------------------------------------------
@@ -273,8 +265,8 @@ class TokenService:
 
         A location installed on its own keeps its own tokens. With `event_at` (the GHL
         event asking for it), nothing is stored if the location changed after it, and
-        None is returned. Raises `TokenFailure` when the company has no usable token, and
-        the error family (castghl.common.ghl) when GHL refuses or is unreachable.
+        None is returned. Raises the error family: `NotInstalled` / `NeedsReauth` when the
+        company has no usable token, the GHL client's errors when GHL refuses or is away.
         """
         own = await self.store.get(location_key(location_id))
         if own is not None and own.status is InstallStatus.ACTIVE and not own.minted:

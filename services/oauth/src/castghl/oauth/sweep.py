@@ -18,7 +18,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from castghl.oauth.refresh import TokenFailure, TokenService, utcnow
+from castghl.common.errors import BridgeError
+from castghl.oauth.refresh import TokenService, utcnow
 from castghl.oauth.store import IdleCursor
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,9 @@ class Sweep:
             for _, key in page:
                 try:
                     refreshed += await self.tokens.refresh_if_idle(key, cutoff)
-                except TokenFailure as failure:
+                except BridgeError as error:
                     log.info("sweep could not refresh an installation",
-                             extra={"installation": key, "error_code": failure.error.value})
+                             extra={"installation": key, "error_code": error.code})
             after = page[-1]
         return refreshed
 

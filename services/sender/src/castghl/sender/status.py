@@ -11,7 +11,6 @@ parked with its reason, to be replayed by an operator.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 from faststream.rabbit import RabbitBroker
 from prometheus_client import Counter
@@ -21,7 +20,7 @@ from castghl.common.errors import BridgeError
 from castghl.common.ghl.api import GhlApi
 from castghl.common.messages import StatusUpdate
 from castghl.common.topology import ATTEMPT_HEADER, WorkQueue
-from castghl.common.worker import Done, Outcome, outcome_for
+from castghl.common.worker import Done, Outcome
 from castghl.sender.store import MessageStore
 from castghl.sender.tokens import Tokens, with_token
 
@@ -44,14 +43,13 @@ class DelayedStatusQueue:
 
 
 class StatusReporter:
-    def __init__(self, store: MessageStore, tokens: Tokens, ghl: GhlApi,
-                 backoff: Sequence[float]) -> None:
+    def __init__(self, store: MessageStore, tokens: Tokens, ghl: GhlApi) -> None:
         self.store = store
         self.tokens = tokens
         self.ghl = ghl
-        self.backoff = backoff
 
     async def process(self, update: StatusUpdate, attempt: int) -> Outcome:
+        """Raises the error family when GHL did not take it; the Settler retries or parks."""
         if await self.store.status_written(update.message_id):
             return Done()
         try:
@@ -60,7 +58,7 @@ class StatusReporter:
             log.info("status not written yet", extra={"error_code": error.code,
                                                       "attempt": attempt,
                                                       "detail": error.detail})
-            return outcome_for(error, attempt, self.backoff)
+            raise
         await self.store.mark_status_written(update.message_id)
         WRITTEN.labels(update.status).inc()
         log.info("status written to GHL", extra={"status": update.status})

@@ -9,7 +9,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from castghl.common.errors import AccountError, PermanentError, RetryableError
+from castghl.common.errors import AccountError, LocationInactive, PermanentError, RetryableError
 from castghl.common.ghl.errors import GhlUnauthorized, error_for, message_of, transport_error
 
 OAUTH_VERSION: Final = "2021-07-28"
@@ -29,12 +29,6 @@ class InvalidGrant(PermanentError):
     """The code or refresh token is spent or revoked: the location must reinstall."""
 
     code = "invalid_grant"
-
-
-class LocationInactive(RetryableError):
-    """GHL paused the location; the same refresh token works again later."""
-
-    code = "location_inactive"
 
 
 class TokenGrant(BaseModel):
