@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from castghl.common.broker import make_broker
 from castghl.common.crypto import generate_key
-from castghl.common.oauth_client import OAuthClient
+from castghl.common.oauth_client import OAuthClient, OAuthTimings
 from castghl.common.settings import BrokerSettings
 from castghl.common.topology import Topology
 from castghl.oauth.app import create_app
@@ -36,6 +36,7 @@ from castghl.sandbox.infra import Infra
 from castghl.sandbox.server import free_port, serve_in_thread
 
 ADMIN_KEY = "admin-test-key-0123456789"
+SENDER_KEY = "sender-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 Doc = dict[str, Any]
 
@@ -117,7 +118,8 @@ async def stack(rabbitmq: Infra, mongo_uri: str, ghl: Ghl) -> AsyncIterator[Stac
         "GHL_MARKETPLACE_URL": ghl.url, "GHL_CLIENT_ID": DEFAULT_CLIENT_ID,
         "GHL_APP_ID": ghl.knobs.app_id,
         "GHL_CLIENT_SECRET": DEFAULT_CLIENT_SECRET, "TOKEN_ENCRYPTION_KEYS": keys[0],
-        "ADMIN_API_KEY": ADMIN_KEY, "QUEUE_PREFIX": prefix, "HOST": "127.0.0.1",
+        "ADMIN_API_KEY": ADMIN_KEY, "SENDER_API_KEY": SENDER_KEY, "QUEUE_PREFIX": prefix,
+        "HOST": "127.0.0.1",
         "LOG_LEVEL": "WARNING", "GHL_HTTP_TIMEOUT_SECONDS": "5",
         "REFRESH_LEASE_SECONDS": "15", "REFRESH_POLL_SECONDS": "0.02",
     }
@@ -131,7 +133,6 @@ async def delete_queues(url: str, topology: Topology) -> None:
         channel = await connection.channel()
         # Every queue of the prefix: the gateway some tests run declares more than ours.
         names = [q.name for work in topology.work_queues() for q in work.all_queues()]
-        names += [topology.token_rpc.name, topology.location_rpc.name, topology.route_rpc.name]
         for name in names:
             await channel.queue_delete(name, if_unused=False, if_empty=False)
 
@@ -206,9 +207,26 @@ async def brokers(stack: Stack) -> AsyncIterator[Brokers]:
     await made.close()
 
 
+class Callers:
+    """The sender's side of the internal API, as the sender builds it; closed afterwards."""
+
+    def __init__(self) -> None:
+        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
+
+    def to(self, url: str) -> OAuthClient:
+        return OAuthClient(self.http, url, SENDER_KEY, OAuthTimings(timeout=60))
+
+
 @pytest.fixture
-async def oauth(stack: Stack, brokers: Brokers) -> OAuthClient:
-    return OAuthClient(await brokers.connect(), stack.topology, timeout=15)
+async def callers() -> AsyncIterator[Callers]:
+    made = Callers()
+    yield made
+    await made.http.aclose()
+
+
+@pytest.fixture
+async def oauth(service: Running, callers: Callers) -> OAuthClient:
+    return callers.to(service.url)
 
 
 def browser() -> httpx.AsyncClient:

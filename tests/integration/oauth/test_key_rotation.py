@@ -10,9 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from castghl.common.oauth_client import OAuthClient
-
-from .conftest import AUTH, Brokers, Stack, install, serve
+from .conftest import AUTH, Callers, Stack, install, serve
 
 LOCATION = "loc_sandbox_1"
 CAST_KEY = "cast_" + "fedcba9876543210" * 4
@@ -28,7 +26,7 @@ def rotate_keys(stack: Stack, keys: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_rotate_keys_then_drop_the_old_key_and_everything_still_decrypts(
-        stack: Stack, brokers: Brokers) -> None:
+        stack: Stack, callers: Callers) -> None:
     old, new = stack.keys
     with serve(stack, token_encryption_keys=old) as service:
         assert (await install(service.url)).status_code == 200
@@ -48,7 +46,7 @@ async def test_rotate_keys_then_drop_the_old_key_and_everything_still_decrypts(
         assert after[field] != before[field]
     assert after["version"] == before["version"]  # a refresh in flight is not voided
     with serve(stack, token_encryption_keys=new) as service:
-        oauth = OAuthClient(await brokers.connect(), stack.topology, timeout=15)
+        oauth = callers.to(service.url)
         token = await oauth.token(LOCATION)
         assert stack.ghl.token_works(token, LOCATION)
         assert (await oauth.location(LOCATION)).cast_api_key == CAST_KEY

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from castghl.common.broker import publish
+from castghl.common.errors import NotInstalled
 from castghl.common.ghl.webhooks import AppInstall
-from castghl.common.oauth_client import NotInstalled, OAuthClient
+from castghl.common.oauth_client import OAuthClient
 from castghl.common.topology import PARKED_REASON_HEADER
 from castghl.gateway.app import create_app as create_gateway
 from castghl.gateway.settings import GatewaySettings

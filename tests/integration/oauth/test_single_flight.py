@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from castghl.common.oauth_client import NeedsReauth, OAuthClient
+from castghl.common.errors import NeedsReauth
+from castghl.common.oauth_client import OAuthClient
 
 from .conftest import (
-    Brokers,
+    Callers,
     Running,
     Stack,
     install,
-    queue_counts,
     start_process,
     stop_process,
     wait_ready,
@@ -26,7 +26,7 @@ KEY = f"location:{LOCATION}"
 
 
 async def test_two_processes_and_100_concurrent_gets_make_exactly_one_refresh(
-        stack: Stack, brokers: Brokers, tmp_path: Path) -> None:
+        stack: Stack, callers: Callers, tmp_path: Path) -> None:
     replicas = [start_process(stack, tmp_path, name, LOG_LEVEL="INFO") for name in "ab"]
     try:
         await asyncio.gather(*(asyncio.to_thread(wait_ready, r) for r in replicas))
@@ -38,15 +38,12 @@ async def test_two_processes_and_100_concurrent_gets_make_exactly_one_refresh(
         old = stack.ghl.counters()["tokens"][LOCATION]["access_token"]
         stack.ghl.sandbox("POST", "/tokens/expire", json={"locationId": LOCATION})
         assert not stack.ghl.token_works(old, LOCATION)
-        # Both replicas consume the token queue, so the requests are spread over both.
-        assert (await queue_counts(stack.rabbitmq_url, stack.topology.token_rpc.name))[1] == 2
         before = stack.ghl.counters()
 
-        # 100 callers on 20 connections, as 20 sender processes would ask.
-        shared = [await brokers.connect() for _ in range(20)]
-        callers = [OAuthClient(shared[n % 20], stack.topology, timeout=30) for n in range(100)]
+        # 100 callers, as many sender processes would ask, spread over both replicas.
+        clients = [callers.to(replicas[n % 2].url) for n in range(100)]
         # Every call runs to its end before anything is asserted: no request left in flight.
-        answers = await asyncio.gather(*(caller.token(LOCATION) for caller in callers),
+        answers = await asyncio.gather(*(client.token(LOCATION) for client in clients),
                                        return_exceptions=True)
 
         after = stack.ghl.counters()
@@ -65,7 +62,7 @@ async def test_two_processes_and_100_concurrent_gets_make_exactly_one_refresh(
         assert len(refreshed) == 1
 
         # A caller that still holds the old token and saw GHL refuse it: no second refresh.
-        late = OAuthClient(shared[0], stack.topology, timeout=30)
+        late = callers.to(replicas[1].url)
         assert await late.refresh(LOCATION, old) == new
         assert stack.ghl.counters()["refreshes"] == after["refreshes"]
     finally:
@@ -74,7 +71,7 @@ async def test_two_processes_and_100_concurrent_gets_make_exactly_one_refresh(
 
 
 async def test_a_refused_refresh_token_means_needs_reauth_and_ghl_is_not_asked_again(
-        stack: Stack, service: Running, oauth: OAuthClient, brokers: Brokers) -> None:
+        stack: Stack, service: Running, oauth: OAuthClient, callers: Callers) -> None:
     assert (await install(service.url)).status_code == 200
     token = await oauth.token(LOCATION)
     stack.ghl.sandbox("POST", "/tokens/revoke", json={"locationId": LOCATION})
@@ -84,7 +81,7 @@ async def test_a_refused_refresh_token_means_needs_reauth_and_ghl_is_not_asked_a
 
     assert stack.docs()[KEY]["status"] == "needs_reauth"
     asked = stack.ghl.counters()["refreshes"]
-    fresh = OAuthClient(await brokers.connect(), stack.topology, timeout=15)
+    fresh = callers.to(service.url)
     with pytest.raises(NeedsReauth):
         await fresh.token(LOCATION)
     with pytest.raises(NeedsReauth):

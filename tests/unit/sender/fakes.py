@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar, cast
+
+from faststream.rabbit import RabbitBroker
+from pydantic import BaseModel
 
 from castghl.common.cast.models import CastSendRequest, CastSendResponse
 from castghl.common.errors import BridgeError
@@ -18,35 +22,63 @@ from castghl.common.messages import (
     StatusError,
     StatusUpdate,
 )
+from castghl.common.phone import PhMobile
+from castghl.common.topology import WorkQueue
+from castghl.common.worker import Exhausted, Outcome, Settler
+from castghl.sender import store
 from castghl.sender.store import Claim, FinalStatus, MessageRecord, Part
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Settled(Generic[M]):
+    """A handler as its queue's `Settler` ends each delivery — its errors mapped to retry
+    or park, the attempt budget applied, the `exhausted` hook called — with no broker:
+    the outcome is returned instead of acted on."""
+
+    def __init__(self, handle: Callable[[M, int], Awaitable[Outcome]], *,
+                 backoff: Sequence[float] = (5, 30), max_attempts: int = 10,
+                 exhausted: Exhausted | None = None) -> None:
+        self.handle = handle
+        self.settler = Settler(cast("RabbitBroker", None), WorkQueue("unit.work", tuple(backoff)),
+                               max_attempts, backoff, exhausted=exhausted)
+
+    async def process(self, message: M, attempt: int) -> Outcome:
+        return await self.settler.outcome(message, attempt, self.handle)
 
 
 class MemoryMessageStore:
-    """Yields to the event loop on every call, as a real database round trip does."""
+    """Yields to the event loop on every call, as a real database round trip does.
+
+    Mirrors `MongoMessageStore` (tests/integration/sender/test_store.py runs both through
+    one table): a step on a message that was never claimed changes nothing, as an update
+    without upsert does."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.records: dict[str, MessageRecord] = {}
-        self.sent_to: list[tuple[str, float, str]] = []  # (number, when, location)
+        self.sent_to: list[tuple[PhMobile, float, str]] = []  # (number, when, location)
+        self.written: set[str] = set()  # ids whose status GHL took
         self.clock = clock
 
     async def claim(self, sms: OutboundSms) -> MessageRecord:
         await asyncio.sleep(0)
-        new = sms.message_id not in self.records
-        if new:
+        if sms.message_id not in self.records:
             self.records[sms.message_id] = MessageRecord(sms.message_id, sms.location_id)
-        record = copy.deepcopy(self.records[sms.message_id])
-        record.new = new
-        return record
+        return copy.deepcopy(self.records[sms.message_id])
 
-    async def part_sending(self, message_id: str, n: int, to: str) -> None:
+    async def part_sending(self, message_id: str, n: int, to: PhMobile) -> None:
         await asyncio.sleep(0)
-        part = self.records[message_id].parts.setdefault(n, Part("sending"))
+        if (record := self.records.get(message_id)) is None:
+            return
+        part = record.parts.setdefault(n, Part("sending"))
         part.state = "sending"
         part.attempts += 1
-        self.sent_to.append((to, self.clock(), self.records[message_id].location_id))
+        self.sent_to.append((to, self.clock(), record.location_id))
 
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None:
-        part = self.records[message_id].parts[n]
+        if (record := self.records.get(message_id)) is None:
+            return
+        part = record.parts.setdefault(n, Part("accepted"))
         part.state, part.cast_message_id = "accepted", cast_message_id
 
     async def decide(self, message_id: str, status: FinalStatus,
@@ -58,16 +90,18 @@ class MemoryMessageStore:
         return copy.deepcopy(record)
 
     async def status_queued(self, message_id: str) -> None:
-        self.records[message_id].status_queued = True
+        if (record := self.records.get(message_id)) is not None:
+            record.status_queued = True
 
     async def status_written(self, message_id: str) -> bool:
         record = self.records.get(message_id)
-        return bool(record and record.status_written)
+        return record is not None and message_id in self.written
 
     async def mark_status_written(self, message_id: str) -> None:
-        self.records[message_id].status_written = True
+        if message_id in self.records:
+            self.written.add(message_id)
 
-    async def locations_that_texted(self, to: str, since: float) -> list[str]:
+    async def locations_that_texted(self, to: PhMobile, since: float) -> list[str]:
         found = sorted(((at, location) for number, at, location in self.sent_to
                         if number == to and at >= since), reverse=True)
         return list(dict.fromkeys(location for _, location in found))
@@ -124,34 +158,46 @@ class FakeStatusQueue:
 
 
 class MemoryInboundStore:
-    def __init__(self) -> None:
+    """Mirrors `MongoInboundStore`: a claim holds a lease of `INBOUND_LEASE_SECONDS` (read
+    at each claim), released on failure or taken over once it ran out; delivered is final."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.delivered_ids: dict[str, tuple[str, str]] = {}
-        self.claimed: set[str] = set()
+        self.leases: dict[str, float] = {}  # claimed, not yet delivered: id → lease end
         self.contacts: dict[tuple[str, str], str] = {}
+        self.clock = clock
+
+    @property
+    def claimed(self) -> set[str]:
+        return set(self.leases)
 
     async def claim(self, cast_message_id: str) -> Claim:
         await asyncio.sleep(0)
         if cast_message_id in self.delivered_ids:
             return "done"
-        if cast_message_id in self.claimed:
+        now = self.clock()
+        lease = self.leases.get(cast_message_id)
+        if lease is not None and lease >= now:
             return "busy"
-        self.claimed.add(cast_message_id)
+        self.leases[cast_message_id] = now + store.INBOUND_LEASE_SECONDS
         return "mine"
 
     async def release(self, cast_message_id: str) -> None:
-        self.claimed.discard(cast_message_id)
+        if cast_message_id in self.leases:
+            self.leases[cast_message_id] = 0.0
 
     async def delivered(self, cast_message_id: str, location_id: str,
                         ghl_message_id: str) -> None:
-        self.delivered_ids.setdefault(cast_message_id, (location_id, ghl_message_id))
-        self.claimed.discard(cast_message_id)
+        if cast_message_id in self.leases or cast_message_id in self.delivered_ids:
+            self.delivered_ids[cast_message_id] = (location_id, ghl_message_id)
+            self.leases.pop(cast_message_id, None)
 
-    async def contact(self, location_id: str, phone_e164: str) -> str | None:
-        return self.contacts.get((location_id, phone_e164))
+    async def contact(self, location_id: str, phone: PhMobile) -> str | None:
+        return self.contacts.get((location_id, phone))
 
-    async def remember_contact(self, location_id: str, phone_e164: str,
+    async def remember_contact(self, location_id: str, phone: PhMobile,
                                contact_id: str) -> None:
-        self.contacts[(location_id, phone_e164)] = contact_id
+        self.contacts[(location_id, phone)] = contact_id
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 
 from castghl.common.ghl.api import GhlApi
 from castghl.common.messages import InboundSms, InstallStatus, LocationSettings, OutboundSms
+from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Park, Retry
 from castghl.sender.inbound import UNROUTABLE, InboundDelivery
 
@@ -21,6 +22,7 @@ from .fakes import (
     FakeTokens,
     MemoryInboundStore,
     MemoryMessageStore,
+    Settled,
 )
 
 Answer = tuple[int, object]
@@ -60,25 +62,25 @@ DAY = 86_400.0
 
 def delivery(ghl: FakeGhl, *, numbers: dict[str, str] | None = None,
              tokens: FakeTokens | None = None, locations: FakeLocations | None = None
-             ) -> tuple[InboundDelivery, MemoryInboundStore, MemoryMessageStore]:
+             ) -> tuple[Settled[InboundSms], MemoryInboundStore, MemoryMessageStore]:
     inbound, messages = MemoryInboundStore(), MemoryMessageStore(clock=lambda: NOW - DAY)
     worker = InboundDelivery(inbound=inbound, messages=messages,
                              router=FakeRouter(numbers or {}),
                              locations=locations or FakeLocations(),
-                             tokens=tokens or FakeTokens(), ghl=ghl.api(), backoff=(5, 30),
+                             tokens=tokens or FakeTokens(), ghl=ghl.api(),
                              fallback=timedelta(days=30), clock=lambda: NOW)
-    return worker, inbound, messages
+    return Settled(worker.process), inbound, messages
 
 
 async def texted(messages: MemoryMessageStore, location_id: str, message_id: str,
-                 number: str = "09171234567") -> None:
+                 number: str = "+639171234567") -> None:
     await messages.claim(OutboundSms(message_id=message_id, location_id=location_id))
-    await messages.part_sending(message_id, 0, number)
+    await messages.part_sending(message_id, 0, PhMobile.parse(number))
 
 
 async def test_a_reply_to_an_assigned_number_reaches_that_location() -> None:
     ghl = FakeGhl()
-    worker, inbound, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    worker, inbound, _ = delivery(ghl, numbers={"+639181234567": "loc1"})
     assert await worker.process(REPLY, attempt=1) == Done()
     upsert, message = ghl.requests
     assert json.loads(upsert.content) == {"locationId": "loc1", "phone": "+639171234567"}
@@ -95,7 +97,7 @@ async def test_a_reply_from_a_number_we_texted_goes_to_the_location_that_texted_
     ghl = FakeGhl()
     worker, inbound, messages = delivery(ghl)
     await messages.claim(OutboundSms(message_id="m1", location_id="loc9"))
-    await messages.part_sending("m1", 0, "09171234567")
+    await messages.part_sending("m1", 0, PhMobile.parse("09171234567"))
     assert await worker.process(REPLY, attempt=1) == Done()
     assert inbound.delivered_ids["CASTIN1"][0] == "loc9"
 
@@ -129,7 +131,7 @@ async def test_a_reply_to_a_person_two_clients_texted_is_parked_not_guessed() ->
 
 async def test_the_receiving_number_decides_even_when_two_clients_texted() -> None:
     ghl = FakeGhl()
-    worker, inbound, messages = delivery(ghl, numbers={"09181234567": "client-a"})
+    worker, inbound, messages = delivery(ghl, numbers={"+639181234567": "client-a"})
     await texted(messages, "client-a", "m1")
     await texted(messages, "client-b", "m2")
     assert await worker.process(REPLY, attempt=1) == Done()
@@ -163,7 +165,7 @@ async def test_texts_older_than_the_fallback_window_do_not_route() -> None:
 
 async def test_the_same_reply_twice_makes_one_ghl_message() -> None:
     ghl = FakeGhl()
-    worker, _, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    worker, _, _ = delivery(ghl, numbers={"+639181234567": "loc1"})
     for _ in range(3):
         assert await worker.process(REPLY, attempt=1) == Done()
     assert ghl.paths().count("/conversations/messages/inbound") == 1
@@ -171,7 +173,7 @@ async def test_the_same_reply_twice_makes_one_ghl_message() -> None:
 
 async def test_the_contact_is_looked_up_once_per_phone_and_location() -> None:
     ghl = FakeGhl()
-    worker, _, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    worker, _, _ = delivery(ghl, numbers={"+639181234567": "loc1"})
     second = REPLY.model_copy(update={"cast_message_id": "CASTIN2"})
     await worker.process(REPLY, attempt=1)
     await worker.process(second, attempt=1)
@@ -180,8 +182,8 @@ async def test_the_contact_is_looked_up_once_per_phone_and_location() -> None:
 
 async def test_a_refused_cached_contact_is_looked_up_again() -> None:
     ghl = FakeGhl(inbound=[(400, {"message": "Contact not found"})])
-    worker, inbound, _ = delivery(ghl, numbers={"09181234567": "loc1"})
-    inbound.contacts[("loc1", "+639171234567")] = "deleted-contact"
+    worker, inbound, _ = delivery(ghl, numbers={"+639181234567": "loc1"})
+    inbound.contacts[("loc1", PhMobile.parse("+639171234567"))] = "deleted-contact"
     assert await worker.process(REPLY, attempt=1) == Done()
     assert ghl.paths() == ["/conversations/messages/inbound", "/contacts/upsert",
                            "/conversations/messages/inbound"]
@@ -190,7 +192,7 @@ async def test_a_refused_cached_contact_is_looked_up_again() -> None:
 async def test_a_401_refreshes_once_then_delivers() -> None:
     tokens = FakeTokens()
     ghl = FakeGhl(upsert=[(401, {"message": "Invalid JWT"})])
-    worker, _, _ = delivery(ghl, numbers={"09181234567": "loc1"}, tokens=tokens)
+    worker, _, _ = delivery(ghl, numbers={"+639181234567": "loc1"}, tokens=tokens)
     assert await worker.process(REPLY, attempt=1) == Done()
     assert tokens.refreshed == ["tok1"]
 
@@ -209,14 +211,14 @@ async def test_a_401_refreshes_once_then_delivers() -> None:
 )
 async def test_ghl_failures(script: dict[str, list[Answer]],
                             check: Callable[[object], bool]) -> None:
-    worker, inbound, _ = delivery(FakeGhl(**script), numbers={"09181234567": "loc1"})
+    worker, inbound, _ = delivery(FakeGhl(**script), numbers={"+639181234567": "loc1"})
     assert check(await worker.process(REPLY, attempt=1))
     assert inbound.delivered_ids == {}
 
 
 async def test_5xx_twice_then_ok_delivers_once() -> None:
     ghl = FakeGhl(inbound=[(500, {}), (502, {})])
-    worker, inbound, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    worker, inbound, _ = delivery(ghl, numbers={"+639181234567": "loc1"})
     outcomes = [await worker.process(REPLY, attempt=n) for n in (1, 2, 3)]
     assert [type(o) for o in outcomes] == [Retry, Retry, Done]
     assert list(inbound.delivered_ids) == ["CASTIN1"]
@@ -224,7 +226,7 @@ async def test_5xx_twice_then_ok_delivers_once() -> None:
 
 async def test_copies_handled_at_the_same_moment_make_one_ghl_message() -> None:
     ghl = FakeGhl()
-    worker, _, _ = delivery(ghl, numbers={"09181234567": "loc1"})
+    worker, _, _ = delivery(ghl, numbers={"+639181234567": "loc1"})
     outcomes = await asyncio.gather(*(worker.process(REPLY, attempt=1) for _ in range(3)))
     assert sorted(type(o).__name__ for o in outcomes) == ["Done", "Retry", "Retry"]
     assert all(o.counts is False for o in outcomes if isinstance(o, Retry))

@@ -14,6 +14,7 @@ from castghl.common.errors import (
     UncertainError,
 )
 from castghl.common.messages import CastKey, InstallStatus, LocationSettings, OutboundSms
+from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Retry
 from castghl.sender.lane import Lane
 from castghl.sender.outbound import (
@@ -25,7 +26,14 @@ from castghl.sender.outbound import (
     idempotency_key,
 )
 
-from .fakes import FakeCast, FakeLocations, FakeStatusQueue, MemoryMessageStore, installed
+from .fakes import (
+    FakeCast,
+    FakeLocations,
+    FakeStatusQueue,
+    MemoryMessageStore,
+    Settled,
+    installed,
+)
 
 DEFAULT_KEY = "cast_default_key"
 
@@ -48,7 +56,10 @@ class Harness:
             locations=locations or FakeLocations(), statuses=self.statuses,
             policy=OutboundPolicy(default_api_key=DEFAULT_KEY, default_sender_id="CASTDEMO",
                                   max_message_chars=450, max_parts=3,
-                                  idempotency=idempotency, max_attempts=max_attempts))
+                                  idempotency=idempotency))
+        self.process = Settled(self.pipeline.process, backoff=(5, 30, 120),
+                               max_attempts=max_attempts,
+                               exhausted=self.pipeline.exhausted).process
 
     def status(self) -> tuple[str, str | None, str | None]:
         [update] = self.statuses.queued
@@ -58,10 +69,10 @@ class Harness:
 
 async def test_a_plain_text_is_sent_once_and_reported_delivered() -> None:
     h = Harness()
-    assert await h.pipeline.process(sms(), attempt=1) == Done()
+    assert await h.process(sms(), attempt=1) == Done()
     [sent] = h.cast.sent
     assert (sent.request.to, sent.request.message, sent.request.sender_id) == (
-        "09171234567", "Hello", "CASTDEMO")
+        PhMobile.parse("09171234567"), "Hello", "CASTDEMO")
     assert sent.api_key == DEFAULT_KEY
     assert sent.idempotency_key == idempotency_key("m1", 0)
     assert h.status() == ("delivered", None, None)
@@ -70,21 +81,21 @@ async def test_a_plain_text_is_sent_once_and_reported_delivered() -> None:
 async def test_a_duplicate_webhook_sends_one_sms_and_one_status() -> None:
     h = Harness()
     for _ in range(3):
-        assert await h.pipeline.process(sms(), attempt=1) == Done()
+        assert await h.process(sms(), attempt=1) == Done()
     assert len(h.cast.sent) == 1
     assert len(h.statuses.queued) == 1
 
 
 async def test_attachments_go_out_as_urls_on_their_own_lines() -> None:
     h = Harness()
-    await h.pipeline.process(sms(attachments=["https://x.test/a.png"]), attempt=1)
+    await h.process(sms(attachments=["https://x.test/a.png"]), attempt=1)
     assert h.cast.sent[0].request.message == "Hello\nhttps://x.test/a.png"
 
 
 async def test_a_long_text_is_split_into_ordered_parts_with_their_own_keys() -> None:
     h = Harness()
     words = " ".join(f"word{i:03d}" for i in range(75))  # 599 characters
-    await h.pipeline.process(sms(message=words), attempt=1)
+    await h.process(sms(message=words), attempt=1)
     assert [s.idempotency_key for s in h.cast.sent] == [idempotency_key("m1", 0),
                                                         idempotency_key("m1", 1)]
     assert " ".join(s.request.message for s in h.cast.sent) == words
@@ -108,7 +119,7 @@ async def test_bad_messages_fail_with_a_clear_reason_and_text_nobody(
     overrides: dict[str, object], code: str, text: str,
 ) -> None:
     h = Harness()
-    assert await h.pipeline.process(sms(**overrides), attempt=1) == Done()
+    assert await h.process(sms(**overrides), attempt=1) == Done()
     assert h.cast.sent == []
     status, error_code, message = h.status()
     assert (status, error_code) == ("failed", code)
@@ -119,19 +130,19 @@ async def test_bad_messages_fail_with_a_clear_reason_and_text_nobody(
 
 async def test_cast_unavailable_is_retried_then_delivered() -> None:
     h = Harness(RetryableError("503", code="cast_unavailable"))
-    outcome = await h.pipeline.process(sms(), attempt=1)
+    outcome = await h.process(sms(), attempt=1)
     assert isinstance(outcome, Retry)
     assert outcome.counts
     assert h.statuses.queued == []
-    assert await h.pipeline.process(sms(), attempt=2) == Done()
+    assert await h.process(sms(), attempt=2) == Done()
     assert h.status() == ("delivered", None, None)
 
 
 async def test_retries_run_out_into_a_failed_status() -> None:
     h = Harness(*[RetryableError("503", code="cast_unavailable")] * 3, max_attempts=3)
     for attempt in (1, 2):
-        assert isinstance(await h.pipeline.process(sms(), attempt=attempt), Retry)
-    assert await h.pipeline.process(sms(), attempt=3) == Done()
+        assert isinstance(await h.process(sms(), attempt=attempt), Retry)
+    assert await h.process(sms(), attempt=3) == Done()
     status, code, message = h.status()
     assert (status, code) == ("failed", "cast_unavailable")
     assert message is not None
@@ -140,15 +151,15 @@ async def test_retries_run_out_into_a_failed_status() -> None:
 
 async def test_an_uncertain_send_is_retried_with_the_same_key() -> None:
     h = Harness(UncertainError("timeout", code="cast_no_answer"))
-    assert isinstance(await h.pipeline.process(sms(), attempt=1), Retry)
-    assert await h.pipeline.process(sms(), attempt=2) == Done()
+    assert isinstance(await h.process(sms(), attempt=1), Retry)
+    assert await h.process(sms(), attempt=2) == Done()
     assert [s.idempotency_key for s in h.cast.sent] == [idempotency_key("m1", 0)] * 2
     assert h.status() == ("delivered", None, None)
 
 
 async def test_without_idempotency_an_uncertain_send_fails_as_maybe_delivered() -> None:
     h = Harness(UncertainError("timeout", code="cast_no_answer"), idempotency=False)
-    assert await h.pipeline.process(sms(), attempt=1) == Done()
+    assert await h.process(sms(), attempt=1) == Done()
     assert len(h.cast.sent) == 1
     status, code, message = h.status()
     assert (status, code) == ("failed", "uncertain_delivery")
@@ -159,8 +170,8 @@ async def test_without_idempotency_an_uncertain_send_fails_as_maybe_delivered() 
 async def test_without_idempotency_a_part_in_flight_at_a_crash_is_not_resent() -> None:
     h = Harness(idempotency=False)
     await h.store.claim(sms())
-    await h.store.part_sending("m1", 0, "09171234567")  # the crash happened here
-    assert await h.pipeline.process(sms(), attempt=1) == Done()
+    await h.store.part_sending("m1", 0, PhMobile.parse("09171234567"))  # the crash was here
+    assert await h.process(sms(), attempt=1) == Done()
     assert h.cast.sent == []
     assert h.status()[1] == "uncertain_delivery"
 
@@ -168,8 +179,8 @@ async def test_without_idempotency_a_part_in_flight_at_a_crash_is_not_resent() -
 async def test_resuming_skips_parts_cast_already_accepted() -> None:
     h = Harness(None, UncertainError("timeout", code="cast_no_answer"))
     words = " ".join(f"word{i:03d}" for i in range(75))
-    assert isinstance(await h.pipeline.process(sms(message=words), attempt=1), Retry)
-    await h.pipeline.process(sms(message=words), attempt=2)
+    assert isinstance(await h.process(sms(message=words), attempt=1), Retry)
+    await h.process(sms(message=words), attempt=2)
     assert [s.idempotency_key for s in h.cast.sent] == [
         idempotency_key("m1", 0), idempotency_key("m1", 1), idempotency_key("m1", 1)]
 
@@ -177,14 +188,14 @@ async def test_resuming_skips_parts_cast_already_accepted() -> None:
 async def test_out_of_credit_fails_with_that_message() -> None:
     h = Harness(AccountError("402", code="cast_insufficient_credits",
                              user_message="Cast SMS account is out of credit"))
-    assert await h.pipeline.process(sms(), attempt=1) == Done()
+    assert await h.process(sms(), attempt=1) == Done()
     assert h.status() == ("failed", "cast_insufficient_credits",
                           "Cast SMS account is out of credit")
 
 
 async def test_a_429_pauses_the_lane_and_the_same_part_goes_out_after_it() -> None:
     h = Harness(RateLimited("429", retry_after=0.05))
-    assert await h.pipeline.process(sms(), attempt=1) == Done()
+    assert await h.process(sms(), attempt=1) == Done()
     assert len(h.cast.sent) == 2
     assert h.lane.ip.paused_until > 0
     assert h.status() == ("delivered", None, None)
@@ -193,7 +204,7 @@ async def test_a_429_pauses_the_lane_and_the_same_part_goes_out_after_it() -> No
 async def test_a_long_run_of_429s_goes_back_through_a_tier_and_is_counted() -> None:
     h = Harness(*[RateLimited("429", retry_after=0.001)] * MAX_RATE_LIMITED_IN_A_ROW)
     before = RATE_LIMITED_RUNS._value.get()
-    outcome = await h.pipeline.process(sms(), attempt=1)
+    outcome = await h.process(sms(), attempt=1)
     assert isinstance(outcome, Retry)
     assert not outcome.counts  # waiting out Cast's limit is not a failed attempt
     assert RATE_LIMITED_RUNS._value.get() == before + 1
@@ -204,7 +215,7 @@ async def test_the_locations_own_key_and_sender_id_are_used() -> None:
     own = installed("loc1", sender_id="MYBRAND", cast_key=CastKey.OWN,
                     cast_api_key="cast_own", rate_limit_per_second=5)
     h = Harness(locations=FakeLocations({"loc1": own}))
-    await h.pipeline.process(sms(), attempt=1)
+    await h.process(sms(), attempt=1)
     [sent] = h.cast.sent
     assert (sent.api_key, sent.request.sender_id) == ("cast_own", "MYBRAND")
     assert h.lane.keys["cast_own"].rate == 5
@@ -219,7 +230,7 @@ async def test_a_location_without_an_active_installation_texts_nobody(
     h = Harness(locations=FakeLocations({"loc1": settings}))
     before = REFUSED.labels(reason)._value.get()
     with caplog.at_level(logging.WARNING):
-        assert await h.pipeline.process(sms(), attempt=1) == Done()
+        assert await h.process(sms(), attempt=1) == Done()
     assert h.cast.sent == []
     assert h.statuses.queued == []  # nobody to report to, and no retry loop
     assert h.store.records == {}
@@ -230,7 +241,7 @@ async def test_a_location_without_an_active_installation_texts_nobody(
 
 async def test_a_location_not_set_up_fails_with_what_to_do_and_texts_nobody() -> None:
     h = Harness(locations=FakeLocations({"loc1": installed("loc1", cast_key=CastKey.NONE)}))
-    assert await h.pipeline.process(sms(), attempt=1) == Done()
+    assert await h.process(sms(), attempt=1) == Done()
     assert h.cast.sent == []
     assert h.status() == ("failed", "not_set_up",
                           "Cast SMS is not set up for this location yet: ask your agency to "
@@ -240,7 +251,7 @@ async def test_a_location_not_set_up_fails_with_what_to_do_and_texts_nobody() ->
 async def test_a_location_awaiting_reauthorisation_still_sends() -> None:
     waiting = installed("loc1", status=InstallStatus.NEEDS_REAUTH)
     h = Harness(locations=FakeLocations({"loc1": waiting}))
-    await h.pipeline.process(sms(), attempt=1)
+    await h.process(sms(), attempt=1)
     assert len(h.cast.sent) == 1
 
 
@@ -249,14 +260,14 @@ async def test_a_status_decided_but_not_queued_before_a_crash_is_queued_on_redel
     h = Harness()
     await h.store.claim(sms())
     await h.store.decide("m1", "delivered", None)  # crash before the hand-over
-    assert await h.pipeline.process(sms(), attempt=1) == Done()
+    assert await h.process(sms(), attempt=1) == Done()
     assert h.cast.sent == []
     assert h.status() == ("delivered", None, None)
 
 
 async def test_concurrent_copies_of_one_webhook_send_once_and_queue_one_status() -> None:
     h = Harness()
-    outcomes = await asyncio.gather(*(h.pipeline.process(sms(), attempt=1) for _ in range(5)))
+    outcomes = await asyncio.gather(*(h.process(sms(), attempt=1) for _ in range(5)))
     assert outcomes == [Done()] * 5
     assert len(h.cast.sent) == 1
     assert len(h.statuses.queued) == 1

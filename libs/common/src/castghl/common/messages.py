@@ -1,7 +1,8 @@
-"""The contracts that cross RabbitMQ between our services.
+"""The contracts that cross between our services: RabbitMQ messages, and the bodies of
+the OAuth service's internal API.
 
-Producers and consumers import these and nothing else, so a queue's format is defined in
-one place. Unknown fields are ignored so a newer producer can add one during a rolling
+Producers and consumers import these and nothing else, so a format is defined in one
+place. Unknown fields are ignored so a newer producer can add one during a rolling
 upgrade without older consumers parking its messages.
 """
 
@@ -14,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from castghl.common.ghl.webhooks import ProviderOutboundMessage
+from castghl.common.phone import PhMobile
 
 
 def utcnow() -> datetime:
@@ -68,26 +70,18 @@ class StatusUpdate(QueueMessage):
 
 
 class InboundSms(QueueMessage):
-    """`sms.inbound`: a reply received by Cast's SIM gateway (contract: docs/inbound.md)."""
+    """`sms.inbound`: a reply received by Cast's SIM gateway (contract: docs/inbound.md).
+    Numbers travel in E.164, parsed once by the gateway."""
 
-    from_number: str = Field(alias="from")
-    to_number: str | None = Field(None, alias="to")
+    from_number: PhMobile = Field(alias="from")
+    to_number: PhMobile | None = Field(None, alias="to")
     message: str
     cast_message_id: str
     received_at: datetime = Field(default_factory=utcnow)
 
 
-class TokenError(StrEnum):
-    """Why the OAuth service could not hand out a token; callers branch on these."""
-
-    NOT_INSTALLED = "not_installed"
-    NEEDS_REAUTH = "needs_reauth"
-    LOCATION_INACTIVE = "location_inactive"
-    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
-
-
 class TokenRequest(QueueMessage):
-    """RPC `oauth.token`. With `stale_token`, refresh only if the stored token is still it
+    """`POST /internal/tokens`. With `stale_token`, refresh only if the stored token is still it
     (the caller just saw GHL reject it with 401); otherwise a token valid for at least
     `min_valid_seconds`."""
 
@@ -99,8 +93,6 @@ class TokenRequest(QueueMessage):
 class TokenReply(QueueMessage):
     access_token: str | None = None
     expires_at: datetime | None = None
-    error: TokenError | None = None
-    detail: str = ""
 
 
 class InstallStatus(StrEnum):
@@ -121,13 +113,9 @@ class CastKey(StrEnum):
     NONE = "none"  # neither: the location is not set up, and nothing is sent
 
 
-class LocationRequest(QueueMessage):
-    """RPC `oauth.location`: the per-location settings the sender needs."""
-
-    location_id: str
-
-
 class LocationSettings(QueueMessage):
+    """`GET /internal/locations/{id}`: what the sender needs to send for a location."""
+
     location_id: str
     # None: this app was never installed on the location (nor through its agency).
     status: InstallStatus | None = None
@@ -154,11 +142,7 @@ class LocationChanged(QueueMessage):
     company_id: str | None = None
 
 
-class RouteRequest(QueueMessage):
-    """RPC `oauth.route`: which location owns a receiving number (inbound routing)."""
-
-    to_number: str
-
-
 class RouteReply(QueueMessage):
+    """`GET /internal/routes/{number}`: the location owning a receiving number, if any."""
+
     location_id: str | None = None

@@ -1,120 +1,106 @@
-"""The caller side of the OAuth service: tokens, per-location settings and inbound routing,
-asked over RabbitMQ request/reply and cached in-process.
+"""The caller side of the OAuth service's internal API: tokens, per-location settings and
+inbound routing, over HTTP, cached in-process.
 
-Answers the service gives as data (`TokenReply.error`) become the common error family
-here, once, so a worker's `outcome_for` decides retry or park without knowing about OAuth:
-an uninstalled location or a dead refresh token is permanent; a paused location, an
-unreachable GHL or an OAuth service that does not answer is worth retrying.
+Requests run concurrently (many in flight on a pooled `httpx.AsyncClient`, injected so
+tests can swap its transport), each with its own timeout: a token refresh for a status
+write never holds up the Cast lane's settings look-up. The service answers failures as
+the error family's code (castghl.common.answers), which comes back here as the same
+class, so a worker's `Settler` decides retry or park without knowing about OAuth. No
+answer at all is `ServiceUnavailable`: retried later.
 
-Concurrent identical asks share one RPC (`castghl.common.singleflight`).
+Concurrent identical asks share one request (`castghl.common.singleflight`); caches are
+bounded, so a flood of distinct location ids cannot grow a sender without limit.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
+from urllib.parse import quote
 
-from faststream.rabbit import RabbitBroker, RabbitQueue
+import httpx
 from pydantic import BaseModel, ValidationError
 
-from castghl.common.errors import AccountError, BridgeError, PermanentError, RetryableError
+from castghl.common.answers import error_from
+from castghl.common.errors import ServiceUnavailable
 from castghl.common.messages import (
     LocationChanged,
-    LocationRequest,
     LocationSettings,
     RouteReply,
-    RouteRequest,
-    TokenError,
     TokenReply,
     TokenRequest,
 )
 from castghl.common.singleflight import SingleFlight
-from castghl.common.topology import Topology
 
+K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R", bound=BaseModel)
 
-
-class NotInstalled(PermanentError):
-    code = "not_installed"
-    user_message = ("Cast SMS is not installed on this GHL location (or was uninstalled): "
-                    "install Cast SMS from the GHL Marketplace again.")
-
-
-class NeedsReauth(AccountError):
-    """GHL refused the stored refresh token: only a reinstall brings the location back."""
-
-    code = "needs_reauth"
-    user_message = ("Cast SMS lost its GHL authorisation for this location: reinstall "
-                    "Cast SMS from the GHL Marketplace to reconnect it.")
+# Entries kept per cache: far more locations than one operator serves, far fewer than
+# would make a sender's memory grow unnoticed.
+MAX_CACHED: Final = 20_000
+_JSON: Final = {"Content-Type": "application/json"}
 
 
-class LocationPaused(RetryableError):
-    """GHL says the location is not active; the same refresh token works again later."""
+class BoundedCache(Generic[K, V]):
+    """A dict that forgets its oldest entries past `limit`, and entries past their time."""
 
-    code = "location_inactive"
-    user_message = "GHL reports this location as inactive; Cast SMS will try again."
+    def __init__(self, limit: int = MAX_CACHED) -> None:
+        self.limit = limit
+        self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
 
+    def get(self, key: K, now: float) -> V | None:
+        found = self._entries.get(key)
+        if found is None or found[1] <= now:
+            return None
+        return found[0]
 
-class UpstreamUnavailable(RetryableError):
-    code = "upstream_unavailable"
-    user_message = "Cast SMS could not reach GHL to renew its access; it will try again."
+    def put(self, key: K, value: V, until: float) -> None:
+        self._entries[key] = (value, until)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
 
+    def pop(self, key: K) -> None:
+        self._entries.pop(key, None)
 
-class OAuthServiceUnavailable(RetryableError):
-    """No (readable) answer from the OAuth service: down, overloaded or restarting."""
+    def drop_where(self, matches: Callable[[V], bool]) -> None:
+        for key in [k for k, (value, _) in self._entries.items() if matches(value)]:
+            del self._entries[key]
 
-    code = "oauth_unavailable"
-    user_message = "Cast SMS could not get its GHL access token; it will try again."
-
-
-_ERRORS: dict[TokenError, type[BridgeError]] = {
-    TokenError.NOT_INSTALLED: NotInstalled,
-    TokenError.NEEDS_REAUTH: NeedsReauth,
-    TokenError.LOCATION_INACTIVE: LocationPaused,
-    TokenError.UPSTREAM_UNAVAILABLE: UpstreamUnavailable,
-}
-
-
-def token_error(error: TokenError, detail: str = "") -> BridgeError:
-    """The error family member for a `TokenError` the service answered."""
-    return _ERRORS[error](detail or f"OAuth service: {error.value}")
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 @dataclass(frozen=True)
-class _CachedToken:
-    token: str
-    expires_at: datetime
+class OAuthTimings:
+    """How long to wait for the service, and how long its answers are kept."""
 
-
-@dataclass(frozen=True)
-class _Cached(Generic[V]):
-    value: V
-    until: float
+    timeout: float = 20.0  # per request: a refresh may include GHL's answer time
+    settings_ttl: float = 60.0  # bounds staleness when a change notice is lost
+    # Ask for more validity than a token is kept for, so a fresh answer is cacheable.
+    min_valid_seconds: int = 900
+    renew_margin: float = 300.0
 
 
 class OAuthClient:
-    """Ask the OAuth service; one per process, sharing the service's broker."""
+    """Ask the OAuth service; one per process."""
 
-    def __init__(self, broker: RabbitBroker, topology: Topology, *, timeout: float = 20.0,
-                 min_valid_seconds: int = 900, renew_margin_seconds: float = 300.0,
-                 settings_ttl_seconds: float = 60.0,
+    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str,
+                 timings: OAuthTimings | None = None, *,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.broker = broker
-        self.topology = topology
-        self.timeout = timeout
-        # Ask for more validity than we keep a token for, so a fresh answer is cacheable.
-        self.min_valid_seconds = min_valid_seconds
-        self.renew_margin = timedelta(seconds=renew_margin_seconds)
-        self.settings_ttl = settings_ttl_seconds
+        self.http = http
+        self.base = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.timings = timings or OAuthTimings()
         self.monotonic = monotonic
-        self._tokens: dict[str, _CachedToken] = {}
-        self._settings: dict[str, _Cached[LocationSettings]] = {}
-        self._routes: dict[str, _Cached[str | None]] = {}
+        self._tokens: BoundedCache[str, TokenReply] = BoundedCache()
+        self._settings: BoundedCache[str, LocationSettings] = BoundedCache()
+        self._routes: BoundedCache[str, str] = BoundedCache()
         self._token_flights: SingleFlight[tuple[str, ...], str] = SingleFlight()
         self._settings_flights: SingleFlight[str, LocationSettings] = SingleFlight()
         self._route_flights: SingleFlight[str, str | None] = SingleFlight()
@@ -122,101 +108,107 @@ class OAuthClient:
     # --- tokens ---------------------------------------------------------------------------
 
     def _cached_token(self, location_id: str) -> str | None:
-        cached = self._tokens.get(location_id)
-        if cached is not None and cached.expires_at - datetime.now(UTC) > self.renew_margin:
-            return cached.token
-        return None
+        cached = self._tokens.get(location_id, self.monotonic())
+        if cached is None or cached.access_token is None or cached.expires_at is None:
+            return None
+        left = cached.expires_at - datetime.now(UTC)
+        return cached.access_token if left > timedelta(seconds=self.timings.renew_margin) \
+            else None
 
     async def token(self, location_id: str) -> str:
         """A location token valid for a while; raises the error family when there is none."""
         if (cached := self._cached_token(location_id)) is not None:
             return cached
-        request = TokenRequest(location_id=location_id, min_valid_seconds=self.min_valid_seconds)
+        request = TokenRequest(location_id=location_id,
+                               min_valid_seconds=self.timings.min_valid_seconds)
         return await self._token_flights.run((location_id,), lambda: self._fetch_token(request))
 
     async def refresh(self, location_id: str, stale_token: str) -> str:
         """After GHL refused `stale_token` with 401: a different token, refreshed only if
         nobody (in any process) has replaced it yet."""
-        cached = self._tokens.get(location_id)
-        if cached is not None and cached.token == stale_token:
-            del self._tokens[location_id]
-        elif (current := self._cached_token(location_id)) is not None:
+        current = self._cached_token(location_id)
+        if current == stale_token:
+            self._tokens.pop(location_id)
+        elif current is not None:
             return current
         request = TokenRequest(location_id=location_id, stale_token=stale_token)
         return await self._token_flights.run((location_id, stale_token),
                                              lambda: self._fetch_token(request))
 
     async def _fetch_token(self, request: TokenRequest) -> str:
-        reply = await self._call(self.topology.token_rpc, request, TokenReply)
-        if reply.error is not None:
-            self._tokens.pop(request.location_id, None)
-            raise token_error(reply.error, reply.detail)
+        try:
+            reply = await self._call("POST", "/internal/tokens", TokenReply, request)
+        except Exception:
+            self._tokens.pop(request.location_id)
+            raise
         if not reply.access_token or reply.expires_at is None:
-            raise OAuthServiceUnavailable("the OAuth service answered without a token")
-        self._tokens[request.location_id] = _CachedToken(reply.access_token, reply.expires_at)
+            raise ServiceUnavailable("the OAuth service answered without a token")
+        # Used until shortly before `expires_at` (`_cached_token`); the entry itself is
+        # aged out after a day at most.
+        self._tokens.put(request.location_id, reply, self.monotonic() + 86_400)
         return reply.access_token
 
     # --- settings and routing -------------------------------------------------------------
+
+    async def location(self, location_id: str) -> LocationSettings:
+        """The location's settings (`installed` is false when it may not send)."""
+        cached = self._settings.get(location_id, self.monotonic())
+        if cached is not None:
+            return cached
+        return await self._settings_flights.run(location_id,
+                                                lambda: self._fetch_location(location_id))
+
+    async def _fetch_location(self, location_id: str) -> LocationSettings:
+        reply = await self._call("GET", f"/internal/locations/{quote(location_id, safe='')}",
+                                 LocationSettings)
+        self._settings.put(location_id, reply, self.monotonic() + self.timings.settings_ttl)
+        return reply
 
     def forget(self, notice: LocationChanged) -> None:
         """Drop what is cached of a location (or of every location of a company) that the
         OAuth service just changed: the next message asks again."""
         if notice.location_id is not None:
-            self._settings.pop(notice.location_id, None)
+            self._settings.pop(notice.location_id)
         if notice.company_id is not None:
-            for location_id, cached in list(self._settings.items()):
-                if cached.value.company_id == notice.company_id:
-                    del self._settings[location_id]
+            company = notice.company_id
+            self._settings.drop_where(lambda settings: settings.company_id == company)
         # Number owners may have moved with the change: routes are cheap to ask again.
         self._routes.clear()
 
-    async def location(self, location_id: str) -> LocationSettings:
-        """The location's settings (`installed=False` when it is not installed)."""
-        cached = self._settings.get(location_id)
-        if cached is not None and cached.until > self.monotonic():
-            return cached.value
-        return await self._settings_flights.run(location_id,
-                                                lambda: self._fetch_location(location_id))
-
-    async def _fetch_location(self, location_id: str) -> LocationSettings:
-        reply = await self._call(self.topology.location_rpc,
-                                 LocationRequest(location_id=location_id), LocationSettings)
-        self._settings[location_id] = _Cached(reply, self.monotonic() + self.settings_ttl)
-        return reply
-
     async def route(self, to_number: str) -> str | None:
         """The location whose inbound numbers contain `to_number`, if any."""
-        cached = self._routes.get(to_number)
-        if cached is not None and cached.until > self.monotonic():
-            return cached.value
+        cached = self._routes.get(to_number, self.monotonic())
+        if cached is not None:
+            return cached
         return await self._route_flights.run(to_number, lambda: self._fetch_route(to_number))
 
     async def _fetch_route(self, to_number: str) -> str | None:
-        reply = await self._call(self.topology.route_rpc, RouteRequest(to_number=to_number),
+        reply = await self._call("GET", f"/internal/routes/{quote(to_number, safe='')}",
                                  RouteReply)
         # Only owners are cached: "nobody owns it" must not outlive an operator assigning
         # the number and replaying the parked replies.
         if reply.location_id is not None:
-            self._routes[to_number] = _Cached(reply.location_id,
-                                              self.monotonic() + self.settings_ttl)
+            self._routes.put(to_number, reply.location_id,
+                             self.monotonic() + self.timings.settings_ttl)
         return reply.location_id
 
     # --- the wire -------------------------------------------------------------------------
 
-    async def _call(self, queue: RabbitQueue, request: BaseModel, reply_type: type[R]) -> R:
-        correlation_id = uuid.uuid4().hex
+    async def _call(self, method: str, path: str, reply_type: type[R],
+                    body: BaseModel | None = None) -> R:
+        headers = self.headers if body is None else {**self.headers, **_JSON}
         try:
-            response = await self.broker.request(
-                request.model_dump_json().encode(), queue=queue, timeout=self.timeout,
-                correlation_id=correlation_id, content_type="application/json")
-        except Exception as exc:  # timeout, broker down, nobody consuming: all "no answer"
-            raise OAuthServiceUnavailable(
-                f"no answer from the OAuth service on {queue.name} "
-                f"({type(exc).__name__})") from exc
-        # Defence in depth: a reply meant for another request must never be used as ours.
-        if response.correlation_id != correlation_id:
-            raise OAuthServiceUnavailable(f"mismatched reply on {queue.name}")
+            response = await self.http.request(
+                method, self.base + path, headers=headers,
+                content=body.model_dump_json().encode() if body is not None else None,
+                timeout=self.timings.timeout)
+        except httpx.HTTPError as exc:  # down, overloaded, restarting: all "no answer"
+            raise ServiceUnavailable(
+                f"no answer from the OAuth service ({type(exc).__name__})") from exc
+        if not response.is_success:
+            raise error_from(response)
         try:
-            return reply_type.model_validate_json(response.body)
+            return reply_type.model_validate_json(response.content)
         except ValidationError as exc:
-            raise OAuthServiceUnavailable(f"unreadable reply on {queue.name}") from exc
+            raise ServiceUnavailable(f"unreadable answer from the OAuth service on {path}"
+                                     ) from exc

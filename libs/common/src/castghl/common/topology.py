@@ -27,8 +27,6 @@ ATTEMPT_HEADER: Final = "x-castghl-attempt"
 PARKED_REASON_HEADER: Final = "x-castghl-parked-reason"
 # RabbitMQ drops a redelivered message into `.parked` after this many crashes mid-handling.
 DELIVERY_LIMIT: Final = 20
-# Token and settings requests are answered within seconds or not at all: stale ones expire.
-RPC_REQUEST_TTL_MS: Final = 30_000
 
 
 def _quorum(name: str, **arguments: Any) -> RabbitQueue:
@@ -133,23 +131,6 @@ class Topology:
     def lifecycle(self) -> WorkQueue:
         return WorkQueue(f"{self.prefix}app.lifecycle", self.lifecycle_backoff)
 
-    def rpc(self, name: str) -> RabbitQueue:
-        # Classic, not quorum: a request nobody answered within its TTL is worthless.
-        return RabbitQueue(f"{self.prefix}oauth.{name}", durable=True,
-                           arguments={"x-message-ttl": RPC_REQUEST_TTL_MS})
-
-    @cached_property
-    def token_rpc(self) -> RabbitQueue:
-        return self.rpc("token")
-
-    @cached_property
-    def location_rpc(self) -> RabbitQueue:
-        return self.rpc("location")
-
-    @cached_property
-    def route_rpc(self) -> RabbitQueue:
-        return self.rpc("route")
-
     @cached_property
     def location_changes(self) -> RabbitExchange:
         """Fanout of `LocationChanged` notices: every sender drops what it cached of a
@@ -167,5 +148,4 @@ class Topology:
 
     def queue_names(self) -> list[str]:
         """Every queue of this topology (for tearing down a prefixed test stack)."""
-        return [q.name for work in self.work_queues() for q in work.all_queues()] + [
-            q.name for q in (self.token_rpc, self.location_rpc, self.route_rpc)]
+        return [q.name for work in self.work_queues() for q in work.all_queues()]

@@ -17,6 +17,7 @@ import httpx
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from castghl.common import answers
 from castghl.common.broker import declare, make_broker
 from castghl.common.ghl.oauth import GhlOAuth
 from castghl.common.health import broker_check, health_router, mongo_check
@@ -25,9 +26,9 @@ from castghl.oauth.admin import admin_router
 from castghl.oauth.changes import ChangeNotices
 from castghl.oauth.install import Installer, install_router
 from castghl.oauth.install_state import StateSigner
+from castghl.oauth.internal import internal_router
 from castghl.oauth.lifecycle import Lifecycle, register_lifecycle
 from castghl.oauth.refresh import RefreshPolicy, TokenService
-from castghl.oauth.rpc import register_rpc
 from castghl.oauth.settings import OAuthSettings
 from castghl.oauth.store import (
     COLLECTION,
@@ -75,9 +76,6 @@ def create_app(settings: OAuthSettings) -> FastAPI:
         callback_url=settings.callback_url, client_id=settings.ghl_client_id,
         app_id=settings.ghl_app_id, marketplace_user_type=settings.ghl_marketplace_user_type)
 
-    register_rpc(broker, topology, tokens, store, default_key_for=default_key_for,
-                 min_valid_floor=settings.token_min_valid_seconds,
-                 prefetch=settings.rpc_prefetch)
     register_lifecycle(broker, topology,
                        Lifecycle(store, tokens, events, notices,
                                  app_id=settings.ghl_app_id),
@@ -108,11 +106,13 @@ def create_app(settings: OAuthSettings) -> FastAPI:
 
     app = FastAPI(title="Cast SMS OAuth", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    answers.install(app)
     app.include_router(install_router(installer))
+    app.include_router(internal_router(
+        tokens, store, sender_api_key=settings.sender_api_key.get_secret_value(),
+        default_key_for=default_key_for, min_valid_floor=settings.token_min_valid_seconds))
     app.include_router(admin_router(store, settings.admin_api_key.get_secret_value(),
                                     default_key_for, notices))
     app.include_router(health_router({"mongo": mongo_check(mongo),
                                       "rabbitmq": broker_check(broker)}))
-    app.state.store = store
-    app.state.tokens = tokens
     return app

@@ -37,6 +37,8 @@ class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings):
                                     PlainValidator(DefaultKeyFor.parse)] = DefaultKeyFor()
     token_encryption_keys: SecretStr
     admin_api_key: SecretStr = Field(min_length=16)
+    # The sender presents it to the internal API, whose answers carry tokens and Cast keys.
+    sender_api_key: SecretStr = Field(min_length=16)
 
     # A token handed out is valid at least this long, whatever a caller asks for less.
     token_min_valid_seconds: int = Field(300, ge=0, le=3600)
@@ -50,7 +52,6 @@ class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     refresh_idle_days: float = Field(30.0, gt=0, le=300)
     oauth_state_ttl_seconds: int = Field(900, ge=60, le=86400)
     lifecycle_max_attempts: int = Field(8, ge=1, le=100)
-    rpc_prefetch: int = Field(200, ge=1, le=10_000)
 
     @field_validator("token_encryption_keys")
     @classmethod

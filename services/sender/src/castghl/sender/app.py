@@ -28,8 +28,8 @@ from castghl.common.cast.client import CastClient
 from castghl.common.ghl.api import GhlApi
 from castghl.common.health import broker_check, health_router, mongo_check
 from castghl.common.messages import InboundSms, LocationChanged, OutboundSms, StatusUpdate
-from castghl.common.oauth_client import OAuthClient
-from castghl.common.worker import Settler
+from castghl.common.oauth_client import OAuthClient, OAuthTimings
+from castghl.common.worker import Settler, undecoded
 from castghl.sender.inbound import InboundDelivery
 from castghl.sender.lane import Lane
 from castghl.sender.outbound import OutboundPipeline, OutboundPolicy
@@ -38,6 +38,8 @@ from castghl.sender.status import DelayedStatusQueue, StatusReporter
 from castghl.sender.store import MongoInboundStore, MongoMessageStore
 
 SERVICE = "castghl-sender"
+# Pooled connections to the OAuth service's internal API.
+OAUTH_CONNECTIONS = 256
 NOTICES = Counter("castghl_location_notices_total",
                   "Location changes announced by the OAuth service (cached settings dropped)")
 
@@ -53,7 +55,12 @@ def create_app(settings: SenderSettings) -> FastAPI:
         timeout=httpx.Timeout(settings.cast_http_timeout_seconds, connect=5.0),
         limits=httpx.Limits(max_connections=settings.cast_lane_concurrency))
     ghl_http = httpx.AsyncClient(timeout=settings.ghl_http_timeout_seconds)
-    oauth = OAuthClient(broker, topology)
+    # Many look-ups in flight at once (the lane, statuses and replies ask concurrently).
+    oauth_http = httpx.AsyncClient(limits=httpx.Limits(max_connections=OAUTH_CONNECTIONS))
+    oauth = OAuthClient(oauth_http, str(settings.oauth_url),
+                        settings.sender_api_key.get_secret_value(),
+                        OAuthTimings(timeout=settings.oauth_timeout_seconds,
+                                     settings_ttl=settings.location_cache_seconds))
 
     pipeline = OutboundPipeline(
         store=store,
@@ -69,38 +76,35 @@ def create_app(settings: SenderSettings) -> FastAPI:
             max_message_chars=settings.cast_max_message_chars,
             max_parts=settings.cast_max_parts_per_message,
             idempotency=settings.cast_idempotency,
-            max_attempts=settings.outbound_max_attempts,
-            backoff=settings.outbound_retry_delays,
         ),
     )
     ghl = GhlApi(ghl_http, str(settings.ghl_api_url))
-    reporter = StatusReporter(store, oauth, ghl, settings.status_retry_delays)
+    reporter = StatusReporter(store, oauth, ghl)
     replies = InboundDelivery(inbound=inbound_store, messages=store, router=oauth,
                               locations=oauth, tokens=oauth, ghl=ghl,
-                              backoff=settings.inbound_retry_delays,
                               fallback=timedelta(days=settings.inbound_fallback_days),
                               conversation_provider_id=settings.ghl_conversation_provider_id)
     outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,
-                       settings.outbound_retry_delays)
+                       settings.outbound_retry_delays, exhausted=pipeline.exhausted)
     status = Settler(broker, topology.status, settings.status_max_attempts,
                      settings.status_retry_delays)
     inbound = Settler(broker, topology.inbound, settings.inbound_max_attempts,
                       settings.inbound_retry_delays)
 
     # Prefetch bounds the lane's in-flight messages; each waits its turn in the lane.
-    @broker.subscriber(topology.outbound.queue, ack_policy=AckPolicy.MANUAL,
+    @broker.subscriber(topology.outbound.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=settings.cast_lane_concurrency,
                                        on_return_raises=True))
     async def on_outbound(message: RabbitMessage) -> None:
         await outbound.run(message, OutboundSms, pipeline.process)
 
-    @broker.subscriber(topology.status.queue, ack_policy=AckPolicy.MANUAL,
+    @broker.subscriber(topology.status.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=settings.status_concurrency,
                                        on_return_raises=True))
     async def on_status(message: RabbitMessage) -> None:
         await status.run(message, StatusUpdate, reporter.process)
 
-    @broker.subscriber(topology.inbound.queue, ack_policy=AckPolicy.MANUAL,
+    @broker.subscriber(topology.inbound.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=settings.inbound_concurrency,
                                        on_return_raises=True))
     async def on_inbound(message: RabbitMessage) -> None:
@@ -128,6 +132,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
             await broker.stop()  # waits for in-flight handlers (graceful_timeout)
             await cast_http.aclose()
             await ghl_http.aclose()
+            await oauth_http.aclose()
             await mongo.close()
 
     app = FastAPI(title="Cast SMS sender", lifespan=lifespan, docs_url=None, redoc_url=None,

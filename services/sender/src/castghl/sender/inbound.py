@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, Protocol
 
 from prometheus_client import Counter
 
-from castghl.common import phone
 from castghl.common.errors import BridgeError, PermanentError
 from castghl.common.ghl.api import GhlApi
 from castghl.common.messages import InboundSms, LocationSettings
-from castghl.common.worker import Done, Outcome, Park, Retry, outcome_for
+from castghl.common.worker import Done, Outcome, Park, Retry
 from castghl.sender.store import InboundStore, MessageStore
 from castghl.sender.tokens import Tokens, with_token
 
@@ -62,7 +61,7 @@ class Unrouted:
 class InboundDelivery:
     def __init__(self, *, inbound: InboundStore, messages: MessageStore, router: Router,
                  locations: LocationSource, tokens: Tokens, ghl: GhlApi,
-                 backoff: Sequence[float], fallback: timedelta = timedelta(days=30),
+                 fallback: timedelta = timedelta(days=30),
                  conversation_provider_id: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.inbound = inbound
@@ -73,16 +72,14 @@ class InboundDelivery:
         self.clock = clock
         self.tokens = tokens
         self.ghl = ghl
-        self.backoff = backoff
         self.conversation_provider_id = conversation_provider_id
 
     async def route(self, sms: InboundSms) -> tuple[str, str] | Unrouted:
         """(location id, rule that matched), or why no one location may have the reply."""
-        if sms.to_number and (location := await self.router.route(sms.to_number)):
+        if sms.to_number and (location := await self.router.route(sms.to_number.e164)):
             return location, "inbound_number"
-        sender = phone.to_cast_number(sms.from_number)
         since = self.clock() - self.fallback.total_seconds()
-        texted = await self.messages.locations_that_texted(sender, since)
+        texted = await self.messages.locations_that_texted(sms.from_number, since)
         installed = [location_id for location_id in texted
                      if (await self.locations.location(location_id)).installed]
         if len(installed) == 1:
@@ -100,8 +97,9 @@ class InboundDelivery:
             log.info("duplicate reply ignored", extra={"castMessageId": sms.cast_message_id})
             return Done()
         if claim == "busy":
-            # Another copy is being delivered right now: look again after it finished.
-            return Retry(self.backoff[0], "inbound_in_progress", counts=False)
+            # Another copy is being delivered right now: look again after the queue's
+            # shortest wait, by when it will most likely have finished.
+            return Retry(0, "inbound_in_progress", counts=False)
         try:
             routed = await self.route(sms)
             if isinstance(routed, Unrouted):
@@ -117,7 +115,7 @@ class InboundDelivery:
             await self.inbound.release(sms.cast_message_id)
             log.info("reply not delivered yet", extra={"error_code": error.code,
                                                        "attempt": attempt})
-            return outcome_for(error, attempt, self.backoff)
+            raise
         await self.inbound.delivered(sms.cast_message_id, location_id, ghl_message_id)
         DELIVERED.labels(rule).inc()
         log.info("reply added to the GHL conversation", extra={
@@ -134,7 +132,7 @@ class InboundDelivery:
                 log.info("cached contact refused; upserting it again")
         contact_id = await with_token(self.tokens, location_id, lambda token:
                                       self.ghl.upsert_contact(token, location_id,
-                                                              sms.from_number))
+                                                              sms.from_number.e164))
         await self.inbound.remember_contact(location_id, sms.from_number, contact_id)
         return await self._add(sms, location_id, contact_id)
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import Counter
 
-from castghl.common import phone, sms
+from castghl.common import sms
 from castghl.common.cast.models import CastSendRequest, CastSendResponse
 from castghl.common.errors import (
     AccountError,
@@ -37,7 +37,8 @@ from castghl.common.messages import (
     StatusError,
     StatusUpdate,
 )
-from castghl.common.worker import Done, Outcome, outcome_for
+from castghl.common.phone import PhMobile
+from castghl.common.worker import Done, Outcome, Retry
 from castghl.sender.lane import Lane
 from castghl.sender.store import FinalStatus, MessageRecord, MessageStore
 
@@ -79,13 +80,11 @@ class OutboundPolicy:
     max_message_chars: int
     max_parts: int
     idempotency: bool
-    max_attempts: int
-    backoff: Sequence[float] = (5, 30, 120, 600)
 
 
 @dataclass(frozen=True)
 class Plan:
-    to: str
+    to: PhMobile
     parts: list[str]
 
 
@@ -95,8 +94,9 @@ def idempotency_key(message_id: str, n: int) -> str:
 
 
 def plan(message: OutboundSms, policy: OutboundPolicy) -> Plan:
-    """What to send: the Cast number and the ordered texts. Raises PermanentError."""
-    to = phone.to_cast_number(message.phone or "")
+    """What to send: the recipient and the ordered texts. Raises PermanentError. The
+    webhook's phone is parsed here, once: this is where it enters the bridge."""
+    to = PhMobile.parse(message.phone or "")
     text = sms.compose(message.message, message.attachments)
     return Plan(to, sms.split(text, policy.max_message_chars, policy.max_parts))
 
@@ -158,7 +158,7 @@ class OutboundPipeline:
         try:
             await self._send(message, record, location)
         except BridgeError as error:
-            return await self._failed(message, error, attempt)
+            return await self._failed(message, error)
         return await self._decide(message.message_id, "delivered", None)
 
     def _cast_key(self, location: LocationSettings) -> str:
@@ -209,9 +209,11 @@ class OutboundPipeline:
         RATE_LIMITED_RUNS.inc()
         log.warning("Cast kept answering 429; the message waits in a retry tier",
                     extra={"in_a_row": MAX_RATE_LIMITED_IN_A_ROW})
-        raise RateLimited("Cast kept answering 429", retry_after=self.policy.backoff[0])
+        raise RateLimited("Cast kept answering 429")
 
-    async def _failed(self, message: OutboundSms, error: BridgeError, attempt: int) -> Outcome:
+    async def _failed(self, message: OutboundSms, error: BridgeError) -> Outcome:
+        """Decide what only the pipeline can (a failed status with its reason); anything
+        worth another try goes back to the Settler, which owns the attempt budget."""
         if isinstance(error, UncertainError) and not self.policy.idempotency:
             # Without idempotency a retry could text twice: give up, and say why.
             return await self._decide(message.message_id, "failed", StatusError(
@@ -223,14 +225,16 @@ class OutboundPipeline:
                           extra={"error_code": error.code, "detail": error.detail})
             return await self._decide(message.message_id, "failed",
                                       StatusError(code=error.code, message=error.user_message))
-        outcome = outcome_for(error, attempt, self.policy.backoff)
-        if isinstance(error, RateLimited) or attempt < self.policy.max_attempts:
-            log.warning("send failed, will retry", extra={"error_code": error.code,
-                                                          "attempt": attempt,
-                                                          "detail": error.detail})
-            return outcome
+        log.warning("send failed, will retry", extra={"error_code": error.code,
+                                                      "detail": error.detail})
+        raise error
+
+    async def exhausted(self, message: OutboundSms, retry: Retry, attempt: int) -> Outcome:
+        """The Settler's hook when the attempts ran out: an SMS ends with a failed status
+        the GHL user can read, never silently in a parking queue."""
+        away = "Cast.ph" if retry.code.startswith("cast_") else "a service it needs"
         return await self._decide(message.message_id, "failed", StatusError(
-            code=error.code, message=f"Cast SMS could not reach Cast.ph after {attempt} "
+            code=retry.code, message=f"Cast SMS could not reach {away} after {attempt} "
                                      "attempts; please try again later"))
 
     async def _decide(self, message_id: str, status: FinalStatus,

@@ -11,6 +11,14 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     host: str = "0.0.0.0"  # noqa: S104 - health port inside a container; not published
     port: Port = 3004
 
+    # The OAuth service's internal API: tokens, location settings, inbound routes.
+    oauth_url: HttpUrl
+    sender_api_key: SecretStr = Field(min_length=16)
+    oauth_timeout_seconds: float = Field(20.0, gt=0, le=120)
+    # How long location settings are kept; changes are announced at once, this only
+    # bounds how stale they get when an announcement is lost.
+    location_cache_seconds: float = Field(60.0, ge=0, le=3600)
+
     cast_api_url: HttpUrl = HttpUrl("https://api.cast.ph")
     cast_api_key: SecretStr
     cast_sender_id: str | None = Field(None, max_length=20)
