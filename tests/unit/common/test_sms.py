@@ -1,4 +1,4 @@
-"""SMS text: composing bodies, counting segments as an SMSC does, splitting for Cast's cap."""
+"""SMS text: composing bodies, splitting for Cast's cap."""
 
 from __future__ import annotations
 
@@ -8,18 +8,8 @@ import re
 import pytest
 
 from castghl.common.errors import PermanentError
-from castghl.common.sms import (
-    EmptyMessage,
-    Encoding,
-    MessageTooLong,
-    Segments,
-    compose,
-    count_segments,
-    encoding_of,
-    split,
-)
+from castghl.common.sms import EmptyMessage, MessageTooLong, compose, split
 
-GSM, UCS = Encoding.GSM7, Encoding.UCS2
 EMOJI = "\U0001f600"  # 😀: outside the BMP, a surrogate pair in UTF-16
 
 # --- compose ---------------------------------------------------------------------------
@@ -63,84 +53,6 @@ def test_compose_refuses_an_empty_message(message: str, attachments: list[str]) 
     assert isinstance(caught.value, PermanentError)
     assert caught.value.code == "empty_message"
     assert caught.value.user_message == "Cast SMS: the message is empty"
-
-
-# --- encoding and segments --------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param("", GSM, id="empty"),
-        pytest.param("Hello, world! @£$¥ ÄÖÑÜ§¿ äöñüà ΔΦΓΛΩΠΨΣΘΞ", GSM, id="basic-set"),
-        pytest.param("{}[]~|\\^€\f", GSM, id="extension-set"),
-        pytest.param("line\nbreak\r", GSM, id="cr-lf-are-gsm"),
-        pytest.param("Salamat po!", GSM, id="filipino-ascii"),
-        pytest.param("café", GSM, id="e-acute-is-gsm"),
-        pytest.param("ç", UCS, id="c-cedilla-lowercase"),
-        pytest.param("Ñoño", GSM, id="n-tilde"),
-        pytest.param("`backtick`", UCS, id="backtick"),
-        pytest.param("“smart quotes”", UCS, id="smart-quotes"),
-        pytest.param("hi " + EMOJI, UCS, id="mixed-gsm-and-one-emoji"),
-        pytest.param("\x1b", UCS, id="literal-escape"),
-        pytest.param("₱100", UCS, id="peso-sign"),
-    ],
-)
-def test_encoding_of(text: str, expected: Encoding) -> None:
-    assert encoding_of(text) is expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param("", Segments(GSM, 0, 1), id="empty-is-one-part"),
-        pytest.param("a" * 160, Segments(GSM, 160, 1), id="gsm-160-single"),
-        pytest.param("a" * 161, Segments(GSM, 161, 2), id="gsm-161-two"),
-        pytest.param("a" * 306, Segments(GSM, 306, 2), id="gsm-153x2"),
-        pytest.param("a" * 307, Segments(GSM, 307, 3), id="gsm-153x2-plus-1"),
-        pytest.param("a" * 459, Segments(GSM, 459, 3), id="gsm-153x3"),
-        pytest.param("a" * 158 + "€", Segments(GSM, 160, 1), id="gsm-escape-fills-single"),
-        pytest.param("a" * 159 + "€", Segments(GSM, 161, 2), id="gsm-escape-overflows-single"),
-        # 152 plain + € would make part one 154: the pair moves whole to part two.
-        pytest.param("a" * 152 + "€" + "a" * 152, Segments(GSM, 306, 3),
-                     id="gsm-escape-at-152-straddles"),
-        pytest.param("a" * 151 + "€" + "a" * 153, Segments(GSM, 306, 2),
-                     id="gsm-escape-ends-part-one"),
-        pytest.param("a" * 153 + "€" + "a" * 151, Segments(GSM, 306, 2),
-                     id="gsm-escape-at-153-starts-part-two"),
-        pytest.param("€" * 80, Segments(GSM, 160, 1), id="gsm-80-escapes-single"),
-        pytest.param("€" * 81, Segments(GSM, 162, 2), id="gsm-81-escapes-76-per-part"),
-        pytest.param("é" * 70, Segments(GSM, 70, 1), id="gsm-accented-basic"),
-        pytest.param("ç" * 70, Segments(UCS, 70, 1), id="ucs2-70-single"),
-        pytest.param("ç" * 71, Segments(UCS, 71, 2), id="ucs2-71-two"),
-        pytest.param("ç" * 134, Segments(UCS, 134, 2), id="ucs2-67x2"),
-        pytest.param("ç" * 135, Segments(UCS, 135, 3), id="ucs2-67x2-plus-1"),
-        pytest.param("ç" * 201, Segments(UCS, 201, 3), id="ucs2-67x3"),
-        pytest.param("ç" * 202, Segments(UCS, 202, 4), id="ucs2-67x3-plus-1"),
-        pytest.param(EMOJI * 35, Segments(UCS, 70, 1), id="emoji-35-single"),
-        pytest.param(EMOJI * 36, Segments(UCS, 72, 2), id="emoji-36-is-33-per-part"),
-        # 66 units + a pair would make part one 68: the pair moves to part two.
-        pytest.param("ç" * 66 + EMOJI + "ç" * 66, Segments(UCS, 134, 3),
-                     id="emoji-straddling-67"),
-        pytest.param("ç" * 65 + EMOJI + "ç" * 67, Segments(UCS, 134, 2),
-                     id="emoji-ending-part-one"),
-        pytest.param("a" * 100 + EMOJI, Segments(UCS, 102, 2), id="one-emoji-makes-ucs2"),
-    ],
-)
-def test_count_segments(text: str, expected: Segments) -> None:
-    assert count_segments(text) == expected
-
-
-@pytest.mark.parametrize("char", list("€^{}[]~|\\\f"))
-def test_each_extension_character_costs_two_septets(char: str) -> None:
-    assert count_segments(char) == Segments(GSM, 2, 1)
-    assert count_segments("a" * 159 + char) == Segments(GSM, 161, 2)
-    assert count_segments("a" * 152 + char + "a" * 152).parts == 3
-
-
-def test_segments_are_immutable() -> None:
-    with pytest.raises(AttributeError):
-        count_segments("a").parts = 2  # type: ignore[misc]
 
 
 # --- split --------------------------------------------------------------------------------

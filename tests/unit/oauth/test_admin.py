@@ -26,7 +26,7 @@ CAST_KEY = "cast_" + "0123456789abcdef" * 4
 def store() -> FakeStore:
     store = FakeStore()
     store.put(installation("loc1", prefs=LocationPrefs(cast_api_key=CAST_KEY)))
-    store.put(installation("loc2", prefs=LocationPrefs(inbound_numbers=("09181112222",))))
+    store.put(installation("loc2", prefs=LocationPrefs(inbound_numbers=("+639181112222",))))
     store.put(installation("gone", status=InstallStatus.UNINSTALLED, access="", refresh=None))
     return store
 
@@ -107,7 +107,7 @@ async def test_put_sets_settings_and_normalises_inbound_numbers(
     prefs = store.docs[location_key("loc1")].prefs
     assert prefs == LocationPrefs(sender_id="CASTPH", cast_api_key=new_key,
                                   rate_limit_per_second=5,
-                                  inbound_numbers=("09171234567", "09991234567"))
+                                  inbound_numbers=("+639171234567", "+639991234567"))
     again = await client.get("/admin/installations/loc1", headers=AUTH)
     assert again.json()["settings"]["cast_api_key"] == "cast_…ffff"
 

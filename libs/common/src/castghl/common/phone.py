@@ -1,23 +1,30 @@
-"""Philippine mobile numbers: the only destinations Cast.ph delivers to.
+"""Philippine mobile numbers: the only destinations Cast.ph delivers to, as one type.
 
-Both functions accept what people and GHL actually store — `+639171234567`,
+`PhMobile.parse` accepts what people and GHL actually store — `+639171234567`,
 `639171234567`, `09171234567`, `9171234567`, `0063 917 …`, with spaces, dashes, dots or
-parentheses — and validate with `phonenumbers` (country 63, type MOBILE). Anything else
+parentheses — and validates with `phonenumbers` (country 63, type MOBILE). Anything else
 raises `InvalidPhoneNumber`, whose `user_message` says what is wrong in terms a GHL user
 understands and whose `reason` is a stable tag for logs and metrics.
+
+A number is parsed once, at the edge where it enters (the gateway for replies, the
+sender for a webhook's recipient, the admin API for inbound numbers); from there on it is
+a `PhMobile`, which crosses the broker and is stored as E.164. The form Cast's send API
+takes is made by the Cast client alone (`castghl.common.cast.client.cast_number`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, PhoneNumberType
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import CoreSchema, core_schema
 
 from castghl.common.errors import PermanentError
 
-__all__ = ["InvalidPhoneNumber", "InvalidReason", "to_cast_number", "to_e164"]
+__all__ = ["InvalidPhoneNumber", "InvalidReason", "PhMobile"]
 
 InvalidReason = Literal[
     "empty", "not_a_number", "not_philippine", "landline", "not_mobile", "invalid"
@@ -46,22 +53,56 @@ class InvalidPhoneNumber(PermanentError):
         self.reason: InvalidReason = reason
 
 
-def to_cast_number(raw: str) -> str:
-    """Return the national form Cast's send API wants, `09XXXXXXXXX`.
+class PhMobile:
+    """A Philippine mobile number, valid by construction. `str()` and JSON give its E.164
+    form (`+639171234567`); `national` is the local form (`09171234567`, `08…` for DITO's
+    0895–0898). Pydantic fields of this type accept any spelling `parse` does."""
 
-    DITO's 0895–0898 ranges are mobile too and come back as `08XXXXXXXXX`.
-    Raises `InvalidPhoneNumber` for anything but a valid Philippine mobile number.
-    """
-    return "0" + str(_parse_ph_mobile(raw).national_number)
+    __slots__ = ("e164",)
 
+    def __init__(self, e164: str) -> None:
+        # Only `parse` (and pydantic, through it) should call this with a checked number.
+        self.e164 = e164
 
-def to_e164(raw: str) -> str:
-    """Return the E.164 form `+639XXXXXXXXX` (`+638…` for DITO 0895–0898).
+    @classmethod
+    def parse(cls, raw: str) -> PhMobile:
+        """Raises `InvalidPhoneNumber` for anything but a valid Philippine mobile number."""
+        return cls(phonenumbers.format_number(_parse_ph_mobile(raw), PhoneNumberFormat.E164))
 
-    Used for inbound SMS and GHL contact upserts. Accepts the same inputs as
-    `to_cast_number`, E.164 included; raises the same errors.
-    """
-    return phonenumbers.format_number(_parse_ph_mobile(raw), PhoneNumberFormat.E164)
+    @property
+    def national(self) -> str:
+        return "0" + self.e164.removeprefix("+63")
+
+    def __str__(self) -> str:
+        return self.e164
+
+    def __repr__(self) -> str:
+        return f"PhMobile({self.e164!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PhMobile) and other.e164 == self.e164
+
+    def __hash__(self) -> int:
+        return hash(self.e164)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> CoreSchema:
+        def validate(value: object) -> PhMobile:
+            if isinstance(value, PhMobile):
+                return value
+            if not isinstance(value, str):
+                raise ValueError("must be a phone number (a string)")  # noqa: TRY004
+            try:
+                return cls.parse(value)
+            except InvalidPhoneNumber as exc:
+                # The reason only: the number itself stays out of error texts and logs.
+                raise ValueError(f"must be a Philippine mobile number ({exc.reason})"
+                                 ) from None
+
+        return core_schema.no_info_plain_validator_function(
+            validate, serialization=core_schema.to_string_ser_schema(),
+            json_schema_input_schema=core_schema.str_schema())
 
 
 def _parse_ph_mobile(raw: str) -> PhoneNumber:

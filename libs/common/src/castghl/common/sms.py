@@ -1,32 +1,19 @@
-"""SMS text: composing the body, counting carrier segments, splitting for Cast's size cap.
+"""SMS text: composing the body, and splitting it for Cast's size cap.
 
-Two different limits meet here and must not be confused:
-- Cast's request cap (450 characters in the old doc) counts Python characters; `split`
-  cuts a long text into several Cast sends.
-- Carrier segments (GSM-7 160/153, UCS-2 70/67) decide what each send costs, one Cast
-  credit per segment; `count_segments` predicts them the way an SMSC packs them.
+Cast's request cap (450 characters in the old doc) counts Python characters; `split` cuts
+a long text into several Cast sends. What each send costs in carrier segments (one Cast
+credit each) is Cast's to count: it answers `parts` for every send.
 """
 
 from __future__ import annotations
 
-import enum
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from castghl.common.errors import PermanentError
 
-__all__ = [
-    "EmptyMessage",
-    "Encoding",
-    "MessageTooLong",
-    "Segments",
-    "compose",
-    "count_segments",
-    "encoding_of",
-    "split",
-]
+__all__ = ["EmptyMessage", "MessageTooLong", "compose", "split"]
 
 
 class EmptyMessage(PermanentError):
@@ -61,80 +48,6 @@ def compose(message: str, attachments: Sequence[str]) -> str:
     if not lines:
         raise EmptyMessage("message text and attachments are empty")
     return "\n".join(lines)
-
-
-# --- carrier segments -----------------------------------------------------------------
-
-
-class Encoding(enum.Enum):
-    """The SMS data coding an SMSC would pick for a text."""
-
-    GSM7 = "GSM-7"
-    UCS2 = "UCS-2"
-
-
-@dataclass(frozen=True, slots=True)
-class Segments:
-    """How an SMSC would send a text.
-
-    `units` are septets for GSM-7 (extension characters count two) and UTF-16 code units
-    for UCS-2 (an emoji outside the BMP counts two); `parts` is the number of SMS, i.e.
-    Cast credits. An empty text is one (empty) part, as an SMSC would send it.
-    """
-
-    encoding: Encoding
-    units: int
-    parts: int
-
-
-# GSM 03.38 default alphabet, without ESC (0x1B): a literal ESC in user text is not a
-# character the recipient can see, so it forces UCS-2 rather than corrupting the escape.
-_GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-# The extension table: each is sent as ESC + code, two septets. National shift tables
-# (Turkish, Portuguese, …) are not used by Philippine carriers and are ignored.
-_GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
-
-_GSM7_SINGLE, _GSM7_PER_PART = 160, 153
-_UCS2_SINGLE, _UCS2_PER_PART = 70, 67
-
-
-def encoding_of(text: str) -> Encoding:
-    """GSM-7 when every character is in the GSM 03.38 basic or extension set, else UCS-2."""
-    for char in text:
-        if char not in _GSM7_BASIC and char not in _GSM7_EXTENSION:
-            return Encoding.UCS2
-    return Encoding.GSM7
-
-
-def count_segments(text: str) -> Segments:
-    """Encoding, units and SMS parts of `text`, packed as a real SMSC packs them.
-
-    Concatenated parts lose room to the UDH (153 septets / 67 code units each), and a
-    two-unit character — a GSM-7 escape pair or a UTF-16 surrogate pair — never straddles
-    a part boundary, so it moves whole to the next part.
-    """
-    encoding = encoding_of(text)
-    if encoding is Encoding.GSM7:
-        costs = [2 if char in _GSM7_EXTENSION else 1 for char in text]
-        single, per_part = _GSM7_SINGLE, _GSM7_PER_PART
-    else:
-        costs = [2 if ord(char) > 0xFFFF else 1 for char in text]
-        single, per_part = _UCS2_SINGLE, _UCS2_PER_PART
-    units = sum(costs)
-    parts = 1 if units <= single else _pack(costs, per_part)
-    return Segments(encoding=encoding, units=units, parts=parts)
-
-
-def _pack(costs: Iterable[int], per_part: int) -> int:
-    parts, used = 1, 0
-    for cost in costs:
-        if used + cost > per_part:
-            parts, used = parts + 1, 0
-        used += cost
-    return parts
 
 
 # --- splitting for Cast's character cap -----------------------------------------------

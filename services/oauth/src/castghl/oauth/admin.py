@@ -22,7 +22,8 @@ from pydantic import (
     field_validator,
 )
 
-from castghl.common.phone import InvalidPhoneNumber, to_cast_number
+from castghl.common.phone import InvalidPhoneNumber, PhMobile
+from castghl.common.validation import fields, whole_body
 from castghl.oauth.changes import Notices
 from castghl.oauth.installation import Installation, location_key
 from castghl.oauth.refresh import utcnow
@@ -68,7 +69,7 @@ class SettingsUpdate(BaseModel):
         normal: list[str] = []
         for position, raw in enumerate(numbers):
             try:
-                number = to_cast_number(raw)
+                number = PhMobile.parse(raw).e164
             except InvalidPhoneNumber as exc:
                 raise ValueError(f"entry {position} ({raw[:_SHOWN_INPUT]!r}) is not a "
                                  f"Philippine mobile number ({exc.reason})") from None
@@ -109,17 +110,8 @@ def view(inst: Installation, default_key_for: DefaultKeyFor) -> dict[str, Any]:
 
 
 def _describe(exc: ValidationError) -> tuple[int, str]:
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        if error["type"] == "json_invalid":
-            return 400, "body is not valid JSON"
-        if error["type"] in {"model_type", "model_attributes_type"} or not error["loc"]:
-            return 400, "body must be a JSON object"
-        where = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}" if error["type"] != "extra_forbidden"
-                        else f"{where}: unknown setting")
-    return 422, "; ".join(problems)
+    whole = whole_body(exc)
+    return (400, whole) if whole else (422, fields(exc, unknown="unknown setting"))
 
 
 def _bearer(admin_api_key: str) -> Callable[[Request], None]:

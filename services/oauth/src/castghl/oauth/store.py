@@ -25,6 +25,7 @@ from pymongo.errors import DuplicateKeyError
 from castghl.common.crypto import TokenCipher
 from castghl.common.ghl.oauth import TokenGrant
 from castghl.common.messages import InstallStatus
+from castghl.common.phone import InvalidPhoneNumber, PhMobile
 from castghl.oauth.installation import (
     EPOCH,
     Installation,
@@ -69,6 +70,13 @@ def dig(doc: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+def _e164(number: str) -> str:
+    try:
+        return PhMobile.parse(number).e164
+    except InvalidPhoneNumber:
+        return number  # not ours to drop: the admin API shows it, and it routes nothing
+
+
 class MongoInstallations:
     def __init__(self, collection: AsyncCollection[Document], cipher: TokenCipher) -> None:
         self.collection = collection
@@ -87,6 +95,18 @@ class MongoInstallations:
         # so any GHL event is newer (a filter on a missing field would match nothing).
         await self.collection.update_many({"lifecycle_ms": {"$exists": False}},
                                           {"$set": {"lifecycle_ms": 0}})
+        await self._inbound_numbers_in_e164()
+
+    async def _inbound_numbers_in_e164(self) -> None:
+        """Inbound numbers were once stored in the national form: rewrite them as E.164,
+        the one form numbers take everywhere (few documents have any; each is checked)."""
+        cursor = self.collection.find({"kind": "location"}, projection={"prefs": True})
+        async for doc in cursor:
+            numbers = list(dig(doc, "prefs.inbound_numbers") or ())
+            e164 = [_e164(n) for n in numbers]
+            if e164 != numbers:
+                await self.collection.update_one({"_id": doc["_id"]},
+                                                  {"$set": {"prefs.inbound_numbers": e164}})
 
     # --- sealing ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from castghl.common.messages import OutboundSms, StatusError
+from castghl.common.phone import PhMobile
 
 # Long past any webhook GHL may still retry (72 h; the dedupe must outlive it) and the
 # inbound routing window (INBOUND_FALLBACK_DAYS, at most 30).
@@ -49,8 +50,6 @@ class MessageRecord:
     status: FinalStatus | None = None
     error: StatusError | None = None
     status_queued: bool = False
-    status_written: bool = False
-    new: bool = False
 
     def accepted(self, n: int) -> bool:
         part = self.parts.get(n)
@@ -64,17 +63,17 @@ class MessageRecord:
 
 class MessageStore(Protocol):
     async def claim(self, sms: OutboundSms) -> MessageRecord: ...
-    async def part_sending(self, message_id: str, n: int, to: str) -> None: ...
+    async def part_sending(self, message_id: str, n: int, to: PhMobile) -> None: ...
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None: ...
     async def decide(self, message_id: str, status: FinalStatus,
                      error: StatusError | None) -> MessageRecord: ...
     async def status_queued(self, message_id: str) -> None: ...
     async def status_written(self, message_id: str) -> bool: ...
     async def mark_status_written(self, message_id: str) -> None: ...
-    async def locations_that_texted(self, to: str, since: float) -> list[str]: ...
+    async def locations_that_texted(self, to: PhMobile, since: float) -> list[str]: ...
 
 
-def _record(doc: dict[str, Any], *, new: bool = False) -> MessageRecord:
+def _record(doc: dict[str, Any]) -> MessageRecord:
     parts = {int(n): Part(state=p.get("state", "sending"), cast_message_id=p.get("cast_id"),
                           attempts=int(p.get("attempts", 0)))
              for n, p in (doc.get("parts") or {}).items()}
@@ -86,8 +85,6 @@ def _record(doc: dict[str, Any], *, new: bool = False) -> MessageRecord:
         status=doc.get("status"),
         error=StatusError.model_validate(error) if error else None,
         status_queued=bool(doc.get("status_queued")),
-        status_written=bool(doc.get("status_written")),
-        new=new,
     )
 
 
@@ -103,7 +100,7 @@ class MongoMessageStore:
     async def claim(self, sms: OutboundSms) -> MessageRecord:
         """Insert the message if it is new; either way return what is known of it."""
         now = datetime.now(UTC)
-        result = await self.messages.update_one(
+        await self.messages.update_one(
             {"_id": sms.message_id},
             {"$setOnInsert": {
                 "location_id": sms.location_id, "parts": {}, "status": None, "error": None,
@@ -115,13 +112,13 @@ class MongoMessageStore:
         )
         doc = await self.messages.find_one({"_id": sms.message_id})
         assert doc is not None  # just upserted
-        return _record(doc, new=result.upserted_id is not None)
+        return _record(doc)
 
-    async def part_sending(self, message_id: str, n: int, to: str) -> None:
+    async def part_sending(self, message_id: str, n: int, to: PhMobile) -> None:
         now = time.time()
         await self.messages.update_one(
             {"_id": message_id},
-            {"$set": {f"parts.{n}.state": "sending", "to": to, "sent_ts": now,
+            {"$set": {f"parts.{n}.state": "sending", "to": to.e164, "sent_ts": now,
                       "updated_ts": now},
              "$inc": {f"parts.{n}.attempts": 1}})
 
@@ -154,9 +151,12 @@ class MongoMessageStore:
                                        {"$set": {"status_written": True,
                                                  "updated_ts": time.time()}})
 
-    async def locations_that_texted(self, to: str, since: float) -> list[str]:
+    async def locations_that_texted(self, to: PhMobile, since: float) -> list[str]:
         """The locations that sent to `to` since `since` (epoch seconds), latest first."""
-        cursor = self.messages.find({"to": to, "sent_ts": {"$gte": since}},
+        # Records written before numbers were stored as E.164 hold the national form;
+        # they expire with RETENTION, and until then both forms are looked for.
+        forms = [to.e164, to.national]
+        cursor = self.messages.find({"to": {"$in": forms}, "sent_ts": {"$gte": since}},
                                     {"location_id": 1}, sort=[("sent_ts", DESCENDING)],
                                     limit=TEXTED_LOOKUP_LIMIT)
         found: dict[str, None] = {}
@@ -175,8 +175,8 @@ class InboundStore(Protocol):
     async def release(self, cast_message_id: str) -> None: ...
     async def delivered(self, cast_message_id: str, location_id: str,
                         ghl_message_id: str) -> None: ...
-    async def contact(self, location_id: str, phone_e164: str) -> str | None: ...
-    async def remember_contact(self, location_id: str, phone_e164: str,
+    async def contact(self, location_id: str, phone: PhMobile) -> str | None: ...
+    async def remember_contact(self, location_id: str, phone: PhMobile,
                                contact_id: str) -> None: ...
 
 
@@ -223,11 +223,11 @@ class MongoInboundStore:
             {"$set": {"state": "delivered", "location_id": location_id,
                       "ghl_message_id": ghl_message_id}})
 
-    async def contact(self, location_id: str, phone_e164: str) -> str | None:
-        doc = await self.contacts.find_one({"_id": f"{location_id}:{phone_e164}"})
+    async def contact(self, location_id: str, phone: PhMobile) -> str | None:
+        doc = await self.contacts.find_one({"_id": f"{location_id}:{phone.e164}"})
         return str(doc["contact_id"]) if doc else None
 
-    async def remember_contact(self, location_id: str, phone_e164: str,
+    async def remember_contact(self, location_id: str, phone: PhMobile,
                                contact_id: str) -> None:
-        await self.contacts.update_one({"_id": f"{location_id}:{phone_e164}"},
+        await self.contacts.update_one({"_id": f"{location_id}:{phone.e164}"},
                                        {"$set": {"contact_id": contact_id}}, upsert=True)

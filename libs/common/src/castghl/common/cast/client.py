@@ -8,6 +8,7 @@ never the error text (reference/cast.md).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Final
@@ -24,6 +25,7 @@ from castghl.common.errors import (
     RetryableError,
     UncertainError,
 )
+from castghl.common.phone import PhMobile
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,16 @@ def _retry_after(response: httpx.Response) -> float:
     return min(MAX_RETRY_AFTER_SECONDS, max(1.0, seconds))
 
 
+def _refused(response: httpx.Response) -> bool:
+    """A 2xx whose body says `success: false` is a refusal like any error answer: Cast
+    sent nothing, and its `error_code` says why."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("success") is False
+
+
 def error_for(response: httpx.Response) -> BridgeError:
     """Map a non-2xx Cast answer onto the error family."""
     try:
@@ -73,25 +85,34 @@ def error_for(response: httpx.Response) -> BridgeError:
     status = response.status_code
     code = body.error_code or ""
     detail = f"Cast answered {status} {code}: {body.error}".strip()
-    if status == 429:
+    # The code decides where Cast gives one (a 200 may carry it too); the status otherwise.
+    if code == "RATE_LIMIT_EXCEEDED" or status == 429:
         return RateLimited(detail, retry_after=_retry_after(response), code="cast_rate_limited")
-    if status in (401, 402, 403):
+    if code in _ACCOUNT_MESSAGES or status in _ACCOUNT_BY_STATUS:
         account_code = code if code in _ACCOUNT_MESSAGES else _ACCOUNT_BY_STATUS[status]
         return AccountError(detail, code=f"cast_{account_code.lower()}",
                             user_message=_ACCOUNT_MESSAGES[account_code])
-    if status == 422 or code == "ALREADY_UNSUBSCRIBED":
+    if code == "ALREADY_UNSUBSCRIBED" or status == 422:
         return PermanentError(detail, code="recipient_opted_out",
                               user_message="Cast SMS: the recipient has opted out of SMS "
                                            "from this sender")
-    if status == 503:
+    if code == "SERVICE_UNAVAILABLE" or status == 503:
         return RetryableError(detail, code="cast_unavailable",
                               retry_after=_retry_after(response) if "Retry-After"
                               in response.headers else None)
-    if status >= 500:
+    if code in {"INTERNAL_ERROR", "PROVIDER_ERROR"} or status >= 500:
         return UncertainError(detail, code="cast_server_error")
     reason = body.error or f"HTTP {status}"
     return PermanentError(detail, code="cast_rejected",
                           user_message=f"Cast SMS: Cast.ph rejected the message ({reason[:120]})")
+
+
+def cast_number(to: PhMobile) -> str:
+    """The form of `to` Cast's send API takes (reference/cast.md): `09XXXXXXXXX`, which both
+    versions of the API accept; a mobile number without that form (DITO's 0895–0898) only
+    as E.164, which the newer API accepts and the older one refuses with its reason."""
+    national = to.national
+    return national if national.startswith("09") else to.e164
 
 
 class CastClient:
@@ -108,8 +129,9 @@ class CastClient:
         if self.idempotency:
             headers[IDEMPOTENCY_HEADER] = idempotency_key
         try:
-            response = await self.http.post(
-                self.url, json=request.model_dump(exclude_none=True), headers=headers)
+            body = request.model_dump(exclude_none=True)
+            body["to"] = cast_number(request.to)
+            response = await self.http.post(self.url, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # The request never reached Cast: nothing can have been sent.
             raise RetryableError(f"cannot reach Cast: {type(exc).__name__}",
@@ -117,15 +139,14 @@ class CastClient:
         except httpx.TransportError as exc:
             raise UncertainError(f"no answer from Cast: {type(exc).__name__}",
                                  code="cast_no_answer") from exc
-        if response.is_success:
+        if response.is_success and not _refused(response):
             try:
                 sent = CastSendResponse.model_validate_json(response.content)
             except ValidationError as exc:
                 raise UncertainError("Cast answered 2xx with an unreadable body",
                                      code="cast_bad_answer") from exc
-            if sent.success:
-                if response.headers.get(REPLAY_HEADER, "").lower() == "true":
-                    log.info("Cast replayed an earlier answer", extra={
-                        "cast_message_id": sent.message_id})
-                return sent
+            if response.headers.get(REPLAY_HEADER, "").lower() == "true":
+                log.info("Cast replayed an earlier answer", extra={
+                    "cast_message_id": sent.message_id})
+            return sent
         raise error_for(response)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from castghl.common.phone import PhMobile
+
 
 class CastSendRequest(BaseModel):
-    """`POST /api/v1/sms/send`. `to` is always `09XXXXXXXXX`, which both API versions take."""
+    """`POST /api/v1/sms/send`; the client writes `to` in the form Cast takes
+    (`castghl.common.cast.client.cast_number`)."""
 
     model_config = ConfigDict(frozen=True)
 
-    to: str
+    to: PhMobile
     message: str
     sender_id: str | None = None
 

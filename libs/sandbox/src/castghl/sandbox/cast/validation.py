@@ -17,7 +17,9 @@ from castghl.sandbox.cast.errors import CastError
 from castghl.sandbox.cast.knobs import CastKnobs
 
 LOCAL_NUMBER = re.compile(r"09\d{9}")
-E164_NUMBER = re.compile(r"\+639\d{9}")
+# The newer doc takes E.164 Philippine mobiles: +639… and DITO's +63895…-+63898…, which
+# have no 09 form.
+E164_NUMBER = re.compile(r"\+63(?:9\d{9}|89[5-8]\d{7})")
 MAX_IDEMPOTENCY_KEY = 255
 # `scheduled_at` is in the new doc; null for an optional field reads as "absent", as a
 # JavaScript `if (body.sender_id)` would.
@@ -71,7 +73,7 @@ def _recipient(to: Any, knobs: CastKnobs) -> str:
         raise invalid("to must be a string")
     if LOCAL_NUMBER.fullmatch(to) or (knobs.accept_e164 and E164_NUMBER.fullmatch(to)):
         return to
-    accepted = "09XXXXXXXXX" + (" or +639XXXXXXXXX" if knobs.accept_e164 else "")
+    accepted = "09XXXXXXXXX" + (" or E.164 (+639XXXXXXXXX)" if knobs.accept_e164 else "")
     raise invalid(f"to must be a Philippine mobile number in the form {accepted}")
 
 

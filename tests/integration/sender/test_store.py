@@ -1,0 +1,345 @@
+"""The sender's stores, one table of behaviour run twice: against the in-memory fakes the
+unit tests use and against the Mongo adapters on a real Mongo wire server — so the fakes
+cannot drift from what production does (MongoDB's semantics are the reference).
+
+Every test takes `messages` or `inbound`, each parametrized over both implementations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from castghl.common.messages import OutboundSms, StatusError
+from castghl.common.phone import PhMobile
+from castghl.sender import store as store_module
+from castghl.sender.store import (
+    InboundStore,
+    MessageStore,
+    MongoInboundStore,
+    MongoMessageStore,
+    Part,
+)
+from tests.unit.sender.fakes import MemoryInboundStore, MemoryMessageStore
+
+IMPLEMENTATIONS = ["memory", "mongo"]
+# Only ends a run gone wrong: generous, so a slow machine never reaches it.
+DEADLINE_SECONDS = 120.0
+FAILED = StatusError(code="cast_insufficient_credits",
+                     message="Cast SMS account is out of credit")
+
+
+def sms(message_id: str, location_id: str = "loc1") -> OutboundSms:
+    return OutboundSms(message_id=message_id, location_id=location_id, phone="+639171234567",
+                       message="Hello")
+
+
+async def _database(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    uri: str = request.getfixturevalue("mongo_uri")
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
+    try:
+        yield client.get_default_database()
+    finally:
+        await client.close()
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def messages(request: pytest.FixtureRequest) -> AsyncIterator[MessageStore]:
+    if request.param == "memory":
+        yield MemoryMessageStore()
+        return
+    async for db in _database(request):
+        store = MongoMessageStore(db)
+        await store.ensure_indexes()
+        yield store
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def inbound(request: pytest.FixtureRequest) -> AsyncIterator[InboundStore]:
+    if request.param == "memory":
+        yield MemoryInboundStore()
+        return
+    async for db in _database(request):
+        store = MongoInboundStore(db)
+        await store.ensure_indexes()
+        yield store
+
+
+# --- messages: claim ------------------------------------------------------------------------
+
+async def test_the_first_claim_of_a_message_knows_nothing_yet(
+        messages: MessageStore) -> None:
+    record = await messages.claim(sms("m1", "loc1"))
+
+    assert (record.message_id, record.location_id) == ("m1", "loc1")
+    assert record.parts == {}
+    assert (record.status, record.error) == (None, None)
+    assert not record.status_queued
+    assert not await messages.status_written("m1")
+
+
+async def test_a_second_claim_of_the_same_message_sees_the_first(
+        messages: MessageStore) -> None:
+    await messages.claim(sms("m1", "loc1"))
+
+    await messages.part_sending("m1", 0, PhMobile.parse("+639171234567"))
+    again = await messages.claim(sms("m1", "loc2"))
+
+    assert again.location_id == "loc1"  # the first claim's; a copy cannot move it
+    assert again.maybe_sent(0)
+    assert (await messages.claim(sms("m2", "loc1"))).parts == {}  # another message
+
+
+async def test_claims_of_one_message_at_the_same_moment_make_one_record(
+        messages: MessageStore) -> None:
+    claims = await asyncio.gather(*(messages.claim(sms("m1", f"loc{n}")) for n in range(5)))
+
+    # One of them created it; all see that one (its location), none a second record.
+    assert len({c.location_id for c in claims}) == 1
+
+
+async def test_a_claim_returns_how_far_each_part_got(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    await messages.part_sending("m1", 0, PhMobile.parse("09171234567"))
+    await messages.part_accepted("m1", 0, "CAST-A")
+    await messages.part_sending("m1", 1, PhMobile.parse("09171234567"))
+
+    record = await messages.claim(sms("m1"))
+
+    assert record.parts == {0: Part("accepted", "CAST-A", 1), 1: Part("sending", None, 1)}
+    assert record.accepted(0)
+    assert not record.maybe_sent(0)
+    assert record.maybe_sent(1)
+    assert not record.accepted(1)
+    assert not record.maybe_sent(2)
+    assert not record.accepted(2)
+
+
+async def test_sending_a_part_again_counts_the_attempt_and_keeps_it_maybe_sent(
+        messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    for _ in range(3):
+        await messages.part_sending("m1", 0, PhMobile.parse("09171234567"))
+
+    record = await messages.claim(sms("m1"))
+
+    assert record.parts == {0: Part("sending", None, 3)}
+    await messages.part_accepted("m1", 0, "CAST-B")
+    assert (await messages.claim(sms("m1"))).parts == {0: Part("accepted", "CAST-B", 3)}
+
+
+async def test_a_record_is_a_snapshot_not_a_view(messages: MessageStore) -> None:
+    first = await messages.claim(sms("m1"))
+    first.parts[0] = Part("accepted", "mine", 9)
+    first.status = "delivered"
+
+    again = await messages.claim(sms("m1"))
+
+    assert again.parts == {}
+    assert again.status is None
+
+
+async def test_steps_on_an_unknown_message_change_nothing(messages: MessageStore) -> None:
+    # A status replayed after the record expired (RETENTION), say.
+    await messages.part_sending("gone", 0, PhMobile.parse("09171234567"))
+    await messages.part_accepted("gone", 0, "CAST-X")
+    await messages.status_queued("gone")
+    await messages.mark_status_written("gone")
+
+    assert not await messages.status_written("gone")
+    assert await messages.locations_that_texted(PhMobile.parse("09171234567"), 0.0) == []
+    record = await messages.claim(sms("gone"))
+    assert record.parts == {}
+    assert not record.status_queued
+
+
+# --- messages: decide and the status flags --------------------------------------------------
+
+async def test_the_first_decision_wins(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+
+    first = await messages.decide("m1", "failed", FAILED)
+    second = await messages.decide("m1", "delivered", None)
+
+    assert (first.status, first.error) == ("failed", FAILED)
+    assert (second.status, second.error) == ("failed", FAILED)
+    assert (second.message_id, second.location_id) == ("m1", "loc1")
+    record = await messages.claim(sms("m1"))
+    assert (record.status, record.error) == ("failed", FAILED)
+
+
+async def test_decisions_at_the_same_moment_agree_on_one(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+
+    decided = await asyncio.gather(messages.decide("m1", "delivered", None),
+                                   messages.decide("m1", "failed", FAILED))
+
+    assert {(r.status, r.error) for r in decided} in (
+        {("delivered", None)}, {("failed", FAILED)})
+
+
+async def test_a_decision_keeps_the_parts(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    await messages.part_sending("m1", 0, PhMobile.parse("09171234567"))
+    await messages.part_accepted("m1", 0, "CAST-A")
+
+    decided = await messages.decide("m1", "delivered", None)
+
+    assert decided.status == "delivered"
+    assert decided.error is None
+    assert decided.parts == {0: Part("accepted", "CAST-A", 1)}
+
+
+async def test_status_queued_is_remembered(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    await messages.decide("m1", "delivered", None)
+    assert not (await messages.claim(sms("m1"))).status_queued
+
+    await messages.status_queued("m1")
+
+    assert (await messages.claim(sms("m1"))).status_queued
+    assert (await messages.decide("m1", "failed", FAILED)).status_queued
+
+
+async def test_status_written_is_false_until_marked(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    await messages.claim(sms("m2"))
+    assert not await messages.status_written("m1")
+
+    await messages.mark_status_written("m1")
+    await messages.mark_status_written("m1")  # a duplicate status is harmless
+
+    assert await messages.status_written("m1")
+    assert not await messages.status_written("m2")
+    assert not await messages.status_written("never-seen")
+
+
+# --- messages: who texted a number ----------------------------------------------------------
+
+async def texted(messages: MessageStore, message_id: str, location_id: str, to: str,
+                 parts: int = 1) -> None:
+    await messages.claim(sms(message_id, location_id))
+    for n in range(parts):
+        await messages.part_sending(message_id, n, to)
+
+
+def a_moment_passes() -> float:
+    """A cut between what was sent before and what is sent after, a millisecond clear of
+    both: the stores stamp sends with the wall clock, and the MongoDB-wire emulator keeps
+    only 15 significant digits of a double (about 10 µs of an epoch time)."""
+    cut = time.time() + 0.001
+    while time.time() < cut + 0.001:
+        pass  # the wall clock passing a point: the condition itself, not a guessed wait
+    return cut
+
+
+async def test_locations_that_texted_are_latest_first_distinct_and_recent(
+        messages: MessageStore) -> None:
+    x, y = PhMobile.parse("09171234567"), PhMobile.parse("09181234567")
+    await texted(messages, "m0", "old-loc", x)
+    since = a_moment_passes()
+    await texted(messages, "m1", "loc-a", x)
+    await texted(messages, "m2", "loc-b", x)
+    await texted(messages, "m3", "loc-a", y)
+    await texted(messages, "m4", "loc-b", x)
+
+    assert await messages.locations_that_texted(x, since) == ["loc-b", "loc-a"]
+    assert await messages.locations_that_texted(x, 0.0) == ["loc-b", "loc-a", "old-loc"]
+    assert await messages.locations_that_texted(y, since) == ["loc-a"]
+    assert await messages.locations_that_texted(PhMobile.parse("09190000000"), 0.0) == []
+
+    await texted(messages, "m5", "loc-a", x)
+    assert await messages.locations_that_texted(x, since) == ["loc-a", "loc-b"]
+
+
+async def test_a_message_counts_from_its_latest_part(messages: MessageStore) -> None:
+    x = PhMobile.parse("09171234567")
+    await texted(messages, "m1", "loc-a", x)
+    await texted(messages, "m2", "loc-b", x)
+    since = a_moment_passes()
+    await messages.part_sending("m1", 1, x)  # loc-a's long message, part 2, just now
+
+    assert await messages.locations_that_texted(x, since) == ["loc-a"]
+
+
+async def test_a_claimed_message_that_sent_nothing_texted_nobody(
+        messages: MessageStore) -> None:
+    await messages.claim(sms("m1", "loc-a"))
+
+    assert await messages.locations_that_texted(PhMobile.parse("09171234567"), 0.0) == []
+
+
+# --- inbound: one delivery per Cast message id ----------------------------------------------
+
+async def test_a_reply_is_claimed_once_while_it_is_being_delivered(
+        inbound: InboundStore) -> None:
+    assert await inbound.claim("CASTIN1") == "mine"
+    assert await inbound.claim("CASTIN1") == "busy"
+    assert await inbound.claim("CASTIN2") == "mine"
+
+
+async def test_claims_of_one_reply_at_the_same_moment_make_one_owner(
+        inbound: InboundStore) -> None:
+    claims = await asyncio.gather(*(inbound.claim("CASTIN1") for _ in range(5)))
+
+    assert sorted(claims) == ["busy", "busy", "busy", "busy", "mine"]
+
+
+async def test_a_delivered_reply_is_done_for_every_later_copy(inbound: InboundStore) -> None:
+    assert await inbound.claim("CASTIN1") == "mine"
+    await inbound.delivered("CASTIN1", "loc1", "ghl-msg-1")
+
+    assert await inbound.claim("CASTIN1") == "done"
+    await inbound.release("CASTIN1")  # a late release cannot reopen it
+    assert await inbound.claim("CASTIN1") == "done"
+
+
+async def test_a_released_claim_is_taken_over_by_the_next_copy(inbound: InboundStore) -> None:
+    assert await inbound.claim("CASTIN1") == "mine"
+    await inbound.release("CASTIN1")  # delivery failed: a retry may try again
+
+    assert await inbound.claim("CASTIN1") == "mine"
+    assert await inbound.claim("CASTIN1") == "busy"
+    await inbound.delivered("CASTIN1", "loc1", "ghl-msg-1")
+    assert await inbound.claim("CASTIN1") == "done"
+
+
+async def test_a_claim_whose_worker_died_is_taken_over_when_its_lease_runs_out(
+        inbound: InboundStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "INBOUND_LEASE_SECONDS", 0.5)
+    assert await inbound.claim("CASTIN1") == "mine"  # ... and that worker dies
+
+    seen: list[str] = []
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not seen or seen[-1] != "mine":
+        assert time.monotonic() < deadline, "the lease was never taken over"
+        seen.append(await inbound.claim("CASTIN1"))
+        await asyncio.sleep(0.02)  # a poll interval: the loop ends on the takeover
+
+    assert set(seen[:-1]) <= {"busy"}
+
+
+# --- inbound: contacts ----------------------------------------------------------------------
+
+async def test_a_contact_is_remembered_per_location_and_phone(inbound: InboundStore) -> None:
+    phone = PhMobile.parse("+639171234567")
+    assert await inbound.contact("loc1", phone) is None
+
+    await inbound.remember_contact("loc1", phone, "contact-1")
+
+    assert await inbound.contact("loc1", phone) == "contact-1"
+    assert await inbound.contact("loc2", phone) is None
+    assert await inbound.contact("loc1", PhMobile.parse("+639181234567")) is None
+
+
+async def test_a_contact_remembered_again_replaces_the_old_one(inbound: InboundStore) -> None:
+    # GHL merged or deleted the cached contact; the upsert found another.
+    await inbound.remember_contact("loc1", PhMobile.parse("+639171234567"), "contact-1")
+    await inbound.remember_contact("loc1", PhMobile.parse("+639171234567"), "contact-2")
+
+    assert await inbound.contact("loc1", PhMobile.parse("+639171234567")) == "contact-2"
