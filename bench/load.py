@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--server-pid", type=int, required=True)
     parser.add_argument("--key-hex", required=True, help="Ed25519 private key, raw, hex")
     parser.add_argument("--location-id", default="bench-location")
-    parser.add_argument("--count", type=int, default=60_000)
+    parser.add_argument("--count", type=int, default=80_000)
     parser.add_argument("--cycle", action="store_true", help="reuse requests (baseline)")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--warmup", type=float, default=2.0)

@@ -154,7 +154,7 @@ def run(rabbitmq_url: str, mongo: Infra, workdir: Path, *, messages: int = MESSA
             for sender in senders:
                 sender.wait_ready()
             _wait_drained(stack, messages, rate)
-            by_message = stack.cast_sends()
+            by_message = stack.cast_sends_for(ids)
             calls = httpx.get(f"{stack.cast}/_sandbox/calls", timeout=30).json()
             statuses = _wait_statuses(stack, set(ids))
             pids = {name: p.popen.pid for name, p in stack.processes.items()

@@ -21,7 +21,6 @@ from aiormq.exceptions import AMQPError
 
 from castghl.common.topology import Topology
 
-RPC_NAMES = ("token", "location", "route")
 TIMEOUT_SECONDS = 15.0
 T = TypeVar("T")
 
@@ -34,11 +33,6 @@ HANDSHAKE_HINT = (
 
 class RabbitUnavailable(RuntimeError):
     """The broker did not answer in time; the message says what was attempted."""
-
-
-def queue_names(topology: Topology) -> list[str]:
-    names = [queue.name for work in topology.work_queues() for queue in work.all_queues()]
-    return [*names, *(topology.rpc(name).name for name in RPC_NAMES)]
 
 
 def _call(url: str, what: str, work: Callable[[AbstractConnection], Awaitable[T]]
@@ -72,7 +66,7 @@ def delete_queues(url: str, topology: Topology) -> int:
     """Delete this run's queues; on failure say so (with the prefix) rather than crash."""
     async def delete(connection: AbstractConnection) -> int:
         deleted = 0
-        for name in queue_names(topology):
+        for name in topology.queue_names():
             # A channel per delete: deleting a queue that was never declared may close it.
             channel = await connection.channel()
             with contextlib.suppress(AMQPError):

@@ -45,5 +45,6 @@ async def test_unsigned_or_incomplete_events_are_refused(
         assert (await client.post(PATH, content=unsigned)).status_code == 401
         answer = await client.post(PATH, content=nowhere, headers=gateway.signer.headers(nowhere))
     assert answer.status_code == 400
-    assert "locationId or companyId" in answer.json()["error"]
+    assert answer.json()["code"] == "invalid_request"
+    assert "locationId or companyId" in answer.json()["detail"]
     assert await drain(amqp, gateway.topology.lifecycle.queue.name) == []

@@ -16,6 +16,7 @@ from .conftest import INBOUND_KEY, RunningGateway, drain
 PATH = "/webhooks/cast/inbound"
 MANILA = timezone(timedelta(hours=8))
 AUTH = {"X-API-Key": INBOUND_KEY}
+BAD = "invalid_request"
 
 
 def ago(**delta: float) -> str:
@@ -42,8 +43,9 @@ async def test_a_reply_is_normalised_and_published(gateway: RunningGateway,
     [message] = await drain(amqp, gateway.topology.inbound.queue.name)
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     sms = InboundSms.model_validate_json(message.body)
-    assert (sms.from_number, sms.to_number, sms.message, sms.cast_message_id) == (
-        "+639171234567", "09181234567", "Yes po", "CASTIN1")
+    # Both numbers parsed once, here, and carried in E.164.
+    assert (str(sms.from_number), str(sms.to_number), sms.message, sms.cast_message_id) == (
+        "+639171234567", "+639181234567", "Yes po", "CASTIN1")
     assert sms.received_at.utcoffset() is not None
 
 
@@ -62,36 +64,39 @@ async def test_without_a_message_id_a_repost_gets_the_same_id(
 
 
 @pytest.mark.parametrize(
-    ("body", "headers", "status", "error"),
+    ("body", "headers", "status", "code", "error"),
     [
-        pytest.param(reply(), {}, 401, "missing API key", id="no-key"),
-        pytest.param(reply(), {"X-API-Key": "wrong-key-0123456789"}, 401, "invalid API key",
-                     id="wrong-key"),
-        pytest.param(reply(), {"Authorization": "Basic abc"}, 401, "missing API key",
-                     id="not-bearer"),
-        pytest.param(b"junk", AUTH, 400, "body is not valid JSON", id="junk"),
-        pytest.param(reply(**{"from": ...}), AUTH, 400, "from is missing", id="no-from"),
-        pytest.param(reply(**{"from": "+1 555 123 4567"}), AUTH, 400,
+        pytest.param(reply(), {}, 401, "unauthorized", "missing API key", id="no-key"),
+        pytest.param(reply(), {"X-API-Key": "wrong-key-0123456789"}, 401, "unauthorized",
+                     "invalid API key", id="wrong-key"),
+        pytest.param(reply(), {"Authorization": "Basic abc"}, 401, "unauthorized",
+                     "missing API key", id="not-bearer"),
+        pytest.param(b"junk", AUTH, 400, BAD, "body is not valid JSON", id="junk"),
+        pytest.param(reply(**{"from": ...}), AUTH, 400, BAD, "from is missing", id="no-from"),
+        pytest.param(reply(**{"from": "+1 555 123 4567"}), AUTH, 400, BAD,
                      "must be a Philippine mobile number", id="foreign-from"),
-        pytest.param(reply(to="12"), AUTH, 400, "to", id="bad-to"),
-        pytest.param(reply(message=...), AUTH, 400, "message is missing", id="no-message"),
-        pytest.param(reply(message=7), AUTH, 400, "message", id="message-not-text"),
-        pytest.param(reply(received_at=123), AUTH, 400, "ISO-8601", id="epoch-number"),
-        pytest.param(reply(received_at=ago(days=8)), AUTH, 400, "last 7 days",
+        pytest.param(reply(to="12"), AUTH, 400, BAD, "to", id="bad-to"),
+        pytest.param(reply(message=...), AUTH, 400, BAD, "message is missing",
+                     id="no-message"),
+        pytest.param(reply(message=7), AUTH, 400, BAD, "message", id="message-not-text"),
+        pytest.param(reply(received_at=123), AUTH, 400, BAD, "ISO-8601", id="epoch-number"),
+        pytest.param(reply(received_at=ago(days=8)), AUTH, 400, BAD, "last 7 days",
                      id="received-long-ago"),
-        pytest.param(reply(received_at=ago(minutes=-30)), AUTH, 400, "not in the future",
+        pytest.param(reply(received_at=ago(minutes=-30)), AUTH, 400, BAD, "not in the future",
                      id="received-in-the-future"),
-        pytest.param(reply(received_at="yesterday"), AUTH, 400, "received_at",
+        pytest.param(reply(received_at="yesterday"), AUTH, 400, BAD, "received_at",
                      id="bad-time"),
-        pytest.param(reply(message="x" * 70_000), AUTH, 413, "larger than", id="oversized"),
+        pytest.param(reply(message="x" * 70_000), AUTH, 413, "body_too_large", "larger than",
+                     id="oversized"),
     ],
 )
 async def test_bad_requests_are_refused_and_publish_nothing(
     gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel, body: bytes,
-    headers: dict[str, str], status: int, error: str,
+    headers: dict[str, str], status: int, code: str, error: str,
 ) -> None:
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         answer = await client.post(PATH, content=body, headers=headers)
     assert answer.status_code == status
-    assert error in answer.json()["error"]
+    assert answer.json()["code"] == code
+    assert error in answer.json()["detail"]
     assert await drain(amqp, gateway.topology.inbound.queue.name) == []

@@ -14,6 +14,8 @@ from castghl.common.messages import OutboundSms
 from .conftest import RunningGateway, drain
 
 PATH = "/webhooks/ghl/provider-outbound"
+BAD = "invalid_request"
+UNTIMELY = "untimely_webhook"
 
 
 def webhook(**overrides: object) -> dict[str, object]:
@@ -55,19 +57,22 @@ def _tampered(gateway: RunningGateway, body: bytes) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("headers_for", "error"),
+    ("headers_for", "code", "error"),
     [
-        pytest.param(lambda g, b: {}, "missing signature", id="unsigned"),
-        pytest.param(lambda g, b: {"X-GHL-Signature": "N/A"}, "missing signature", id="n/a"),
-        pytest.param(lambda g, b: {"X-GHL-Signature": "not base64!"}, "missing signature",
-                     id="garbage"),
-        pytest.param(_tampered, "invalid signature", id="signed-other-bytes"),
-        pytest.param(lambda g, b: {"X-GHL-Signature": g.signer.rsa(b)}, None,
+        pytest.param(lambda g, b: {}, "missing_signature", "missing signature", id="unsigned"),
+        pytest.param(lambda g, b: {"X-GHL-Signature": "N/A"}, "missing_signature",
+                     "missing signature", id="n/a"),
+        pytest.param(lambda g, b: {"X-GHL-Signature": "not base64!"}, "missing_signature",
+                     "missing signature", id="garbage"),
+        pytest.param(_tampered, "invalid_signature", "invalid signature",
+                     id="signed-other-bytes"),
+        pytest.param(lambda g, b: {"X-GHL-Signature": g.signer.rsa(b)}, None, None,
                      id="rsa-in-ed25519-header-accepted"),
     ],
 )
 async def test_signature_rules(gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel,
-                               headers_for: object, error: str | None) -> None:
+                               headers_for: object, code: str | None, error: str | None
+                               ) -> None:
     body = gateway.body(**webhook())
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         answer = await client.post(PATH, content=body,
@@ -78,7 +83,8 @@ async def test_signature_rules(gateway: RunningGateway, amqp: aio_pika.abc.Abstr
         assert len(published) == 1
     else:
         assert answer.status_code == 401
-        assert error in answer.json()["error"]
+        assert answer.json() == {"code": code, "detail": answer.json()["detail"]}
+        assert error in answer.json()["detail"]
         assert published == []
 
 
@@ -94,34 +100,37 @@ async def test_reserialised_json_fails_verification(
 
 
 @pytest.mark.parametrize(
-    ("raw", "status", "error"),
+    ("raw", "status", "code", "error"),
     [
-        pytest.param(b"not json", 400, "body is not valid JSON", id="not-json"),
-        pytest.param(b"[1, 2]", 400, "body must be a JSON object", id="array"),
-        pytest.param(json.dumps({**webhook(), "messageId": None}).encode(), 400, "messageId",
-                     id="null-message-id"),
+        pytest.param(b"not json", 400, BAD, "body is not valid JSON", id="not-json"),
+        pytest.param(b"[1, 2]", 400, BAD, "body must be a JSON object", id="array"),
+        pytest.param(json.dumps({**webhook(), "messageId": None}).encode(), 400, BAD,
+                     "messageId", id="null-message-id"),
         pytest.param(json.dumps({k: v for k, v in webhook().items() if k != "messageId"}
-                                ).encode(), 400, "messageId is missing", id="no-message-id"),
+                                ).encode(), 400, BAD, "messageId is missing",
+                     id="no-message-id"),
         pytest.param(json.dumps({k: v for k, v in webhook().items() if k != "locationId"}
-                                ).encode(), 400, "locationId is missing", id="no-location-id"),
+                                ).encode(), 400, BAD, "locationId is missing",
+                     id="no-location-id"),
         pytest.param(json.dumps(webhook(timestamp=(datetime.now(UTC) - timedelta(hours=73))
-                                        .isoformat())).encode(), 401, "stale webhook",
-                     id="stale-timestamp"),
+                                        .isoformat())).encode(), 401, UNTIMELY,
+                     "stale webhook", id="stale-timestamp"),
         pytest.param(json.dumps(webhook(timestamp=(datetime.now(UTC) + timedelta(minutes=10))
-                                        .isoformat())).encode(), 401, "in the future",
-                     id="future-timestamp"),
-        pytest.param(json.dumps(webhook(message="x" * 70_000)).encode(), 413, "larger than",
-                     id="oversized"),
+                                        .isoformat())).encode(), 401, UNTIMELY,
+                     "in the future", id="future-timestamp"),
+        pytest.param(json.dumps(webhook(message="x" * 70_000)).encode(), 413, "body_too_large",
+                     "larger than", id="oversized"),
     ],
 )
 async def test_bad_input_gets_a_clear_4xx_and_publishes_nothing(
     gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel, raw: bytes, status: int,
-    error: str,
+    code: str, error: str,
 ) -> None:
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         answer = await client.post(PATH, content=raw, headers=gateway.signer.headers(raw))
     assert answer.status_code == status
-    assert error in answer.json()["error"]
+    assert answer.json()["code"] == code
+    assert error in answer.json()["detail"]
     assert await drain(amqp, gateway.topology.outbound.queue.name) == []
 
 
@@ -135,6 +144,7 @@ async def test_oversized_chunked_body_is_refused_without_a_length_header(
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         answer = await client.post(PATH, content=chunks(), headers={"X-GHL-Signature": "x"})
     assert answer.status_code == 413
+    assert answer.json()["code"] == "body_too_large"
     assert await drain(amqp, gateway.topology.outbound.queue.name) == []
 
 
@@ -179,5 +189,26 @@ async def test_unroutable_publish_answers_503_so_ghl_retries(
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         answer = await client.post(PATH, content=body, headers=gateway.signer.headers(body))
     assert answer.status_code == 503
+    assert answer.json() == {"code": "not_stored",
+                             "detail": "temporarily unable to accept webhooks"}
     await amqp.declare_queue(gateway.topology.outbound.queue.name, durable=True,
                              arguments=gateway.topology.outbound.queue.arguments)
+
+
+async def test_only_post_is_allowed(gateway: RunningGateway,
+                                    amqp: aio_pika.abc.AbstractChannel) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        answer = await client.get(PATH)
+    assert answer.status_code == 405
+    assert answer.json()["code"] == "method_not_allowed"
+    assert await drain(amqp, gateway.topology.outbound.queue.name) == []
+
+
+async def test_health_routes_are_served_beside_the_webhooks(
+        gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        ready = await client.get("/readyz")
+        metrics = await client.get("/metrics")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"rabbitmq": True}
+    assert "castghl_webhooks_accepted_total" in metrics.text

@@ -1,4 +1,4 @@
-"""Composition root of the gateway: settings → verifier, broker, routes."""
+"""Composition root of the gateway: settings → verifier, publisher, routes."""
 
 from __future__ import annotations
 
@@ -6,44 +6,43 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
-from castghl.common.broker import declare, make_broker
-from castghl.common.health import broker_check, health_router
+from castghl.common import answers
+from castghl.common.broker import Publisher
+from castghl.common.health import health_router
 from castghl.common.signatures import WebhookVerifier
-from castghl.gateway import answers
-from castghl.gateway.inbound import inbound_router
+from castghl.gateway.inbound import inbound_routes
+from castghl.gateway.intake import Intake, WebhookApp
 from castghl.gateway.settings import GatewaySettings
-from castghl.gateway.webhooks import Webhooks, webhook_router
+from castghl.gateway.webhooks import webhook_routes
 
 SERVICE = "castghl-gateway"
 
 
-def create_app(settings: GatewaySettings) -> FastAPI:
-    broker = make_broker(settings, SERVICE)
+def create_app(settings: GatewaySettings) -> ASGIApp:
+    publisher = Publisher(str(settings.rabbitmq_url), SERVICE)
     topology = settings.topology()
-    hooks = Webhooks(
-        broker=broker,
-        topology=topology,
-        verifier=WebhookVerifier(settings.public_keys()),
-        max_body_bytes=settings.max_body_bytes,
-        max_age_seconds=settings.webhook_max_age_seconds,
-    )
+    intake = Intake(publisher, topology, WebhookVerifier(settings.public_keys()),
+                    max_age_seconds=settings.webhook_max_age_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await broker.connect()
+        await publisher.connect()
         # Declared here too, so webhooks route even before any worker has started.
-        await declare(broker, [*topology.outbound.all_queues(),
-                               *topology.lifecycle.all_queues(),
-                               *topology.inbound.all_queues()])
+        await publisher.declare([*topology.outbound.all_queues(),
+                                 *topology.lifecycle.all_queues(),
+                                 *topology.inbound.all_queues()])
         yield
-        await broker.stop()
+        await publisher.close()
 
-    app = FastAPI(title="Cast SMS gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    answers.install(app)
-    app.include_router(webhook_router(hooks))
-    app.include_router(inbound_router(hooks, settings.inbound_api_key.get_secret_value()))
-    app.include_router(health_router({"rabbitmq": broker_check(broker)}))
-    app.state.hooks = hooks
-    return app
+    async def rabbitmq_ready() -> bool:
+        return publisher.connected()
+
+    rest = FastAPI(title="Cast SMS gateway", lifespan=lifespan, docs_url=None,
+                   redoc_url=None, openapi_url=None)
+    answers.install(rest)
+    rest.include_router(health_router({"rabbitmq": rabbitmq_ready}))
+    routes = {**webhook_routes(intake),
+              **inbound_routes(intake, settings.inbound_api_key.get_secret_value())}
+    return WebhookApp(routes, rest, max_body_bytes=settings.max_body_bytes)

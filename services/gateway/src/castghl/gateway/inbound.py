@@ -14,32 +14,20 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Request
 from prometheus_client import Counter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from castghl.common import phone
+from castghl.common.errors import Unauthorized
 from castghl.common.logging import log_context
 from castghl.common.messages import InboundSms
-from castghl.gateway.answers import Rejected
-from castghl.gateway.webhooks import MAX_FUTURE_SKEW, Webhooks, describe
+from castghl.common.phone import PhMobile
+from castghl.gateway.intake import ACCEPTED, MAX_FUTURE_SKEW, Headers, Intake, Route, parse
 
 log = logging.getLogger(__name__)
 
-ACCEPTED = Counter("castghl_inbound_accepted_total", "Inbound SMS published to RabbitMQ")
+ACCEPTED_TOTAL = Counter("castghl_inbound_accepted_total", "Inbound SMS published to RabbitMQ")
 
 
-def _philippine(value: object) -> object:
-    """Any Philippine mobile form → +639…; the error names what is wrong, not the input."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return phone.to_e164(value)
-    except phone.InvalidPhoneNumber:
-        raise ValueError("must be a Philippine mobile number") from None
-
-
-Phone = Annotated[str, BeforeValidator(_philippine)]
 # A reply Cast's gateway held back this long is still worth delivering; older is a bug.
 RECEIVED_AT_MAX_AGE = timedelta(days=7)
 
@@ -71,8 +59,9 @@ class CastInboundWebhook(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    from_number: Phone = Field(alias="from")
-    to_number: Phone | None = Field(None, alias="to")
+    # Parsed here, once: the rest of the bridge only sees `PhMobile` (E.164 on the wire).
+    from_number: PhMobile = Field(alias="from")
+    to_number: PhMobile | None = Field(None, alias="to")
     message: str = Field(min_length=1, max_length=10_000)
     message_id: str | None = Field(None, min_length=1, max_length=128)
     received_at: ReceivedAt = None
@@ -81,45 +70,41 @@ class CastInboundWebhook(BaseModel):
         """Cast's id; without one, a hash of the other fields (a re-post dedupes)."""
         if self.message_id:
             return self.message_id
-        fields = "\x1f".join([self.from_number, self.to_number or "", self.message,
+        fields = "\x1f".join([self.from_number.e164,
+                              self.to_number.e164 if self.to_number else "", self.message,
                               self.received_at.isoformat() if self.received_at else ""])
         return "sha256-" + hashlib.sha256(fields.encode()).hexdigest()[:40]
 
 
-def presented_key(request: Request) -> str | None:
-    if key := request.headers.get("x-api-key"):
+def presented_key(headers: Headers) -> str | None:
+    if key := headers.get("x-api-key"):
         return key
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def inbound_router(hooks: Webhooks, api_key: str) -> APIRouter:
-    router = APIRouter(prefix="/webhooks")
+def inbound_routes(intake: Intake, api_key: str) -> dict[str, Route]:
     expected = api_key.encode()
 
-    @router.post("/cast/inbound")
-    async def cast_inbound(request: Request) -> dict[str, str]:
-        key = presented_key(request)
+    async def cast_inbound(headers: Headers, body: bytes) -> bytes:
+        key = presented_key(headers)
         if key is None:
-            raise Rejected(401, "missing API key (X-API-Key or Authorization: Bearer)")
+            raise Unauthorized("missing API key (X-API-Key or Authorization: Bearer)")
         if not hmac.compare_digest(key.encode(), expected):
-            raise Rejected(401, "invalid API key")
-        body = await hooks.read_body(request)
-        try:
-            reply = CastInboundWebhook.model_validate_json(body)
-        except ValidationError as exc:
-            raise Rejected(400, describe(exc)) from None
+            raise Unauthorized("invalid API key")
+        reply = parse(CastInboundWebhook, body)
         message = InboundSms(
             from_number=reply.from_number,
-            to_number=phone.to_cast_number(reply.to_number) if reply.to_number else None,
+            to_number=reply.to_number,
             message=reply.message,
             cast_message_id=reply.stable_id(),
             received_at=reply.received_at or datetime.now(UTC),
         )
         with log_context(castMessageId=message.cast_message_id):
-            await hooks.publish(hooks.topology.inbound.queue, message, message.cast_message_id)
-            ACCEPTED.inc()
-            log.info("inbound SMS accepted")
-        return {"status": "accepted"}
+            await intake.publish(intake.topology.inbound.queue, message,
+                                 message.cast_message_id)
+            ACCEPTED_TOTAL.inc()
+            log.debug("inbound SMS accepted")
+        return ACCEPTED
 
-    return router
+    return {"/webhooks/cast/inbound": cast_inbound}
