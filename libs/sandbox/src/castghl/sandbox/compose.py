@@ -3,18 +3,20 @@
 Builds the images, starts `docker compose --profile sandbox` with three senders, waits
 for every health check, installs a demo location through the OAuth redirect flow (as a
 browser would, over the published ports), has the GHL simulator fire signed webhooks —
-a burst, a duplicate delivered three times, a 600-character text, a US number — and
-checks that each message reached Cast exactly once (per part) and got exactly one final
-GHL status. Then it `docker kill`s the sender that owns the Cast lane in the middle of a
-second burst and checks again: nothing lost, nothing texted twice. It prints a table of
-the counts, always tears the stack down (`down -v`) and exits non-zero on any failure.
+a burst, a duplicate delivered three times, a two-part text, a US number — and checks,
+once the stack is provably quiet, that each message reached Cast exactly once (per part)
+and got exactly one final GHL status. Then it `docker kill`s the sender that owns the
+Cast lane in the middle of a second burst and checks again: nothing lost, nothing texted
+twice. It prints a table of the counts, always tears the stack down (`down -v`) and exits
+non-zero on any failure.
 
     python -m castghl.sandbox.compose [--senders 3] [--burst 40] [--kill-burst 150] [--keep]
 
-Driving and observing go through `castghl.sandbox.stack.BridgeAt`, the same helpers the
-demo and the end-to-end tests use on processes. It needs a Docker API (DOCKER_HOST or the
-default socket) and the Compose v2 plugin; it says so and exits 2 when either is missing.
-Images follow PYTHON_IMAGE / RABBITMQ_IMAGE / MONGO_IMAGE when set.
+The cases, firing, waiting and the table are `castghl.sandbox.scenarios`, which the demo
+plays on processes; driving and observing go through `ComposeBridge`, a
+`castghl.sandbox.stack.Bridge` like the one the end-to-end tests use. It needs a Docker
+API (DOCKER_HOST or the default socket) and the Compose v2 plugin; it says so and exits 2
+when either is missing. Images follow PYTHON_IMAGE / RABBITMQ_IMAGE / MONGO_IMAGE when set.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import httpx
 
+from castghl.sandbox import scenarios
 from castghl.sandbox.infra import docker_available
-from castghl.sandbox.stack import BridgeAt
+from castghl.sandbox.scenarios import PHONE, Case, fire, settle, table
+from castghl.sandbox.stack import BridgeAt, in_flight
 from castghl.sandbox.stack import parts_sent as parts_sent_in
 
 PROJECT = "castghl-compose-test"
@@ -50,9 +53,6 @@ SANDBOX_ENV = Path("deploy/sandbox/sandbox.env")
 # Compose settings of the caller's shell or .env that would change what we start.
 FOREIGN_ENV = ("COMPOSE_FILE", "COMPOSE_PROFILES", "COMPOSE_PROJECT_NAME", "COMPOSE_ENV_FILES",
                "CASTGHL_ENV_FILE", "CASTGHL_TAG", "GATEWAY_PUBLISH", "OAUTH_PUBLISH")
-PH_PHONE = "+63 917 123 4567"
-LONG_TEXT = ("Paalala: ang inyong appointment ay bukas ng 10:00 ng umaga. " * 10)[:600]
-SETTLE_TIMEOUT_SECONDS = 120.0
 
 
 class ComposeTestError(RuntimeError):
@@ -151,91 +151,64 @@ def sandbox_setting(root: Path, name: str) -> str:
     raise KeyError(name)
 
 
-# --- what one run checks ------------------------------------------------------------------
+# --- the stack seen from this process --------------------------------------------------
 
-@dataclass
-class Case:
-    """Messages sent the same way, and what each of them must end as."""
-
-    name: str
-    payload: dict[str, Any]
-    count: int = 1
-    times: int = 1  # deliveries of each webhook (GHL's retries)
-    expect_status: str = "delivered"
-    expect_parts: int = 1
-    expect_error: str = ""
-    message_ids: list[str] = field(default_factory=list)
-    answers: list[int] = field(default_factory=list)
-    cast_sends: dict[str, int] = field(default_factory=dict)
-    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def problems(self) -> list[str]:
-        found: list[str] = []
-        if len(self.message_ids) != self.count:
-            found.append(f"{len(self.message_ids)}/{self.count} webhooks fired")
-        if bad := sorted({a for a in self.answers if a != 200}):
-            found.append(f"webhook answers {bad}")
-        for message_id in self.message_ids:
-            sends, statuses = self.cast_sends.get(message_id, 0), self.statuses.get(message_id, [])
-            if sends != self.expect_parts:
-                found.append(f"{message_id}: {sends} Cast sends, expected {self.expect_parts}")
-            if len(statuses) != 1:
-                found.append(f"{message_id}: {len(statuses)} GHL statuses, expected 1")
-            elif statuses[0]["status"] != self.expect_status:
-                found.append(f"{message_id}: status {statuses[0]['status']}")
-            elif self.expect_error not in _error(statuses[0]):
-                found.append(f"{message_id}: error {_error(statuses[0])!r}")
-        return found
-
-    def row(self) -> tuple[str, ...]:
-        statuses = [s for ids in self.statuses.values() for s in ids]
-        finals = sorted({s["status"] + (f": {_error(s)}" if _error(s) else "") for s in statuses})
-        answers = f"{len(self.answers)}x " + ",".join(str(a) for a in sorted(set(self.answers)))
-        return (self.name, str(len(self.message_ids)), answers,
-                str(sum(self.cast_sends.get(m, 0) for m in self.message_ids)),
-                str(len(statuses)), "; ".join(finals) or "(none)",
-                "yes" if not self.problems() else "NO")
-
-
-def _error(status: dict[str, Any]) -> str:
-    return str((status.get("error") or {}).get("message") or "")
-
-
-def fire(bridge: BridgeAt, case: Case) -> None:
-    for index in range(case.count):
-        payload = dict(case.payload)
-        if case.count > 1:
-            payload["message"] = f"{payload['message']} #{index + 1}"
-        answer = bridge.send(times=case.times, **payload)
-        case.message_ids.append(answer["messageId"])
-        case.answers.extend(d["status_code"] for d in answer["deliveries"])
-
-
-def settle(bridge: BridgeAt, cases: list[Case], timeout: float = SETTLE_TIMEOUT_SECONDS
-           ) -> None:
-    """Wait for a status on every message, give duplicates time to show, then count."""
-    ids = [m for case in cases for m in case.message_ids]
-    bridge.wait_for_statuses(ids, timeout)
-    time.sleep(2.0)  # a second send or status would land within this
-    sends = bridge.cast_sends()
-    for case in cases:
-        for message_id in case.message_ids:
-            case.cast_sends[message_id] = len(sends.get(message_id, []))
-            case.statuses[message_id] = bridge.statuses(message_id)
-
-
-# --- the kill ----------------------------------------------------------------------------
-
-def parts_sent(compose: Compose, container: str) -> float:
-    """The sender's own count of parts Cast accepted (its /metrics, from inside)."""
+def metrics(compose: Compose, container: str) -> str | None:
+    """A service's /metrics text, read inside its container (senders publish no port);
+    None when the container does not answer."""
     script = ("import os,urllib.request;print(urllib.request.urlopen("
               "f\"http://127.0.0.1:{os.environ['PORT']}/metrics\",timeout=5).read().decode())")
     try:
-        text = compose.docker_cli("exec", container, "python", "-c", script, timeout=30)
+        return compose.docker_cli("exec", container, "python", "-c", script, timeout=30)
     except subprocess.SubprocessError:
-        return 0.0
-    return parts_sent_in(text)
+        return None
 
+
+def parts_sent(compose: Compose, container: str) -> float:
+    """The sender's own count of parts Cast accepted."""
+    return parts_sent_in(metrics(compose, container) or "")
+
+
+def queued(compose: Compose) -> int:
+    """Messages waiting in the broker's work queues and retry tiers, counted now (parked
+    ones are going nowhere).
+
+    The broker publishes no port. `rabbitmqctl list_queues` names every queue, but for a
+    quorum queue it shows the counts the queue last reported, seconds old, which can say
+    0 while a status waits in its tier. So the count is asked of each queue itself, as on
+    processes (`infra.queue_depths`), from inside the compose network: the simulators'
+    image has the client.
+    """
+    [broker] = compose.containers("rabbitmq")
+    listing = compose.docker_cli("exec", broker, "rabbitmqctl", "list_queues", "--quiet",
+                                 "--no-table-headers", "name")
+    names = [name for name in listing.split() if not name.endswith(".parked")]
+    [probe] = compose.containers("cast-sim")
+    script = ("import sys;from castghl.sandbox import infra;"
+              "print(sum(infra.queue_depths(sys.argv[1],sys.argv[2:]).values()))")
+    url = sandbox_setting(compose.root, "RABBITMQ_URL")
+    return int(compose.docker_cli("exec", probe, "python", "-c", script, url, *names))
+
+
+@dataclass
+class ComposeBridge(BridgeAt):
+    """The compose stack, over its published ports and, for what publishes none (the
+    broker, the senders), `docker exec`: so `wait_quiet` sees the same things as on
+    processes, and shows that nothing more will happen instead of waiting a guessed time."""
+
+    compose: Compose = field(kw_only=True)
+
+    def backlog(self) -> tuple[int, int]:
+        handling = sum(in_flight(httpx.get(f"{url}/metrics", timeout=10).text)
+                       for url in (self.gateway, self.oauth))
+        for sender in self.compose.containers("sender"):
+            text = metrics(self.compose, sender)
+            # A replica that does not answer may be handling a message: not quiet yet.
+            handling += in_flight(text) if text is not None else 1
+        return queued(self.compose), handling
+
+
+# --- the kill ----------------------------------------------------------------------------
 
 @dataclass
 class Kill:
@@ -252,8 +225,8 @@ class Kill:
         return max(grown, key=lambda name: grown[name]) if any(grown.values()) else "-"
 
 
-def kill_mid_burst(compose: Compose, bridge: BridgeAt, case: Case, say: Callable[[str], None]
-                   ) -> Kill:
+def kill_mid_burst(compose: Compose, bridge: ComposeBridge, case: Case,
+                   say: Callable[[str], None]) -> Kill:
     """Fire the burst in the background; kill the lane's owner once some, not all, went."""
     senders = compose.containers("sender")
     before = {name: parts_sent(compose, name) for name in senders}
@@ -281,9 +254,10 @@ def kill_mid_burst(compose: Compose, bridge: BridgeAt, case: Case, say: Callable
     return kill
 
 
-def _sent_of(bridge: BridgeAt, case: Case) -> int:
-    sends = bridge.cast_sends()
-    return sum(1 for message_id in list(case.message_ids) if message_id in sends)
+def _sent_of(bridge: ComposeBridge, case: Case) -> int:
+    """Messages of the case (fired so far) that reached Cast."""
+    sends = bridge.cast_sends_for([m.message_id for m in list(case.sent)])
+    return sum(1 for found in sends.values() if found)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -294,16 +268,6 @@ class Plan:
     burst: int = 40
     kill_burst: int = 150
     keep: bool = False
-
-
-def table(rows: list[tuple[str, ...]]) -> str:
-    header = ("case", "messages", "webhook answers", "Cast sends", "GHL statuses",
-              "final status", "ok")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
-             for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 @contextmanager
@@ -335,14 +299,14 @@ def run(root: Path, plan: Plan, say: Callable[[str], None]) -> bool:
                                "--wait", "--wait-timeout", "300")
         say(compose.run("ps", "--format", "table {{.Name}}\t{{.Status}}",
                         capture=True).stdout.rstrip())
-        bridge = BridgeAt(
+        bridge = ComposeBridge(
             ghl_url=f"http://127.0.0.1:{PORTS['ghl-sim']}",
             cast_url=f"http://127.0.0.1:{PORTS['cast-sim']}",
             gateway_url=f"http://127.0.0.1:{PORTS['gateway']}",
             oauth_url=f"http://127.0.0.1:{PORTS['oauth']}",
             admin_api_key=sandbox_setting(root, "ADMIN_API_KEY"),
             inbound_api_key=sandbox_setting(root, "INBOUND_API_KEY"),
-            gateway_for_simulators=f"http://gateway:{PORTS['gateway']}")
+            gateway_for_simulators=f"http://gateway:{PORTS['gateway']}", compose=compose)
         with timed(say, "exercise the stack", figures):
             problems += exercise(compose, bridge, root, plan, say)
     except subprocess.CalledProcessError as exc:
@@ -365,7 +329,7 @@ def run(root: Path, plan: Plan, say: Callable[[str], None]) -> bool:
     return not problems
 
 
-def exercise(compose: Compose, bridge: BridgeAt, root: Path, plan: Plan,
+def exercise(compose: Compose, bridge: ComposeBridge, root: Path, plan: Plan,
              say: Callable[[str], None]) -> list[str]:
     problems: list[str] = []
     published = sandbox_setting(root, "GHL_WEBHOOK_PUBLIC_KEY").strip()
@@ -381,22 +345,21 @@ def exercise(compose: Compose, bridge: BridgeAt, root: Path, plan: Plan,
         problems.append("the install page names no location")
 
     cases = [
-        Case("burst", {"phone": PH_PHONE, "message": "Burst message"}, count=plan.burst),
-        Case("same webhook 3 times", {"phone": PH_PHONE, "message": "Sent once"}, times=3),
-        Case(f"{len(LONG_TEXT)}-character text", {"phone": PH_PHONE, "message": LONG_TEXT},
-             expect_parts=2),
-        Case("US number", {"phone": "+1 555 123 4567", "message": "Hi"},
-             expect_status="failed", expect_parts=0,
-             expect_error="not a Philippine mobile number"),
+        Case(f"burst of {plan.burst}", {"phone": PHONE, "message": "Burst message"},
+             count=plan.burst),
+        scenarios.retried_webhook(),
+        scenarios.long_text(),
+        scenarios.us_number(),
     ]
     for case in cases:
         fire(bridge, case)
-    say(f"fired {sum(len(c.message_ids) for c in cases)} signed webhooks "
-        f"({sum(len(c.answers) for c in cases)} deliveries); waiting for final statuses ...")
+    say(f"fired {sum(len(c.sent) for c in cases)} signed webhooks "
+        f"({sum(len(m.answers) for c in cases for m in c.sent)} deliveries); waiting until "
+        "every status is in and the stack is quiet ...")
     settle(bridge, cases)
 
-    crash = Case("burst, lane owner killed", {"phone": PH_PHONE, "message": "Crash burst"},
-                 count=plan.kill_burst)
+    crash = Case(f"burst of {plan.kill_burst}, lane owner killed",
+                 {"phone": PHONE, "message": "Crash burst"}, count=plan.kill_burst)
     kill = kill_mid_burst(compose, bridge, crash, say)
     settle(bridge, [crash])
     say(f"the Cast lane failed over to {kill.successor(compose)}")
@@ -405,10 +368,9 @@ def exercise(compose: Compose, bridge: BridgeAt, root: Path, plan: Plan,
         problems.append(kill.note)
 
     say("\n" + table([c.row() for c in cases]))
-    fired = sum(len(c.message_ids) for c in cases)
-    exactly_once = sum(1 for c in cases for m in c.message_ids
-                       if c.cast_sends.get(m) == c.expect_parts
-                       and len(c.statuses.get(m, [])) == 1)
+    fired = sum(len(c.sent) for c in cases)
+    exactly_once = sum(1 for c in cases for m in c.sent
+                       if m.cast_sends == c.expect_parts and len(m.statuses) == 1)
     say(f"\n{fired} messages: {exactly_once} reached Cast exactly as expected with exactly one "
         f"final GHL status; killed {kill.victim or '-'} after {kill.sent_before}/{kill.total}")
     for case in cases:
@@ -416,7 +378,7 @@ def exercise(compose: Compose, bridge: BridgeAt, root: Path, plan: Plan,
     return problems
 
 
-def _ghl_key(bridge: BridgeAt) -> str:
+def _ghl_key(bridge: ComposeBridge) -> str:
     answer = httpx.get(f"{bridge.ghl}/_sandbox/keys", timeout=10)
     answer.raise_for_status()
     return str(answer.json()["ed25519_public_pem"])

@@ -3,8 +3,9 @@
 Starts Mongo (MONGO_URI, else the embedded MongoDB-wire emulator with its data under
 var/demo/), the GHL and Cast simulators and the three services (RabbitMQ from
 RABBITMQ_URL, default the local one); installs a demo location through the real OAuth
-redirect flow; has the GHL simulator fire signed webhooks; then prints what Cast received
-and what status GHL recorded for each case, with timings. Exits non-zero if any case did
+redirect flow; has the GHL simulator fire signed webhooks (`cases`, played by
+`castghl.sandbox.scenarios`); then prints what Cast received and what status GHL recorded
+for each case, with timings, and has the recipient reply. Exits non-zero if any case did
 not end as it should.
 """
 
@@ -17,83 +18,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from castghl.sandbox import infra
-from castghl.sandbox.stack import Stack, StackError
-
-PHONE = "+63 917 123 4567"
-LONG_TEXT = " ".join(["Paalala: ang inyong appointment ay bukas ng 10:00 ng umaga."] * 10)
-SETTLE_TIMEOUT_SECONDS = 180.0  # a bound on a run gone wrong; settling returns sooner
-
-
-@dataclass
-class Case:
-    name: str
-    payload: dict[str, Any]
-    expect_status: str | None  # None: GHL must record no status (nothing to send)
-    expect_parts: int
-    expect_error: str = ""
-    times: int = 1
-    message_id: str = ""
-    conversation_id: str = ""
-    webhook_answers: list[int] = field(default_factory=list)
-    fired_at: float = 0.0
-    status: str | None = None
-    status_writes: int = 0
-    error: str = ""
-    settled_after: float | None = None
-    cast_parts: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return (self.status == self.expect_status and self.cast_parts == self.expect_parts
-                and self.status_writes == (1 if self.expect_status else 0)
-                and self.expect_error in self.error)
+from castghl.sandbox import infra, scenarios
+from castghl.sandbox.scenarios import PHONE, Case, fire, settle, table
+from castghl.sandbox.stack import Bridge, Stack, StackError
 
 
 def cases() -> list[Case]:
     return [
-        Case("plain text", {"phone": PHONE, "message": "Hello from Cast SMS!"}, "delivered", 1),
+        Case("plain text", {"phone": PHONE, "message": "Hello from Cast SMS!"}),
         Case("with an attachment", {"phone": PHONE, "message": "Your receipt:",
-                                    "attachments": ["https://example.com/receipt.pdf"]},
-             "delivered", 1),
-        Case(f"{len(LONG_TEXT)}-character text", {"phone": PHONE, "message": LONG_TEXT},
-             "delivered", 2),
-        Case("US number", {"phone": "+1 555 123 4567", "message": "Hi"}, "failed", 0,
-             expect_error="not a Philippine mobile number"),
+                                    "attachments": ["https://example.com/receipt.pdf"]}),
+        scenarios.long_text(),
+        scenarios.us_number(),
         Case("unsupported type (Email)", {"phone": PHONE, "message": "Hi", "type": "Email"},
-             None, 0),
-        Case("same webhook 3 times", {"phone": PHONE, "message": "Sent once, retried twice"},
-             "delivered", 1, times=3),
+             expect_status=None, expect_parts=0),
+        scenarios.retried_webhook(),
     ]
-
-
-def fire(stack: Stack, case: Case) -> None:
-    case.fired_at = time.monotonic()
-    answer = stack.send(times=case.times, **case.payload)
-    case.message_id = answer["messageId"]
-    case.conversation_id = answer.get("conversationId") or ""
-    case.webhook_answers = [d["status_code"] for d in answer["deliveries"]]
-
-
-def observe(stack: Stack, all_cases: list[Case]) -> None:
-    """Poll the simulators until every case has its final status (or time runs out)."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
-    while True:
-        sends = stack.cast_sends()
-        for case in all_cases:
-            case.cast_parts = len(sends.get(case.message_id, []))
-            statuses = stack.statuses(case.message_id)
-            case.status_writes = len(statuses)
-            if statuses and case.status is None:
-                case.status = statuses[-1]["status"]
-                case.error = ((statuses[-1].get("error") or {}).get("message")) or ""
-                case.settled_after = time.monotonic() - case.fired_at
-        pending = [c for c in all_cases if c.expect_status and c.status is None]
-        if not pending or time.monotonic() > deadline:
-            return
-        time.sleep(0.25)  # a poll interval: the loop ends when every status is in
 
 
 @dataclass
@@ -122,35 +63,18 @@ class Reply:
                 "yes" if self.ok else "NO")
 
 
-def reply(stack: Stack, answer: Reply) -> None:
+def reply(bridge: Bridge, answer: Reply) -> None:
     started = time.monotonic()
-    posted = stack.reply(sender=answer.sender, message=answer.message, times=2)
+    posted = bridge.reply(sender=answer.sender, message=answer.message, times=2)
     answer.posted = [attempt["status_code"] for attempt in posted["attempts"]]
     cast_message_id = posted["sent"]["message_id"]
-    found = stack.wait_for_inbound(cast_message_id)
+    found = bridge.wait_for_inbound(cast_message_id)
     if found:
         answer.after = time.monotonic() - started
-        stack.wait_quiet()  # the second post must not become a second message
-        found = stack.inbound_messages(cast_message_id)
+        bridge.wait_quiet()  # the second post must not become a second message
+        found = bridge.inbound_messages(cast_message_id)
         answer.landed_in = found[0].get("conversationId") or ""
     answer.ghl_messages = len(found)
-
-
-def table(all_cases: list[Case], answer: Reply) -> str:
-    rows: list[tuple[str, ...]] = [("case", "webhook answers", "Cast sends", "GHL statuses",
-                                    "GHL status", "after", "ok")]
-    for c in all_cases:
-        status = c.status or "(none)"
-        if c.error:
-            status += f": {c.error}"
-        after = f"{c.settled_after:.1f} s" if c.settled_after is not None else "-"
-        rows.append((c.name, ",".join(map(str, c.webhook_answers)), str(c.cast_parts),
-                     str(c.status_writes), status, after, "yes" if c.ok else "NO"))
-    rows.append(answer.row())
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _say(text: str) -> None:
@@ -172,13 +96,11 @@ def run(workdir: Path, say: Callable[[str], None] = _say) -> bool:
             for case in all_cases:
                 fire(stack, case)
             say(f"fired {len(all_cases)} signed webhooks; waiting for final statuses ...")
-            observe(stack, all_cases)
-            stack.wait_quiet()
-            observe(stack, all_cases)  # the counts again, now that nothing more can arrive
+            settle(stack, all_cases)
             say("the recipient replies (Cast's SIM gateway posts the reply twice) ...")
-            answer = Reply(conversation_id=all_cases[0].conversation_id)
+            answer = Reply(conversation_id=all_cases[0].sent[0].conversation_id)
             reply(stack, answer)
-            say("\n" + table(all_cases, answer) + "\n")
+            say("\n" + table([*(c.row() for c in all_cases), answer.row()]) + "\n")
             say(f"logs: {workdir / 'logs'}")
             return all(c.ok for c in all_cases) and answer.ok
     finally:

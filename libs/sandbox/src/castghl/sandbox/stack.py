@@ -8,9 +8,11 @@ so they exercise exactly what operators run.
 
 `Bridge` is the part that needs no processes: driving a running bridge (install, fire
 webhooks, post replies) and observing what it did through the simulators' `/_sandbox`
-endpoints. `Stack` is a Bridge whose URLs come from the processes it started;
-`BridgeAt` is one already running elsewhere (`docker compose`, see `castghl.sandbox.compose`),
-known by its URLs only.
+endpoints: what Cast sent is found by each message's content (`cast_sends_for`), never
+by the bridge's own keys. `Stack` is a Bridge whose URLs come from the processes it
+started; `BridgeAt` is one already running elsewhere (`docker compose`, see
+`castghl.sandbox.compose`), known by its URLs. Each says how its broker and services are
+reached (`backlog`), so that `wait_quiet` can show that nothing more will happen.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,15 +36,11 @@ import httpx
 from castghl.common.crypto import generate_key
 from castghl.common.settings import BrokerSettings
 from castghl.common.topology import Topology
-from castghl.sandbox import infra
+from castghl.sandbox import infra, oracle
 from castghl.sandbox.server import free_port
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 45.0
-# The sender's X-Idempotency-Key (castghl.sender.outbound.idempotency_key).
-_IDEMPOTENCY_KEY = re.compile(r"^ghl-(?P<message_id>.+)-(?P<part>\d+)$")
-
-
 _PARTS_SENT = re.compile(r"^castghl_cast_parts_sent_total\s+([0-9.e+]+)$", re.M)
 _IN_FLIGHT = re.compile(r"^castghl_in_flight\{[^}]*\}\s+([0-9.e+-]+)$", re.M)
 # How often `wait_quiet` looks; two equal idle looks in a row mean quiet.
@@ -215,26 +213,36 @@ class Bridge(abc.ABC):
         result: dict[str, Any] = answer.json()
         return result
 
+    def cast_sent(self) -> list[dict[str, Any]]:
+        """Every SMS Cast really sent (no replays, no refusals), oldest first, as Cast's
+        log shows it: `message` (the text), `to`, `at` (epoch seconds), ..."""
+        answer = httpx.get(f"{self.cast}/_sandbox/sent", timeout=30)
+        answer.raise_for_status()
+        return list(answer.json())
+
     def cast_sent_texts(self) -> list[str]:
         """The text of every SMS Cast really sent (no replays, no refusals), in order."""
-        sent = httpx.get(f"{self.cast}/_sandbox/sent", timeout=10).json()
-        return [str(entry["message"]) for entry in sent]
+        return [str(entry["message"]) for entry in self.cast_sent()]
+
+    def cast_sends_for(self, message_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """The SMS Cast really sent for each GHL message, found by content alone
+        (`castghl.sandbox.oracle`): what the user wrote, as GHL holds it, in what Cast
+        sent; never by the keys or ids the bridge puts on its calls. Give every message a
+        text of its own."""
+        ids = list(message_ids)
+        answer = httpx.get(f"{self.ghl}/_sandbox/messages", params={"direction": "outbound"},
+                           timeout=30)
+        answer.raise_for_status()
+        held = {m["id"]: m for m in answer.json()}
+        texts = {message_id: oracle.written(held[message_id]) for message_id in ids}
+        found = oracle.sends_by_text(list(texts.values()), self.cast_sent())
+        return {message_id: found[text] for message_id, text in texts.items()}
 
     def statuses(self, message_id: str) -> list[dict[str, Any]]:
         """Every status GHL recorded for the message, oldest first."""
         answer = httpx.get(f"{self.ghl}/_sandbox/messages/{message_id}", timeout=10)
         answer.raise_for_status()
         return list(answer.json().get("statuses") or [])
-
-    def cast_sends(self) -> dict[str, list[dict[str, Any]]]:
-        """SMS Cast really sent (no replays, no rejections), by GHL messageId."""
-        sent = httpx.get(f"{self.cast}/_sandbox/sent", timeout=10).json()
-        by_message: dict[str, list[dict[str, Any]]] = {}
-        for entry in sent:
-            match = _IDEMPOTENCY_KEY.match(entry.get("idempotency_key") or "")
-            if match:
-                by_message.setdefault(match["message_id"], []).append(entry)
-        return by_message
 
     def wait_for_statuses(self, message_ids: list[str], timeout: float = WAIT_TIMEOUT_SECONDS
                           ) -> dict[str, list[dict[str, Any]]]:
@@ -283,6 +291,39 @@ class Bridge(abc.ABC):
                              headers={"Authorization": f"Bearer {self.admin_api_key}"},
                              **kwargs)
 
+    # --- waiting until nothing more can happen -------------------------------------------
+
+    @abc.abstractmethod
+    def backlog(self) -> tuple[int, int]:
+        """Messages waiting in a work queue or a retry tier (not parked ones), and messages
+        the services have taken and not yet settled: seen from the broker and the services,
+        which only the one who runs them knows how to reach."""
+
+    def activity(self) -> Activity:
+        queued, handling = self.backlog()
+        calls = [len(httpx.get(f"{url}/_sandbox/calls", timeout=30).json())
+                 for url in (self.cast, self.ghl)]
+        return Activity(queued, handling, *calls)
+
+    def wait_quiet(self, timeout: float = WAIT_TIMEOUT_SECONDS) -> Activity:
+        """Return once nothing more can happen: no message waiting in any queue or retry
+        tier, none being handled, and neither simulator called, across two looks in a row.
+
+        This is how a test shows that *nothing more* happens (no late duplicate) without
+        guessing how long a duplicate would take to show up. The deadline only bounds a
+        stack that never settles, and is generous so a slow machine never reaches it.
+        """
+        deadline = time.monotonic() + timeout
+        last: Activity | None = None
+        while True:
+            now = self.activity()
+            if now.idle and now == last:
+                return now
+            if time.monotonic() > deadline:
+                raise StackError(f"the stack did not settle within {timeout:.0f} s: {now}")
+            last = now
+            time.sleep(QUIET_POLL_SECONDS)
+
 
 @dataclass
 class Stack(Bridge):
@@ -299,6 +340,7 @@ class Stack(Bridge):
     cast_knobs: dict[str, Any] = field(default_factory=dict)
 
     admin_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    sender_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     inbound_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     processes: dict[str, Process] = field(default_factory=dict)
     sender_base_env: dict[str, str] = field(default_factory=dict)
@@ -365,6 +407,7 @@ class Stack(Bridge):
             "GHL_CLIENT_ID": knobs["client_id"], "GHL_CLIENT_SECRET": knobs["client_secret"],
             "GHL_APP_ID": knobs["app_id"], "GHL_MARKETPLACE_URL": self.ghl,
             "TOKEN_ENCRYPTION_KEYS": generate_key(), "ADMIN_API_KEY": self.admin_api_key,
+            "SENDER_API_KEY": self.sender_api_key,
         }, oauth_port).start()
         self._process("gateway", ["castghl-gateway"], {
             **common, "GHL_WEBHOOK_PUBLIC_KEY": keys["ed25519_public_pem"],
@@ -373,6 +416,7 @@ class Stack(Bridge):
         }, gateway_port).start()
         self.sender_base_env = {
             **common, "CAST_API_URL": self.cast, "CAST_API_KEY": cast_knobs["api_keys"][0],
+            "OAUTH_URL": f"http://{HOST}:{oauth_port}", "SENDER_API_KEY": self.sender_api_key,
             **self.sender_env,
         }
         for _ in range(self.senders):
@@ -406,7 +450,7 @@ class Stack(Bridge):
 
         return max((p for p in self.sender_processes if p.running), key=sent)
 
-    def activity(self) -> Activity:
+    def backlog(self) -> tuple[int, int]:
         names = [name for name in self.topology().queue_names()
                  if not name.endswith(".parked")]
         queued = sum(infra.queue_depths(self.rabbitmq_url, names).values())
@@ -414,28 +458,7 @@ class Stack(Bridge):
         for process in self.processes.values():
             if process.url and process.running and not process.name.endswith("-sim"):
                 handling += in_flight(httpx.get(f"{process.url}/metrics", timeout=10).text)
-        calls = [len(httpx.get(f"{url}/_sandbox/calls", timeout=10).json())
-                 for url in (self.cast, self.ghl)]
-        return Activity(queued, handling, *calls)
-
-    def wait_quiet(self, timeout: float = WAIT_TIMEOUT_SECONDS) -> Activity:
-        """Return once nothing more can happen: no message waiting in any queue or retry
-        tier, none being handled, and neither simulator called, across two looks in a row.
-
-        This is how a test shows that *nothing more* happens (no late duplicate) without
-        guessing how long a duplicate would take to show up. The deadline only bounds a
-        stack that never settles, and is generous so a slow machine never reaches it.
-        """
-        deadline = time.monotonic() + timeout
-        last: Activity | None = None
-        while True:
-            now = self.activity()
-            if now.idle and now == last:
-                return now
-            if time.monotonic() > deadline:
-                raise StackError(f"the stack did not settle within {timeout:.0f} s: {now}")
-            last = now
-            time.sleep(QUIET_POLL_SECONDS)
+        return queued, handling
 
     def stop_senders(self) -> None:
         for sender in self.sender_processes:
@@ -467,6 +490,9 @@ class Stack(Bridge):
 @dataclass
 class BridgeAt(Bridge):
     """A bridge running elsewhere (containers), known by its URLs and its two API keys.
+
+    Its `backlog` is for a subclass that knows how to reach the broker and the services
+    there (`castghl.sandbox.compose.ComposeBridge`).
 
     `gateway_for_simulators` is the gateway as the simulators reach it, when that differs
     from how this process does (a compose service name rather than a published port).
