@@ -5,7 +5,7 @@ fails; the exit status is non-zero only if something crashed. The JSON copy goes
 var/bench/latest.json for the README.
 
     uv run python bench/run.py                  # both (about 2.7 minutes)
-    uv run python bench/run.py --only gateway   # or --only pipeline
+    uv run python bench/run.py --only gateway   # or --only pipeline, --only lookups
     uv run python bench/run.py --only gateway --breakdown   # + where the CPU goes
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 # load generator and baseline subprocesses (`python -m bench.…`) find it from the root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import breakdown, gateway, pipeline, rabbit, report
+from bench import breakdown, gateway, lookups, pipeline, rabbit, report
 from castghl.sandbox import infra
 
 
@@ -42,7 +42,7 @@ def _emulator_pid(data_dir: Path) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark the gateway and the pipeline.")
-    parser.add_argument("--only", choices=["gateway", "pipeline"])
+    parser.add_argument("--only", choices=["gateway", "pipeline", "lookups"])
     parser.add_argument("--duration", type=float, default=10.0,
                         help="gateway: measured seconds per endpoint (default 10)")
     parser.add_argument("--messages", type=int, default=pipeline.MESSAGES,
@@ -73,14 +73,14 @@ def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         mongo: infra.Infra | None = None
         try:
             rabbitmq = f"{rabbit.server_version(broker.url)} ({broker.description})"
-            if args.only != "gateway":
+            if args.only not in ("gateway",):
                 mongo = infra.mongo(workdir / "mongo")
             figures["machine"] = report.machine(rabbitmq,
                                                 mongo.description if mongo else "not used")
             figures["machine"]["busy before the run"] = report.background_load()
             print(report.heading("Machine"))
             print(report.pairs(list(figures["machine"].items())))
-            if args.only != "pipeline":
+            if args.only in (None, "gateway"):
                 print("\n[gateway] running: baseline, then gateway …", file=sys.stderr)
                 at = _now()
                 measured = gateway.run(broker.url, workdir / "gateway", duration=args.duration)
@@ -92,7 +92,13 @@ def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
                 steps = breakdown.run(broker.url, workdir / "breakdown")
                 figures["gateway_breakdown"] = {"at": at, "steps": steps}
                 print(breakdown.render(figures["gateway_breakdown"]["steps"]))
-            if mongo is not None:
+            if mongo is not None and args.only in (None, "lookups"):
+                print("\n[lookups] the OAuth service's internal API …", file=sys.stderr)
+                at = _now()
+                measured = lookups.run(broker.url, mongo.url, workdir / "lookups")
+                figures["lookups"] = {"at": at, **measured}
+                print(lookups.render(figures["lookups"]))
+            if mongo is not None and args.only in (None, "pipeline"):
                 at = _now()
                 measured = pipeline.run(broker.url, mongo, workdir / "pipeline",
                                         messages=args.messages,

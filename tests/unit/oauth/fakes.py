@@ -76,6 +76,7 @@ class FakeStore:
     docs: dict[str, Installation] = field(default_factory=dict)
     lease_attempts: int = 0
     refused_leases: set[str] = field(default_factory=set)  # owners refused a lease
+    reads: int = 0  # calls to read the store, as round trips to a database would be
     events: list[str] = field(default_factory=list)
 
     def put(self, inst: Installation) -> Installation:
@@ -84,7 +85,13 @@ class FakeStore:
 
     async def get(self, key: str) -> Installation | None:
         await asyncio.sleep(0)  # a real store yields to other tasks here
+        self.reads += 1
         return self.docs.get(key)
+
+    async def get_many(self, keys: list[str]) -> dict[str, Installation]:
+        await asyncio.sleep(0)
+        self.reads += 1
+        return {key: self.docs[key] for key in keys if key in self.docs}
 
     async def all(self, limit: int = 1000) -> list[Installation]:
         return [self.docs[k] for k in sorted(self.docs)][:limit]

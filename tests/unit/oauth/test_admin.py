@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from castghl.common import answers
 from castghl.common.messages import InstallStatus
 from castghl.oauth.admin import admin_router
 from castghl.oauth.installation import LocationPrefs, location_key
@@ -34,6 +35,7 @@ def store() -> FakeStore:
 @pytest.fixture
 async def client(store: FakeStore) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
+    answers.install(app)
     app.include_router(admin_router(store, KEY, DefaultKeyFor(everyone=True), FakeNotices(),
                                     Clock()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

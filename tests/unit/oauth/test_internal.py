@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -57,7 +58,7 @@ async def service() -> AsyncIterator[Service]:
 
 
 @pytest.mark.parametrize(("method", "path"), [
-    ("POST", "/internal/tokens"), ("GET", "/internal/locations/loc1"),
+    ("POST", "/internal/tokens"), ("POST", "/internal/locations"),
     ("GET", "/internal/routes/09171234567")])
 @pytest.mark.parametrize("headers", [
     {}, {"Authorization": "Bearer wrong-key-0123456789"}, {"Authorization": SENDER_KEY}],
@@ -65,8 +66,8 @@ async def service() -> AsyncIterator[Service]:
 async def test_only_the_senders_key_gets_an_answer(service: Service, method: str, path: str,
                                                    headers: dict[str, str]) -> None:
     service.store.put(installation(prefs=LocationPrefs(cast_api_key=CAST_KEY)))
-    answer = await service.http.request(method, path, headers=headers,
-                                        json={"location_id": "loc1"})
+    answer = await service.http.request(method, path, headers=headers, json={
+        "requests": [{"location_id": "loc1"}], "location_ids": ["loc1"]})
     assert answer.status_code == 401
     assert answer.json()["code"] == "unauthorized"
     assert CAST_KEY not in answer.text
@@ -82,9 +83,10 @@ async def test_a_token_is_answered_with_its_expiry(service: Service) -> None:
 
 async def test_the_service_floor_applies_when_a_caller_asks_for_less(service: Service) -> None:
     service.store.put(installation(expires_in=200))
-    answer = await service.http.post("/internal/tokens", headers=AUTH,
-                                     json={"location_id": "loc1", "min_valid_seconds": 10})
-    assert answer.json()["access_token"] == "access-1"  # refreshed: 200 s < the 300 s floor
+    answer = await service.http.post("/internal/tokens", headers=AUTH, json={
+        "requests": [{"location_id": "loc1", "min_valid_seconds": 10}]})
+    [token] = answer.json()["tokens"]
+    assert token["access_token"] == "access-1"  # refreshed: 200 s < the 300 s floor
 
 
 async def test_a_stale_token_is_only_refreshed_if_still_stored(service: Service) -> None:
@@ -102,10 +104,29 @@ async def test_failures_cross_as_codes_and_come_back_as_the_same_class(
     if stored is not None:
         service.store.put(stored)  # type: ignore[arg-type]
     answer = await service.http.post("/internal/tokens", headers=AUTH,
-                                     json={"location_id": "loc1"})
-    assert answer.status_code == status
+                                     json={"requests": [{"location_id": "loc1"}]})
+    [token] = answer.json()["tokens"]
+    assert raised(token["detail"]).http_status == status  # type: ignore[attr-defined]
+    assert token["access_token"] is None
     with pytest.raises(raised):
         await service.client().token("loc1")
+
+
+async def test_many_tokens_are_answered_in_one_call_each_with_its_own_outcome(
+        service: Service) -> None:
+    for n in range(50):
+        service.store.put(installation(f"loc{n}", access=f"access-loc{n}", expires_in=3600))
+    service.store.put(installation("expired", expires_in=0))
+    reads = service.store.reads
+    answer = await service.http.post("/internal/tokens", headers=AUTH, json={"requests": [
+        *({"location_id": f"loc{n}"} for n in range(50)),
+        {"location_id": "expired"}, {"location_id": "unknown"}]})
+    tokens = {t["location_id"]: t for t in answer.json()["tokens"]}
+    assert [tokens[f"loc{n}"]["access_token"] for n in range(50)] == [
+        f"access-loc{n}" for n in range(50)]
+    assert tokens["expired"]["access_token"] == "access-1"  # refreshed on the way
+    assert tokens["unknown"]["code"] == "not_installed"
+    assert service.store.reads - reads <= 3  # one read for all, then the one renewal's
 
 
 async def test_a_broken_store_is_the_service_being_unavailable(service: Service) -> None:
@@ -113,9 +134,13 @@ async def test_a_broken_store_is_the_service_being_unavailable(service: Service)
         async def get(self, key: str) -> None:
             raise ConnectionError("mongo down")
 
+        async def get_many(self, keys: list[str]) -> dict[str, Any]:
+            raise ConnectionError("mongo down")
+
     transport = httpx.ASGITransport(app=app_for(Broken(), FakeGhl(), NOBODY))
     async with httpx.AsyncClient(transport=transport, base_url="http://oauth") as http:
-        answer = await http.post("/internal/tokens", headers=AUTH, json={"location_id": "x"})
+        answer = await http.post("/internal/tokens", headers=AUTH,
+                                 json={"requests": [{"location_id": "x"}]})
         assert answer.status_code == 503
         assert answer.json() == {"code": "service_unavailable",
                                  "detail": "OAuth service problem: token store unavailable"}
@@ -123,8 +148,10 @@ async def test_a_broken_store_is_the_service_being_unavailable(service: Service)
             await OAuthClient(http, "http://oauth", SENDER_KEY).location("x")
 
 
-@pytest.mark.parametrize("body", [b"junk", b"[]", b'{"min_valid_seconds": 5}'],
-                         ids=["not-json", "not-an-object", "no-location"])
+@pytest.mark.parametrize("body", [
+    b"junk", b"[]", b'{"requests": [{"min_valid_seconds": 5}]}', b'{"requests": []}',
+    b'{"requests": [' + b",".join([b'{"location_id": "x"}'] * 501) + b"]}"],
+    ids=["not-json", "not-an-object", "no-location", "none-asked", "too-many"])
 async def test_a_bad_request_is_a_clear_400(service: Service, body: bytes) -> None:
     answer = await service.http.post("/internal/tokens", headers=AUTH, content=body)
     assert answer.status_code == 400

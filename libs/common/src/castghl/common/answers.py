@@ -18,7 +18,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 
-from castghl.common.errors import BridgeError, RetryableError, ServiceUnavailable
+from castghl.common.errors import (
+    BridgeError,
+    RetryableError,
+    ServiceUnavailable,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,8 @@ def answer(error: BridgeError) -> JSONResponse:
     retry_after = getattr(error, "retry_after", None)
     if isinstance(error, RetryableError) and retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"code": error.code, "detail": error.detail},
                         status_code=error.http_status, headers=headers)
 

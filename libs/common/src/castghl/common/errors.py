@@ -121,10 +121,23 @@ class InvalidRequest(PermanentError):
 
 
 class Unauthorized(PermanentError):
-    """A caller of an internal API presented no key, or the wrong one."""
+    """A caller of one of our APIs presented no key, or the wrong one."""
 
     code = "unauthorized"
     http_status = 401
+
+
+class NotFound(PermanentError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(PermanentError):
+    """The request is well formed, but the state of things refuses it (a number another
+    location owns, a location uninstalled meanwhile)."""
+
+    code = "conflict"
+    http_status = 409
 
 
 # --- installations (the OAuth service's answers) -------------------------------------------

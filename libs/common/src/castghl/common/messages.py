@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from castghl.common.ghl.webhooks import ProviderOutboundMessage
 from castghl.common.phone import PhMobile
@@ -80,19 +80,39 @@ class InboundSms(QueueMessage):
     received_at: datetime = Field(default_factory=utcnow)
 
 
+# Look-ups per internal API call (castghl.common.batching gathers them).
+MAX_LOOKUPS: Final = 500
+LocationId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 class TokenRequest(QueueMessage):
-    """`POST /internal/tokens`. With `stale_token`, refresh only if the stored token is still it
-    (the caller just saw GHL reject it with 401); otherwise a token valid for at least
+    """One token asked for. With `stale_token`, refresh only if the stored token is still
+    it (the caller just saw GHL reject it with 401); otherwise a token valid for at least
     `min_valid_seconds`."""
 
-    location_id: str
+    location_id: LocationId
     stale_token: str | None = None
-    min_valid_seconds: int = 300
+    min_valid_seconds: int = Field(300, ge=0, le=86_400)
 
 
-class TokenReply(QueueMessage):
+class TokensRequest(QueueMessage):
+    """`POST /internal/tokens`: the tokens of many locations at once."""
+
+    requests: list[TokenRequest] = Field(min_length=1, max_length=MAX_LOOKUPS)
+
+
+class TokenAnswer(QueueMessage):
+    """A token and its expiry, or the error family's `code` saying why there is none."""
+
+    location_id: str
     access_token: str | None = None
     expires_at: datetime | None = None
+    code: str | None = None
+    detail: str = ""
+
+
+class TokensReply(QueueMessage):
+    tokens: list[TokenAnswer]
 
 
 class InstallStatus(StrEnum):
@@ -113,8 +133,14 @@ class CastKey(StrEnum):
     NONE = "none"  # neither: the location is not set up, and nothing is sent
 
 
+class LocationsRequest(QueueMessage):
+    """`POST /internal/locations`: the settings of many locations at once."""
+
+    location_ids: list[LocationId] = Field(min_length=1, max_length=MAX_LOOKUPS)
+
+
 class LocationSettings(QueueMessage):
-    """`GET /internal/locations/{id}`: what the sender needs to send for a location."""
+    """What the sender needs to send for a location."""
 
     location_id: str
     # None: this app was never installed on the location (nor through its agency).
@@ -132,6 +158,10 @@ class LocationSettings(QueueMessage):
         A location awaiting reauthorisation still sends; its statuses wait for the
         reinstall in the parking queue."""
         return self.status in (InstallStatus.ACTIVE, InstallStatus.NEEDS_REAUTH)
+
+
+class LocationsReply(QueueMessage):
+    locations: list[LocationSettings]
 
 
 class LocationChanged(QueueMessage):

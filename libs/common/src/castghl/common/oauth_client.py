@@ -1,15 +1,18 @@
 """The caller side of the OAuth service's internal API: tokens, per-location settings and
 inbound routing, over HTTP, cached in-process.
 
-Requests run concurrently (many in flight on a pooled `httpx.AsyncClient`, injected so
-tests can swap its transport), each with its own timeout: a token refresh for a status
-write never holds up the Cast lane's settings look-up. The service answers failures as
-the error family's code (castghl.common.answers), which comes back here as the same
-class, so a worker's `Settler` decides retry or park without knowing about OAuth. No
-answer at all is `ServiceUnavailable`: retried later.
+Requests run concurrently on a pooled `httpx.AsyncClient` (injected, so tests can swap
+its transport), each with its own timeout: a token refresh for a status write never
+holds up the Cast lane's settings look-up. Tokens and settings asked for at the same
+moment go out as one request (`castghl.common.batching`): a burst for hundreds of
+locations costs about one round trip, and an ask already on its way is joined, not
+repeated. The service answers failures as the error family's code
+(castghl.common.answers) — for the whole call, or per location — which comes back here
+as the same class, so a worker's `Settler` decides retry or park without knowing about
+OAuth. No answer at all is `ServiceUnavailable`: retried later.
 
-Concurrent identical asks share one request (`castghl.common.singleflight`); caches are
-bounded, so a flood of distinct location ids cannot grow a sender without limit.
+Caches are bounded, so a flood of distinct location ids cannot grow a sender without
+limit.
 """
 
 from __future__ import annotations
@@ -26,13 +29,18 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from castghl.common.answers import error_from
-from castghl.common.errors import ServiceUnavailable
+from castghl.common.batching import Batcher
+from castghl.common.errors import BridgeError, ServiceUnavailable
 from castghl.common.messages import (
     LocationChanged,
     LocationSettings,
+    LocationsReply,
+    LocationsRequest,
     RouteReply,
-    TokenReply,
+    TokenAnswer,
     TokenRequest,
+    TokensReply,
+    TokensRequest,
 )
 from castghl.common.singleflight import SingleFlight
 
@@ -98,11 +106,12 @@ class OAuthClient:
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.timings = timings or OAuthTimings()
         self.monotonic = monotonic
-        self._tokens: BoundedCache[str, TokenReply] = BoundedCache()
+        self._tokens: BoundedCache[str, TokenAnswer] = BoundedCache()
         self._settings: BoundedCache[str, LocationSettings] = BoundedCache()
         self._routes: BoundedCache[str, str] = BoundedCache()
-        self._token_flights: SingleFlight[tuple[str, ...], str] = SingleFlight()
-        self._settings_flights: SingleFlight[str, LocationSettings] = SingleFlight()
+        self._token_batch: Batcher[str, str] = Batcher(self._fetch_tokens)
+        self._refresh_batch: Batcher[tuple[str, str], str] = Batcher(self._fetch_refreshed)
+        self._settings_batch: Batcher[str, LocationSettings] = Batcher(self._fetch_settings)
         self._route_flights: SingleFlight[str, str | None] = SingleFlight()
 
     # --- tokens ---------------------------------------------------------------------------
@@ -119,9 +128,7 @@ class OAuthClient:
         """A location token valid for a while; raises the error family when there is none."""
         if (cached := self._cached_token(location_id)) is not None:
             return cached
-        request = TokenRequest(location_id=location_id,
-                               min_valid_seconds=self.timings.min_valid_seconds)
-        return await self._token_flights.run((location_id,), lambda: self._fetch_token(request))
+        return await self._token_batch.get(location_id)
 
     async def refresh(self, location_id: str, stale_token: str) -> str:
         """After GHL refused `stale_token` with 401: a different token, refreshed only if
@@ -131,22 +138,37 @@ class OAuthClient:
             self._tokens.pop(location_id)
         elif current is not None:
             return current
-        request = TokenRequest(location_id=location_id, stale_token=stale_token)
-        return await self._token_flights.run((location_id, stale_token),
-                                             lambda: self._fetch_token(request))
+        return await self._refresh_batch.get((location_id, stale_token))
 
-    async def _fetch_token(self, request: TokenRequest) -> str:
-        try:
-            reply = await self._call("POST", "/internal/tokens", TokenReply, request)
-        except Exception:
-            self._tokens.pop(request.location_id)
-            raise
-        if not reply.access_token or reply.expires_at is None:
-            raise ServiceUnavailable("the OAuth service answered without a token")
-        # Used until shortly before `expires_at` (`_cached_token`); the entry itself is
-        # aged out after a day at most.
-        self._tokens.put(request.location_id, reply, self.monotonic() + 86_400)
-        return reply.access_token
+    async def _fetch_tokens(self, location_ids: list[str]) -> dict[str, str | BridgeError]:
+        return await self._ask_tokens([
+            TokenRequest(location_id=location_id,
+                         min_valid_seconds=self.timings.min_valid_seconds)
+            for location_id in location_ids])
+
+    async def _fetch_refreshed(self, asks: list[tuple[str, str]]
+                               ) -> dict[tuple[str, str], str | BridgeError]:
+        found = await self._ask_tokens([TokenRequest(location_id=location_id, stale_token=stale)
+                                        for location_id, stale in asks])
+        return {(location_id, stale): found[location_id] for location_id, stale in asks
+                if location_id in found}
+
+    async def _ask_tokens(self, requests: list[TokenRequest]) -> dict[str, str | BridgeError]:
+        reply = await self._call("POST", "/internal/tokens", TokensReply,
+                                 TokensRequest(requests=requests))
+        found: dict[str, str | BridgeError] = {}
+        for answer in reply.tokens:
+            if answer.code is not None or not answer.access_token or answer.expires_at is None:
+                self._tokens.pop(answer.location_id)
+                found[answer.location_id] = BridgeError.from_code(
+                    answer.code or "service_unavailable",
+                    answer.detail or "the OAuth service answered without a token")
+                continue
+            # Used until shortly before `expires_at` (`_cached_token`); the entry itself is
+            # aged out after a day at most.
+            self._tokens.put(answer.location_id, answer, self.monotonic() + 86_400)
+            found[answer.location_id] = answer.access_token
+        return found
 
     # --- settings and routing -------------------------------------------------------------
 
@@ -155,14 +177,16 @@ class OAuthClient:
         cached = self._settings.get(location_id, self.monotonic())
         if cached is not None:
             return cached
-        return await self._settings_flights.run(location_id,
-                                                lambda: self._fetch_location(location_id))
+        return await self._settings_batch.get(location_id)
 
-    async def _fetch_location(self, location_id: str) -> LocationSettings:
-        reply = await self._call("GET", f"/internal/locations/{quote(location_id, safe='')}",
-                                 LocationSettings)
-        self._settings.put(location_id, reply, self.monotonic() + self.timings.settings_ttl)
-        return reply
+    async def _fetch_settings(self, location_ids: list[str]
+                              ) -> dict[str, LocationSettings | BridgeError]:
+        reply = await self._call("POST", "/internal/locations", LocationsReply,
+                                 LocationsRequest(location_ids=location_ids))
+        until = self.monotonic() + self.timings.settings_ttl
+        for settings in reply.locations:
+            self._settings.put(settings.location_id, settings, until)
+        return {settings.location_id: settings for settings in reply.locations}
 
     def forget(self, notice: LocationChanged) -> None:
         """Drop what is cached of a location (or of every location of a company) that the

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Final, Protocol
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,6 +22,13 @@ from pydantic import (
     field_validator,
 )
 
+from castghl.common.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermanentError,
+    Unauthorized,
+)
 from castghl.common.phone import InvalidPhoneNumber, PhMobile
 from castghl.common.validation import fields, whole_body
 from castghl.oauth.changes import Notices
@@ -109,9 +116,12 @@ def view(inst: Installation, default_key_for: DefaultKeyFor) -> dict[str, Any]:
     }
 
 
-def _describe(exc: ValidationError) -> tuple[int, str]:
+def _refusal(exc: ValidationError) -> PermanentError:
+    """400 for a body that is not a JSON object; 422 naming each bad setting otherwise."""
     whole = whole_body(exc)
-    return (400, whole) if whole else (422, fields(exc, unknown="unknown setting"))
+    if whole:
+        return InvalidRequest(whole)
+    return PermanentError(fields(exc, unknown="unknown setting"), code="invalid_settings")
 
 
 def _bearer(admin_api_key: str) -> Callable[[Request], None]:
@@ -121,8 +131,7 @@ def _bearer(admin_api_key: str) -> Callable[[Request], None]:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
                                                                  expected):
-            raise HTTPException(401, "missing or wrong admin API key (Authorization: Bearer)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("missing or wrong admin API key (Authorization: Bearer)")
 
     return authorise
 
@@ -135,7 +144,7 @@ def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: Defa
     async def installed(location_id: str) -> Installation:
         inst = await store.get(location_key(location_id))
         if inst is None:
-            raise HTTPException(404, "no installation for this location")
+            raise NotFound("no installation for this location")
         return inst
 
     @router.get("/installations")
@@ -152,11 +161,10 @@ def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: Defa
         try:
             update = SettingsUpdate.model_validate_json(await request.body())
         except ValidationError as exc:
-            status, detail = _describe(exc)
-            raise HTTPException(status, detail) from None
+            raise _refusal(exc) from None
         inst = await installed(location_id)
         if not inst.installed:
-            raise HTTPException(409, "this location is uninstalled; reinstall the app first")
+            raise Conflict("this location is uninstalled; reinstall the app first")
         changes = update.model_dump(include=update.model_fields_set)
         if "inbound_numbers" in changes:
             changes["inbound_numbers"] = changes["inbound_numbers"] or []
@@ -164,10 +172,10 @@ def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: Defa
             if owners:
                 taken = ", ".join(f"{number} (location {owner})"
                                   for number, owner in sorted(owners.items()))
-                raise HTTPException(409, f"inbound numbers already in use: {taken}")
+                raise Conflict(f"inbound numbers already in use: {taken}")
         updated = await store.update_prefs(inst.key, changes, clock())
         if updated is None:
-            raise HTTPException(409, "this location was uninstalled meanwhile")
+            raise Conflict("this location was uninstalled meanwhile")
         await notices.location(location_id)  # the next message uses the new settings
         return view(updated, default_key_for)
 

@@ -1,5 +1,7 @@
 """The OAuth service's internal API, for the sender: tokens, location settings and inbound
-routes, over HTTP with as many requests in flight as the callers need.
+routes, over HTTP. Tokens and settings are asked for many locations per call (the
+sender gathers what it needs at the same moment, `castghl.common.batching`): one call,
+one read of the store, for a burst of hundreds.
 
 Only a caller presenting `SENDER_API_KEY` (`Authorization: Bearer`, compared in constant
 time) gets an answer: the answers carry GHL access tokens and a location's decrypted Cast
@@ -11,6 +13,7 @@ is HTTP and not a broker RPC.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,12 +23,19 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from castghl.common.errors import BridgeError, InvalidRequest, ServiceUnavailable, Unauthorized
-from castghl.common.logging import log_context
-from castghl.common.messages import LocationSettings, RouteReply, TokenReply, TokenRequest
+from castghl.common.messages import (
+    LocationsReply,
+    LocationsRequest,
+    RouteReply,
+    TokenAnswer,
+    TokenRequest,
+    TokensReply,
+    TokensRequest,
+)
 from castghl.common.phone import InvalidPhoneNumber, PhMobile
 from castghl.common.validation import describe
 from castghl.oauth.installation import Installation, location_key
-from castghl.oauth.refresh import TokenService
+from castghl.oauth.refresh import IssuedToken, TokenService
 from castghl.oauth.tenancy import DefaultKeyFor, location_settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +49,7 @@ M = TypeVar("M", bound=BaseModel)
 class Directory(Protocol):
     """What the settings and routing look-ups read from the installations repository."""
 
-    async def get(self, key: str) -> Installation | None: ...
+    async def get_many(self, keys: list[str]) -> dict[str, Installation]: ...
 
     async def route(self, number: str) -> str | None: ...
 
@@ -74,14 +84,34 @@ def _read(model: type[M], body: bytes) -> M:
         raise InvalidRequest(describe(exc)) from None
 
 
-async def answer_token(tokens: TokenService, request: TokenRequest,
-                       min_valid_floor: int) -> TokenReply:
-    if request.stale_token:
-        token = await tokens.refresh_if_stale(request.location_id, request.stale_token)
-    else:
-        wanted = max(min_valid_floor, request.min_valid_seconds)
-        token = await tokens.get(request.location_id, min(wanted, MAX_MIN_VALID_SECONDS))
-    return TokenReply(access_token=token.access_token, expires_at=token.expires_at)
+async def answer_tokens(tokens: TokenService, asked: TokensRequest,
+                        min_valid_floor: int) -> TokensReply:
+    """Each location's token, or the family's code saying why there is none."""
+    wanted = [(r.location_id, min(max(min_valid_floor, r.min_valid_seconds),
+                                  MAX_MIN_VALID_SECONDS))
+              for r in asked.requests if not r.stale_token]
+    found: dict[str, IssuedToken | BridgeError] = dict(await tokens.get_many(wanted))
+
+    async def refreshed(request: TokenRequest) -> IssuedToken | BridgeError:
+        assert request.stale_token is not None
+        try:
+            return await tokens.refresh_if_stale(request.location_id, request.stale_token)
+        except BridgeError as error:
+            return error
+
+    stale = [r for r in asked.requests if r.stale_token]
+    for request, answer in zip(stale, await asyncio.gather(*map(refreshed, stale)),
+                               strict=True):
+        found[request.location_id] = answer
+    return TokensReply(tokens=[_token_answer(r.location_id, found[r.location_id])
+                               for r in asked.requests])
+
+
+def _token_answer(location_id: str, answer: IssuedToken | BridgeError) -> TokenAnswer:
+    if isinstance(answer, BridgeError):
+        return TokenAnswer(location_id=location_id, code=answer.code, detail=answer.detail)
+    return TokenAnswer(location_id=location_id, access_token=answer.access_token,
+                       expires_at=answer.expires_at)
 
 
 async def answer_route(directory: Directory, number: str) -> RouteReply:
@@ -98,16 +128,19 @@ def internal_router(tokens: TokenService, directory: Directory, *, sender_api_ke
                        dependencies=[Depends(_caller(sender_api_key))])
 
     @router.post("/tokens")
-    async def token(request: Request) -> TokenReply:
-        asked = _read(TokenRequest, await request.body())
-        with log_context(locationId=asked.location_id):
-            return await _answered(answer_token(tokens, asked, min_valid_floor))
+    async def token(request: Request) -> TokensReply:
+        asked = _read(TokensRequest, await request.body())
+        return await _answered(answer_tokens(tokens, asked, min_valid_floor))
 
-    @router.get("/locations/{location_id}")
-    async def location(location_id: str) -> LocationSettings:
-        with log_context(locationId=location_id):
-            inst = await _answered(directory.get(location_key(location_id)))
-        return location_settings(location_id, inst, default_key_for)
+    @router.post("/locations")
+    async def location(request: Request) -> LocationsReply:
+        asked = _read(LocationsRequest, await request.body())
+        found = await _answered(directory.get_many(
+            [location_key(location_id) for location_id in asked.location_ids]))
+        return LocationsReply(locations=[
+            location_settings(location_id, found.get(location_key(location_id)),
+                              default_key_for)
+            for location_id in asked.location_ids])
 
     @router.get("/routes/{number}")
     async def route(number: str) -> RouteReply:

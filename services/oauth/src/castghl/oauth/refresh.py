@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -73,6 +73,8 @@ class TokenStore(Protocol):
     """What the token service needs of the installations repository."""
 
     async def get(self, key: str) -> Installation | None: ...
+
+    async def get_many(self, keys: list[str]) -> dict[str, Installation]: ...
 
     async def save_grant(self, grant: TokenGrant, *, kind: Kind, location_id: str | None,
                          company_id: str | None, minted: bool, now: datetime,
@@ -134,6 +136,27 @@ class TokenService:
         return await self._token(location_key(location_id), location_id,
                                  lambda i: not i.valid_for(min_valid_seconds, self.clock()))
 
+    async def get_many(self, asks: Sequence[tuple[str, float]]
+                       ) -> dict[str, IssuedToken | BridgeError]:
+        """`get` for many locations at once (location id, min valid seconds): one read of
+        the store for all, then a renewal — single-flight, all at the same time — for
+        those that need one. Each answer is a token or the error family's reason."""
+        found = await self.store.get_many([location_key(location_id) for location_id, _ in asks])
+
+        async def one(location_id: str, min_valid: float) -> IssuedToken | BridgeError:
+            key = location_key(location_id)
+            try:
+                return await self._token_of(
+                    found.get(key), key, location_id,
+                    lambda i: not i.valid_for(min_valid, self.clock()))
+            except BridgeError as error:
+                return error
+
+        answers = await asyncio.gather(*(one(location_id, min_valid)
+                                         for location_id, min_valid in asks))
+        return {location_id: answer for (location_id, _), answer
+                in zip(asks, answers, strict=True)}
+
     async def company_token(self, company_id: str, min_valid_seconds: float) -> IssuedToken:
         return await self._token(company_key(company_id), f"company {company_id}",
                                  lambda i: not i.valid_for(min_valid_seconds, self.clock()))
@@ -149,7 +172,11 @@ class TokenService:
             lambda i: i.access_token == stale_token or not i.valid_for(0, self.clock()))
 
     async def _token(self, key: str, what: str, needs: Needs) -> IssuedToken:
-        inst = usable(await self.store.get(key), what)
+        return await self._token_of(await self.store.get(key), key, what, needs)
+
+    async def _token_of(self, stored: Installation | None, key: str, what: str,
+                        needs: Needs) -> IssuedToken:
+        inst = usable(stored, what)
         if not needs(inst):
             return issued(inst, self.clock())
         return await self._flights.run(key, lambda: self._renew(inst, needs))

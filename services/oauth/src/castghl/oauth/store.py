@@ -156,6 +156,11 @@ class MongoInstallations:
         doc = await self.collection.find_one({"_id": key})
         return self._installation(doc) if doc is not None else None
 
+    async def get_many(self, keys: list[str]) -> dict[str, Installation]:
+        """The installations of `keys` that exist, in one read."""
+        cursor = self.collection.find({"_id": {"$in": keys}})
+        return {doc["_id"]: self._installation(doc) async for doc in cursor}
+
     async def all(self, limit: int = 1000) -> list[Installation]:
         cursor = self.collection.find({}).sort("_id", ASCENDING).limit(limit)
         return [self._installation(doc) async for doc in cursor]
