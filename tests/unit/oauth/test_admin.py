@@ -58,7 +58,7 @@ async def test_without_the_admin_key_nothing_is_shown_or_changed(
     answer = await client.request(method, path, headers=headers, json={"sender_id": "X"})
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"] == "Bearer"
-    assert "admin API key" in answer.json()["detail"]
+    assert "ADMIN_API_KEY" in answer.json()["detail"]
     assert store.docs == before
 
 

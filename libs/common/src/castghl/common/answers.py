@@ -9,8 +9,10 @@ caller does next — across the wire.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
+from collections.abc import Callable
 
 import httpx
 from fastapi import FastAPI, Request
@@ -61,6 +63,20 @@ def install(app: FastAPI) -> None:
     async def _refused(request: Request, error: BridgeError) -> JSONResponse:
         route = request.scope.get("route")
         return refused(getattr(route, "path", None) or request.url.path, error)
+
+
+def bearer(secret: str, name: str) -> Callable[[Request], None]:
+    """A FastAPI dependency admitting only `Authorization: Bearer <secret>`, compared in
+    constant time; `name` (the setting holding it) tells a refused caller what to fix."""
+    expected = secret.encode()
+
+    def admit(request: Request) -> None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 expected):
+            raise Unauthorized(f"missing or wrong {name} (Authorization: Bearer)")
+
+    return admit
 
 
 def error_from(response: httpx.Response) -> BridgeError:

@@ -7,7 +7,6 @@ problem (never echoing values): nothing is written unless everything is valid.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Final, Protocol
@@ -22,12 +21,12 @@ from pydantic import (
     field_validator,
 )
 
+from castghl.common.answers import bearer
 from castghl.common.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
     PermanentError,
-    Unauthorized,
 )
 from castghl.common.phone import InvalidPhoneNumber, PhMobile
 from castghl.common.validation import fields, whole_body
@@ -124,22 +123,10 @@ def _refusal(exc: ValidationError) -> PermanentError:
     return PermanentError(fields(exc, unknown="unknown setting"), code="invalid_settings")
 
 
-def _bearer(admin_api_key: str) -> Callable[[Request], None]:
-    expected = admin_api_key.encode()
-
-    def authorise(request: Request) -> None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                 expected):
-            raise Unauthorized("missing or wrong admin API key (Authorization: Bearer)")
-
-    return authorise
-
-
 def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: DefaultKeyFor,
                  notices: Notices, clock: Callable[[], datetime] = utcnow) -> APIRouter:
     router = APIRouter(prefix="/admin", include_in_schema=False,
-                       dependencies=[Depends(_bearer(admin_api_key))])
+                       dependencies=[Depends(bearer(admin_api_key, "ADMIN_API_KEY"))])
 
     async def installed(location_id: str) -> Installation:
         inst = await store.get(location_key(location_id))

@@ -14,15 +14,15 @@ is HTTP and not a broker RPC.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Final, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
-from castghl.common.errors import BridgeError, InvalidRequest, ServiceUnavailable, Unauthorized
+from castghl.common.answers import bearer
+from castghl.common.errors import BridgeError, InvalidRequest, ServiceUnavailable
 from castghl.common.messages import (
     LocationsReply,
     LocationsRequest,
@@ -52,18 +52,6 @@ class Directory(Protocol):
     async def get_many(self, keys: list[str]) -> dict[str, Installation]: ...
 
     async def route(self, number: str) -> str | None: ...
-
-
-def _caller(sender_api_key: str) -> Callable[[Request], None]:
-    expected = sender_api_key.encode()
-
-    def check(request: Request) -> None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                 expected):
-            raise Unauthorized("missing or wrong SENDER_API_KEY (Authorization: Bearer)")
-
-    return check
 
 
 async def _answered(work: Awaitable[T]) -> T:
@@ -125,7 +113,7 @@ async def answer_route(directory: Directory, number: str) -> RouteReply:
 def internal_router(tokens: TokenService, directory: Directory, *, sender_api_key: str,
                     default_key_for: DefaultKeyFor, min_valid_floor: int) -> APIRouter:
     router = APIRouter(prefix="/internal", include_in_schema=False,
-                       dependencies=[Depends(_caller(sender_api_key))])
+                       dependencies=[Depends(bearer(sender_api_key, "SENDER_API_KEY"))])
 
     @router.post("/tokens")
     async def token(request: Request) -> TokensReply:
