@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
@@ -99,6 +100,12 @@ async def test_reserialised_json_fails_verification(
     assert await drain(amqp, gateway.topology.outbound.queue.name) == []
 
 
+def stamped(**offset: float) -> Callable[[], bytes]:
+    """A webhook whose `timestamp` is `offset` from the moment it is sent."""
+    return lambda: json.dumps(webhook(
+        timestamp=(datetime.now(UTC) + timedelta(**offset)).isoformat())).encode()
+
+
 @pytest.mark.parametrize(
     ("raw", "status", "code", "error"),
     [
@@ -112,20 +119,21 @@ async def test_reserialised_json_fails_verification(
         pytest.param(json.dumps({k: v for k, v in webhook().items() if k != "locationId"}
                                 ).encode(), 400, BAD, "locationId is missing",
                      id="no-location-id"),
-        pytest.param(json.dumps(webhook(timestamp=(datetime.now(UTC) - timedelta(hours=73))
-                                        .isoformat())).encode(), 401, UNTIMELY,
-                     "stale webhook", id="stale-timestamp"),
-        pytest.param(json.dumps(webhook(timestamp=(datetime.now(UTC) + timedelta(minutes=10))
-                                        .isoformat())).encode(), 401, UNTIMELY,
-                     "in the future", id="future-timestamp"),
+        # Stamped when the test runs, not when it is collected: a slow run must not age
+        # a timestamp "10 minutes ahead" into the present.
+        pytest.param(stamped(hours=-73), 401, UNTIMELY, "stale webhook",
+                     id="stale-timestamp"),
+        pytest.param(stamped(minutes=10), 401, UNTIMELY, "in the future",
+                     id="future-timestamp"),
         pytest.param(json.dumps(webhook(message="x" * 70_000)).encode(), 413, "body_too_large",
                      "larger than", id="oversized"),
     ],
 )
 async def test_bad_input_gets_a_clear_4xx_and_publishes_nothing(
-    gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel, raw: bytes, status: int,
-    code: str, error: str,
+    gateway: RunningGateway, amqp: aio_pika.abc.AbstractChannel,
+    raw: bytes | Callable[[], bytes], status: int, code: str, error: str,
 ) -> None:
+    raw = raw() if callable(raw) else raw
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         answer = await client.post(PATH, content=raw, headers=gateway.signer.headers(raw))
     assert answer.status_code == status
