@@ -25,6 +25,7 @@ def controls_router(sim: CastSimulator) -> APIRouter:
 
     @router.get("/state")
     async def state() -> dict[str, Any]:
+        sim.settle()
         return sim.state()
 
     @router.put("/messages/{message_id}/outcome")

@@ -4,12 +4,18 @@ Defaults follow the *old* Cast doc (reference/cast.md), as the bridge's settings
 newer-doc behaviour is a knob away (`accept_e164`, `key_rate_per_second`, bigger limits).
 `fail_next` and `hang_next` are queues the simulator consumes as requests arrive, so
 `GET /_sandbox/config` shows what is still pending.
+
+Account knobs come in pairs, because an operator may hold several Cast accounts (each GHL
+location may bring its own key): `credits`, `sender_ids`, `profile` and `opted_out`
+describe the default account, which every key not named in the `*_by_key` twin shares;
+a key named there is an account of its own (see `accounts.py`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, Self
+from datetime import datetime
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +24,17 @@ DEFAULT_API_KEY = "cast_test_" + "0123456789abcdef" * 4
 DEFAULT_INBOUND_API_KEY = "castghl-sandbox-inbound-secret"
 
 Outcome = Literal["sent", "pending", "delivered", "undelivered", "failed"]
+Channel = Literal["sms", "sim"]
+
+# The carrier receipt codes each status may carry (reference/cast.md, "Delivery status"),
+# the usual one first: `sent` has no receipt yet and `failed` never reached a carrier.
+DLR_CODES: dict[str, tuple[str | None, ...]] = {
+    "sent": (None,),
+    "failed": (None,),
+    "pending": ("ACCEPTD",),
+    "delivered": ("DELIVRD",),
+    "undelivered": ("UNDELIV", "REJECTD", "EXPIRED"),
+}
 
 # The error code Cast pairs with each status (reference/cast.md, "Errors"); an injected
 # fault uses it unless the fault names another code of the same status.
@@ -82,6 +99,73 @@ class LatencySpec(BaseModel):
         return self
 
 
+class CarrierOutcome(BaseModel):
+    """What a carrier's receipt says: a status and a receipt code that goes with it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    status: Outcome
+    dlr_status: str | None = None  # None: the usual code (UNDELIV for undelivered)
+    error_message: str | None = None  # None: a sentence of the simulator's for the status
+
+    @model_validator(mode="after")
+    def _code_fits_the_status(self) -> Self:
+        allowed = DLR_CODES[self.status]
+        if self.dlr_status is not None and self.dlr_status not in allowed:
+            codes = ", ".join(str(code) for code in allowed if code) or "none"
+            raise ValueError(f"dlr_status {self.dlr_status!r} does not go with status "
+                             f"{self.status!r} (allowed: {codes})")
+        return self
+
+
+class CarrierRule(CarrierOutcome):
+    """The receipt of every message that matches, scripted before it is sent: an e2e test
+    says "the carrier rejects messages to 09170000001" without knowing a Cast message id.
+    Every matcher given must hold; the first matching rule in `carrier_rules` wins."""
+
+    to: str | None = Field(default=None, min_length=1)  # 09… or +63…: either form matches
+    contains: str | None = Field(default=None, min_length=1)  # a marker in the text
+    sender_id: str | None = Field(default=None, min_length=1)  # e.g. a trial sender ID
+    delay_seconds: float | None = Field(default=None, ge=0)  # None: `dlr_delay_seconds`
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> Self:
+        if self.to is None and self.contains is None and self.sender_id is None:
+            raise ValueError("a carrier rule needs at least one of to, contains, sender_id")
+        return self
+
+
+class SenderId(BaseModel):
+    """One approved sender ID; a plain string in the knob is an SMS one labelled as itself."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    sender_id: str = Field(min_length=1)
+    label: str | None = None  # None: the sender ID itself
+    channel: Channel = "sms"
+
+
+class OptOut(BaseModel):
+    """A number that unsubscribed through Cast's opt-out link; a plain string in the knob
+    is a number unsubscribed from every sender ID of the account, at an unknown time."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    number: str = Field(min_length=1)  # 09… or +63…: either form matches
+    sender_id: str | None = None  # None: every sender ID of the account
+    unsubscribed_at: datetime | None = None
+
+
+class AccountProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(min_length=1)
+    email: str | None = None
+
+
+Credits = Annotated[int, Field(ge=0)] | None  # None: unlimited
+
+
 class CastKnobs(BaseModel):
     """Everything an operator or test may change while the simulator runs."""
 
@@ -91,9 +175,21 @@ class CastKnobs(BaseModel):
     api_keys: list[str] = Field(default_factory=lambda: [DEFAULT_API_KEY])
     accept_any_key: bool = False  # any well-formed `cast_[test_]<64 hex>` key is an account
     revoked_keys: list[str] = Field(default_factory=list)
-    credits: int | None = Field(default=None, ge=0)  # None: unlimited; else the live balance
-    sender_ids: list[str] = Field(default_factory=list)  # empty: any sender ID is approved
-    opted_out: list[str] = Field(default_factory=list)  # numbers answered 422
+    # The live balance in credits (one per part); a failed submit is refunded.
+    credits: Credits = None
+    credits_by_key: dict[str, Credits] = Field(default_factory=dict)
+    # The real API charges `cast_test_` keys nothing; the simulator does by default
+    # because every test drives it with one and credit behaviour must stay testable.
+    charge_sandbox_keys: bool = True
+    # Empty: any sender ID is an approved SMS one, and the account has no SIM channel.
+    sender_ids: list[str | SenderId] = Field(default_factory=list)
+    sender_ids_by_key: dict[str, list[str | SenderId]] = Field(default_factory=dict)
+    profile: AccountProfile = Field(default_factory=lambda: AccountProfile(
+        name="Cast Sandbox", email="sandbox@example.com"))
+    profile_by_key: dict[str, AccountProfile] = Field(default_factory=dict)
+    # Sends to these are answered 422 ALREADY_UNSUBSCRIBED, and listed by /unsubscribed.
+    opted_out: list[str | OptOut] = Field(default_factory=list)
+    opted_out_by_key: dict[str, list[str | OptOut]] = Field(default_factory=dict)
 
     # Request rules (old doc defaults; the new doc allows E.164, 10,000 chars, 20-char IDs)
     accept_e164: bool = False
@@ -122,9 +218,11 @@ class CastKnobs(BaseModel):
     latency_ms: LatencySpec = Field(default_factory=LatencySpec)
     seed: int | None = None
 
-    # Delivery receipts, fixed per message when it is sent
+    # Delivery receipts, fixed per message when it is sent: the first matching rule,
+    # else `carrier_outcome` after `dlr_delay_seconds`
     carrier_outcome: Outcome = "delivered"
     dlr_delay_seconds: float = Field(default=0.0, ge=0)
+    carrier_rules: list[CarrierRule] = Field(default_factory=list)
 
     # Inbound trigger (the simulated Cast SIM gateway posting replies to the bridge)
     inbound_api_key: str = DEFAULT_INBOUND_API_KEY

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 from typing import Any
 
 from fastapi import Request, Response
 
+from castghl.sandbox.cast.accounts import Account
 from castghl.sandbox.cast.errors import Answer, CastError, error_body
 from castghl.sandbox.cast.faults import FaultInjector
 from castghl.sandbox.cast.idempotency import Claim, IdempotencyStore
-from castghl.sandbox.cast.knobs import CastKnobs
+from castghl.sandbox.cast.knobs import CarrierOutcome, CastKnobs, Channel
+from castghl.sandbox.cast.logs import logs_body
 from castghl.sandbox.cast.messages import MessageLog, OutcomeOverride, SentMessage, mask_key
 from castghl.sandbox.cast.parts import count_parts
 from castghl.sandbox.cast.ratelimit import RateLimiter, retry_after
 from castghl.sandbox.cast.validation import (
+    Page,
     SendRequest,
     idempotency_key,
     local_form,
@@ -30,8 +34,6 @@ from castghl.sandbox.clock import SimClock
 
 WELL_FORMED_KEY = re.compile(r"cast_(?:test_)?[0-9a-fA-F]{64}")
 REPLAY_HEADER = "X-Idempotent-Replay"
-# Real balances are numbers; an unlimited sandbox account shows this one.
-UNLIMITED_CREDITS_SHOWN = 1_000_000
 
 
 class CastSimulator:
@@ -79,6 +81,23 @@ class CastSimulator:
             return api_key
         raise CastError(401, "INVALID_API_KEY", "Invalid API key")
 
+    def account(self, api_key: str) -> Account:
+        return Account(self.knobs, api_key)
+
+    def settle(self) -> None:
+        """Refund the scripted submit failures whose receipt has arrived: done at every
+        API call, so a balance read after the receipt sees the credits back."""
+        for message in self.log.failures_due(self.clock()):
+            if message.override is None:
+                self._refund(message)
+
+    def _refund(self, message: SentMessage) -> None:
+        # Once only, and never taken back: an override away from `failed` afterwards
+        # does not charge the account again.
+        if not message.refunded and message.charged:
+            message.refunded = True
+            self.account(message.api_key).charge(-message.charged)
+
     async def pause(self) -> None:
         delay = self.faults.latency_seconds()
         if delay > 0:
@@ -86,25 +105,32 @@ class CastSimulator:
 
     # --- send -----------------------------------------------------------------------
 
-    async def send(self, request: Request, api_key: str) -> Response:
+    async def send(self, request: Request, api_key: str, channel: Channel) -> Response:
+        """`POST /{sms,sim}/send`: the same body and pipeline; the sender ID must belong
+        to the channel (403 CHANNEL_NOT_ALLOWED otherwise)."""
         knobs = self.knobs
         send = parse_send(await request.body(), request.headers.get("content-type", ""), knobs)
+        sender_id = self.account(api_key).sender_for(send.sender_id, channel)
+        send = dataclasses.replace(send, sender_id=sender_id)
         key = idempotency_key(request.headers.get("x-idempotency-key"), knobs)
         if key is None:
-            return await self._process(request, api_key, send, None, None)
+            return await self._process(request, api_key, channel, send, key=None, claim=None)
         store = self.idempotency  # this request's store, even if a reset swaps it
-        begun = await store.begin((api_key, key), send.fingerprint(),
+        # The channel is part of "the same request": a key reused across channels is a
+        # different send, refused like a different body.
+        begun = await store.begin((api_key, key), f"{channel}:{send.fingerprint()}",
                                   knobs.idempotency_ttl_seconds)
         if isinstance(begun, Answer):
             return begun.response({REPLAY_HEADER: "true"})
         try:
-            return await self._process(request, api_key, send, key, (store, begun))
+            return await self._process(request, api_key, channel, send, key=key,
+                                       claim=(store, begun))
         finally:
             store.release(begun)
 
-    async def _process(self, request: Request, api_key: str, send: SendRequest,
-                       key: str | None, claim: tuple[IdempotencyStore, Claim] | None
-                       ) -> Response:
+    async def _process(self, request: Request, api_key: str, channel: Channel,
+                       send: SendRequest, *, key: str | None,
+                       claim: tuple[IdempotencyStore, Claim] | None) -> Response:
         knobs = self.knobs
         if knobs.key_rate_per_second is not None:
             self._limit(self.key_limiters, api_key, knobs.key_rate_per_second,
@@ -113,7 +139,7 @@ class CastSimulator:
         if fault is not None and not fault.after_send:
             raise fault.error(knobs.retry_after_seconds)
         await self.pause()
-        answer, sent = self._decide(api_key, send, key)
+        answer, sent = self._decide(api_key, channel, send, key)
         if claim is not None:
             store, held = claim
             store.complete(held, answer, knobs.idempotency_ttl_seconds)
@@ -125,46 +151,56 @@ class CastSimulator:
             await _hold(request, hang)
         return answer.response()
 
-    def _decide(self, api_key: str, send: SendRequest, key: str | None
+    def _decide(self, api_key: str, channel: Channel, send: SendRequest, key: str | None
                 ) -> tuple[Answer, bool]:
         """Cast's answer once the request is accepted for processing; True if sent."""
-        knobs = self.knobs
-        if local_form(send.to) in {local_form(number) for number in knobs.opted_out}:
+        account = self.account(api_key)
+        if account.opted_out(send.to, send.sender_id):
             return Answer(422, error_body(
                 "Recipient has unsubscribed from this sender ID", "ALREADY_UNSUBSCRIBED")), False
         encoding, parts = count_parts(send.message)
-        if knobs.credits is not None and knobs.credits < parts:
+        price, balance = account.price(parts), account.credits()
+        if balance is not None and balance < price:
             return Answer(402, error_body(
-                f"Insufficient credits: {parts} needed, {knobs.credits} left",
+                f"Insufficient credits: {price} needed, {balance} left",
                 "INSUFFICIENT_CREDITS")), False
+        outcome, delay = self._carrier(send)
         message = self.log.add(
-            api_key=api_key, to=send.to, message=send.message, sender_id=send.sender_id,
-            scheduled_at=send.scheduled_at, encoding=encoding, parts=parts,
-            idempotency_key=key, outcome=knobs.carrier_outcome,
-            dlr_delay=knobs.dlr_delay_seconds)
-        if knobs.credits is not None:
-            knobs.credits -= parts
+            api_key=api_key, channel=channel, to=send.to, message=send.message,
+            sender_id=send.sender_id, scheduled_at=send.scheduled_at, encoding=encoding,
+            parts=parts, charged=price if balance is not None else 0,
+            idempotency_key=key, outcome=outcome, dlr_delay=delay)
+        account.charge(price)
         return Answer(200, {"success": True, "message_id": message.message_id,
                             "parts": parts}), True
 
+    def _carrier(self, send: SendRequest) -> tuple[CarrierOutcome, float]:
+        """The receipt this message will get, and after how long: the first carrier rule
+        that matches it, else the default outcome."""
+        knobs = self.knobs
+        for rule in knobs.carrier_rules:
+            if ((rule.to is None or local_form(rule.to) == local_form(send.to))
+                    and (rule.contains is None or rule.contains in send.message)
+                    and (rule.sender_id is None or rule.sender_id == send.sender_id)):
+                delay = knobs.dlr_delay_seconds if rule.delay_seconds is None \
+                    else rule.delay_seconds
+                return CarrierOutcome(status=rule.status, dlr_status=rule.dlr_status,
+                                      error_message=rule.error_message), delay
+        return CarrierOutcome(status=knobs.carrier_outcome), knobs.dlr_delay_seconds
+
     # --- reads ----------------------------------------------------------------------
 
-    def message_for(self, api_key: str, message_id: str) -> SentMessage:
+    def message_for(self, api_key: str, message_id: str, channel: Channel) -> SentMessage:
         message = self.log.get(message_id)
         # Another account's message is "not found": existence is not leaked across keys.
-        if message is None or message.api_key != api_key:
+        # Each channel's status path knows its own messages only, so a bridge polling a
+        # SIM message on the SMS path finds out here.
+        if message is None or message.api_key != api_key or message.channel != channel:
             raise CastError(404, "NOT_FOUND", f"Message {message_id} not found")
         return message
 
-    def balance(self) -> dict[str, Any]:
-        credits = self.knobs.credits
-        return {"success": True, "currency": "PHP",
-                "credits": UNLIMITED_CREDITS_SHOWN if credits is None else credits}
-
-    def sender_ids(self) -> dict[str, Any]:
-        return {"success": True, "sender_ids": [
-            {"sender_id": sender, "label": sender, "channel": "sms"}
-            for sender in self.knobs.sender_ids]}
+    def logs(self, api_key: str, page: Page) -> dict[str, Any]:
+        return logs_body(self.log, api_key, page, self.clock())
 
     def override_outcome(self, message_id: str, override: OutcomeOverride, now: float
                          ) -> SentMessage:
@@ -172,6 +208,8 @@ class CastSimulator:
         if message is None:
             raise CastError(404, "NOT_FOUND", f"Message {message_id} not found")
         message.override, message.override_at = override, now
+        if override.status == "failed":
+            self._refund(message)
         return message
 
     def state(self) -> dict[str, Any]:
@@ -186,6 +224,8 @@ class CastSimulator:
             "idempotency": self.idempotency.counts(),
             "sent": len(self.log.all()),
             "credits": knobs.credits,
+            "credits_by_key": {mask_key(key): credits
+                               for key, credits in knobs.credits_by_key.items()},
             "fail_next": [spec.model_dump() for spec in knobs.fail_next],
             "hang_next": knobs.hang_next,
         }

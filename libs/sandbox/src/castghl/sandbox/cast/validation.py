@@ -1,5 +1,6 @@
-"""The send request as Cast checks it: parsed by hand so each refusal carries Cast's
-error shape and a sentence naming the field, never FastAPI's 422.
+"""Requests as Cast checks them — the send body, and the paging parameters of listings —
+parsed by hand so each refusal carries Cast's error shape and a sentence naming the
+field, never FastAPI's 422.
 
 Where the docs are silent we are strict, so a sloppy request from the bridge fails here
 rather than in production: unknown fields, blank messages, a missing JSON content type.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,11 @@ LOCAL_NUMBER = re.compile(r"09\d{9}")
 # have no 09 form.
 E164_NUMBER = re.compile(r"\+63(?:9\d{9}|89[5-8]\d{7})")
 MAX_IDEMPOTENCY_KEY = 255
+# Listings (`/sms/logs`, `/account/unsubscribed`): the page bounds their contracts give
+# (logs.py, accounts.py); no public Cast doc we hold states them.
+MAX_PAGE_LIMIT = 500
+DEFAULT_PAGE_LIMIT = 50
+WHOLE_NUMBER = re.compile(r"\d{1,9}")
 # `scheduled_at` is in the new doc; null for an optional field reads as "absent", as a
 # JavaScript `if (body.sender_id)` would.
 KNOWN_FIELDS = ("to", "message", "sender_id", "scheduled_at")
@@ -91,15 +98,15 @@ def _message(message: Any, knobs: CastKnobs) -> str:
 
 
 def _sender_id(sender_id: Any, knobs: CastKnobs) -> str | None:
+    """Its form only: which sender IDs the account may use, and on which channel, is the
+    account's to say (`accounts.py`), once the key is known."""
     if sender_id is None:
-        return knobs.sender_ids[0] if knobs.sender_ids else None
+        return None
     if not isinstance(sender_id, str) or not sender_id:
         raise invalid("sender_id must be a non-empty string")
     if len(sender_id) > knobs.max_sender_id_chars:
         raise invalid(f"sender_id is {len(sender_id)} characters; the limit is "
                       f"{knobs.max_sender_id_chars}")
-    if knobs.sender_ids and sender_id not in knobs.sender_ids:
-        raise invalid(f"sender_id {sender_id!r} is not an approved sender ID of this account")
     return sender_id
 
 
@@ -128,3 +135,37 @@ def idempotency_key(header: str | None, knobs: CastKnobs) -> str | None:
 def local_form(number: str) -> str:
     """`09XXXXXXXXX` for either accepted form, so an opt-out matches both spellings."""
     return "0" + number[3:] if number.startswith("+63") else number
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    offset: int
+    search: str | None = None
+
+
+def parse_page(params: Iterable[tuple[str, str]], *, searchable: bool) -> Page:
+    """`limit` (1 to 500, default 50), `offset` (default 0) and, where `searchable`,
+    `search`. Strict as the send is: an unknown or repeated parameter is refused, so a
+    misspelt `ofset` fails here instead of silently listing the first page again."""
+    known = ("limit", "offset", "search") if searchable else ("limit", "offset")
+    given: dict[str, str] = {}
+    for name, value in params:
+        if name not in known:
+            raise invalid(f"unknown query parameter {name!r}; expected {', '.join(known)}")
+        if name in given:
+            raise invalid(f"query parameter {name!r} given more than once")
+        given[name] = value
+    limit = _whole("limit", given.get("limit"), DEFAULT_PAGE_LIMIT)
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise invalid(f"limit must be between 1 and {MAX_PAGE_LIMIT}")
+    return Page(limit=limit, offset=_whole("offset", given.get("offset"), 0),
+                search=given.get("search") or None)
+
+
+def _whole(name: str, raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    if not WHOLE_NUMBER.fullmatch(raw):
+        raise invalid(f"{name} must be a whole number")
+    return int(raw)

@@ -1,4 +1,5 @@
-"""Contacts API: upsert by phone (or email) within a location (ghl.md §4, contacts.json)."""
+"""Contacts API (ghl.md §4, contacts.json): upsert by phone (or email) within a location,
+and update one contact by id — how the bridge sets a contact's SMS DND on STOP."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Request
 
 from castghl.sandbox.ghl.access import CONTACTS_VERSION, Gate
 from castghl.sandbox.ghl.errors import NO_LOCATION_ACCESS, api_error, parse_body
-from castghl.sandbox.ghl.schemas import UpsertContactDto
+from castghl.sandbox.ghl.schemas import UpdateContactDto, UpsertContactDto
 from castghl.sandbox.ghl.state import GhlState
 
 _FORMATTING = re.compile(r"[\s\-().]")
@@ -50,5 +51,28 @@ def build_router(state: GhlState, gate: Gate) -> APIRouter:
         contact, new = state.upsert_contact(body.locationId, phone, body.email, fields)
         return {"new": new, "contact": contact.as_json(),
                 "traceId": str(uuid.uuid4())}
+
+    @router.put("/contacts/{contact_id}")
+    async def update(contact_id: str, request: Request) -> dict[str, Any]:
+        caller = gate.check(request, user_type="Location", version=CONTACTS_VERSION,
+                            scope="contacts.write")
+        body = parse_body(UpdateContactDto, await request.body(),
+                          request.headers.get("content-type", ""))
+        with state.lock:
+            found = state.contacts.get(contact_id)
+        if found is None:
+            # The spec lists 400, 401 and 422 for this operation, no 404.
+            raise api_error(400, "Contact not found")
+        if found.location_id != caller.grant.location_id:
+            raise api_error(403, NO_LOCATION_ACCESS)
+        # What was sent, nested too: a channel left out of dndSettings is not "cleared".
+        changes = body.model_dump(exclude_unset=True)
+        if body.phone is not None:
+            changes["phone"] = normalise_phone(body.phone)
+            if changes["phone"] is None:
+                raise api_error(422, ["phone must be a valid E.164 phone number"])
+        contact = state.update_contact(found, changes)
+        # UpdateContactsSuccessfulResponseDto, spelling and all.
+        return {"succeded": True, "contact": contact.as_json()}
 
     return router

@@ -66,10 +66,6 @@ def oauth_error(status: int, error: str, description: str) -> ApiError:
     return ApiError(status, {"error": error, "error_description": description})
 
 
-def _field(error: ErrorDetails) -> str:
-    return ".".join(str(part) for part in error["loc"]) or "body"
-
-
 # pydantic error type → class-validator's sentence about `{field}`.
 _SENTENCES = {
     "extra_forbidden": "property {field} should not exist",
@@ -87,8 +83,18 @@ _SENTENCES = {
 
 
 def _sentence(error: ErrorDetails) -> str:
-    """Phrase one pydantic error the way class-validator would."""
-    field, kind, ctx = _field(error), error["type"], error.get("ctx", {})
+    """Phrase one pydantic error the way class-validator would.
+
+    NestJS names a nested field by its parent path in front of the leaf's sentence:
+    "dndSettings.SMS.status must be one of …", "dndSettings.property sms should not exist".
+    """
+    *parents, leaf = [str(part) for part in error["loc"]] or ["body"]
+    prefix = "".join(f"{parent}." for parent in parents)
+    return prefix + _leaf_sentence(error, leaf)
+
+
+def _leaf_sentence(error: ErrorDetails, field: str) -> str:
+    kind, ctx = error["type"], error.get("ctx", {})
     if kind in _SENTENCES:
         return _SENTENCES[kind].format(field=field)
     if kind == "literal_error":

@@ -112,6 +112,32 @@ class ProcessMessageBodyDto(_Json):
 
 # --- contacts.json --------------------------------------------------------------------------
 
+class DndSettingSchema(_Json):
+    status: Literal["active", "inactive", "permanent"]
+    message: str | None = None
+    code: str | None = None
+
+
+class DndSettingsSchema(_Json):
+    """One setting per channel; the spec names these six and no others."""
+
+    Call: DndSettingSchema | None = None
+    Email: DndSettingSchema | None = None
+    SMS: DndSettingSchema | None = None
+    WhatsApp: DndSettingSchema | None = None
+    GMB: DndSettingSchema | None = None
+    FB: DndSettingSchema | None = None
+
+
+class InboundDndSettingSchema(_Json):
+    status: Literal["active", "inactive"]
+    message: str | None = None
+
+
+class InboundDndSettingsSchema(_Json):
+    all: InboundDndSettingSchema | None = None
+
+
 class UpsertContactDto(_Json):
     firstName: str | None = None
     lastName: str | None = None
@@ -127,8 +153,8 @@ class UpsertContactDto(_Json):
     website: str | None = None
     timezone: str | None = None
     dnd: bool | None = None
-    dndSettings: dict[str, Any] | None = None
-    inboundDndSettings: dict[str, Any] | None = None
+    dndSettings: DndSettingsSchema | None = None
+    inboundDndSettings: InboundDndSettingsSchema | None = None
     tags: list[str] | None = None
     customFields: list[dict[str, Any]] | None = None
     source: str | None = None
@@ -137,6 +163,33 @@ class UpsertContactDto(_Json):
     companyName: str | None = None
     assignedTo: str | None = None
     createNewIfDuplicateAllowed: bool | None = None
+
+
+class UpdateContactDto(_Json):
+    """`PUT /contacts/{contactId}`. No `locationId`, `gender` or `companyName`: the spec's
+    update DTO lacks them, and GHL answers 422 "property gender should not exist"
+    (GoHighLevel/highlevel-api-docs#313)."""
+
+    firstName: str | None = None
+    lastName: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    address1: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postalCode: str | None = None
+    website: str | None = None
+    timezone: str | None = None
+    dnd: bool | None = None
+    dndSettings: DndSettingsSchema | None = None
+    inboundDndSettings: InboundDndSettingsSchema | None = None
+    tags: list[str] | None = None
+    customFields: list[dict[str, Any]] | None = None
+    source: str | None = None
+    dateOfBirth: str | None = None
+    country: str | None = None
+    assignedTo: str | None = None
 
 
 # --- the simulator's own control API --------------------------------------------------------

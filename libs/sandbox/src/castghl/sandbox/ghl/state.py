@@ -201,6 +201,24 @@ class GhlState:
             found.date_updated = self.now_iso()
             return found, False
 
+    def update_contact(self, contact: Contact, changes: dict[str, Any]) -> Contact:
+        """`PUT /contacts/{id}`: the fields given replace the stored ones (a null clears
+        one), except `dndSettings`, merged per channel: GHL's docs do not say, and a STOP
+        that sets SMS must not be seen to clear the Email setting a user chose."""
+        with self.lock:
+            changes = dict(changes)
+            if "phone" in changes:
+                contact.phone = changes.pop("phone")
+            if "email" in changes:
+                contact.email = changes.pop("email")
+            dnd = changes.pop("dndSettings", None)
+            if dnd is not None:
+                stored = contact.fields.get("dndSettings") or {}
+                changes["dndSettings"] = {**stored, **dnd}
+            contact.fields.update(changes)
+            contact.date_updated = self.now_iso()
+            return contact
+
     # --- conversations and messages -------------------------------------------------------
 
     def conversation(self, location_id: str, conversation_id: str) -> Conversation | None:
