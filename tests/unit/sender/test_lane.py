@@ -8,6 +8,7 @@ import asyncio
 import bisect
 import heapq
 import itertools
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ class VirtualTime:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
-    async def run(self, *work: asyncio.Future[object]) -> None:
+    async def run(self, *work: asyncio.Future[Any]) -> None:
         """Run tasks to completion, moving the clock whenever all of them wait on it."""
         pending = asyncio.gather(*work)
         while not pending.done():
@@ -176,3 +177,24 @@ async def test_concurrent_callers_on_many_keys_never_exceed_any_limit(
         assert max_in_any_window(times, 1.0 + WINDOW_SLACK_SECONDS) <= 10
     # Four keys at 10/s each cap the lane at 40/s; the shared 30/s binds first.
     assert (len(every) - 1) / (max(every) - min(every)) <= 30 * (1 + 1e-9)
+
+
+async def test_reads_go_only_when_no_send_waits(time: VirtualTime) -> None:
+    lane = Lane(rate=30, burst=50, default_key_rate=30, clock=time, sleep=time.sleep)
+    order: list[str] = []
+
+    async def send(n: int) -> None:
+        await lane.acquire("cast_key_a")
+        order.append(f"send{n}")
+
+    async def read() -> None:
+        await lane.acquire_behind_sends()
+        order.append("read")
+
+    # A burst of sends, and a receipt check asked for while they wait.
+    tasks = [asyncio.ensure_future(send(n)) for n in range(20)]
+    await settle()
+    tasks.append(asyncio.ensure_future(read()))
+    await time.run(*tasks)
+    assert order[-1] == "read"
+    assert max_in_any_window(list(lane.ip.sent)) <= 45

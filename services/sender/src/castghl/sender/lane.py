@@ -120,6 +120,9 @@ class Lane:
         self.clock = clock
         self.sleep = sleep
         self.keys: dict[str, RateLimit] = {}
+        self._sends_waiting = 0
+        self._no_send_waiting = asyncio.Event()
+        self._no_send_waiting.set()
 
     def _key_limit(self, api_key: str, rate: float | None) -> RateLimit:
         rate = rate or self.default_key_rate
@@ -132,10 +135,29 @@ class Lane:
     async def acquire(self, api_key: str, key_rate: float | None = None) -> None:
         """Return when one call may leave now. The caller sends right away: times are
         recorded at the grant, so nothing slow may sit between this and the request."""
-        # Key first, so a slow key never holds the shared IP lane while it waits; its
-        # call is counted only once the IP lane lets it go, at the real send time.
-        async with self._key_limit(api_key, key_rate).held():
-            await self.ip.acquire()
+        # Counted as waiting from the start: sends queued behind one another for their
+        # key must not leave a gap in which a read slips in ahead of them.
+        self._sends_waiting += 1
+        self._no_send_waiting.clear()
+        try:
+            # Key first, so a slow key never holds the shared IP lane while it waits; its
+            # call is counted only once the IP lane lets it go, at the real send time.
+            async with self._key_limit(api_key, key_rate).held():
+                await self.ip.acquire()
+        finally:
+            self._sends_waiting -= 1
+            if not self._sends_waiting:
+                self._no_send_waiting.set()
+
+    async def acquire_behind_sends(self) -> None:
+        """Return when one other call (a receipt or account look-up) may leave now: only
+        while no send waits for the shared limit, so a burst of sends keeps its pace and
+        these take what it leaves (a send held back by its own key's slower rate holds
+        them back too). Cast's per-account rate counts messages, not reads, so only the
+        per-IP limit applies. A send arriving just as one of these was let through waits
+        at most one call's turn."""
+        await self._no_send_waiting.wait()
+        await self.ip.acquire()
 
     def pause(self, seconds: float) -> None:
         self.ip.pause(seconds)

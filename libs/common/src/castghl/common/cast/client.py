@@ -11,12 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Final
+from typing import Final, TypeVar
+from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from castghl.common.cast.models import CastErrorBody, CastSendRequest, CastSendResponse
+from castghl.common.cast.models import (
+    CastErrorBody,
+    CastLogs,
+    CastReceipt,
+    CastSendRequest,
+    CastSendResponse,
+    Channel,
+)
 from castghl.common.errors import (
     AccountError,
     BridgeError,
@@ -28,8 +36,14 @@ from castghl.common.errors import (
 from castghl.common.phone import PhMobile
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 SEND_PATH: Final = "/api/sms/send"  # exists in both API versions; /api/v1/... is newer only
+# Receipts, logs and the SIM channel exist in the newer API only (reference/cast.md).
+SIM_SEND_PATH: Final = "/api/v1/sim/send"
+LOGS_PATH: Final = "/api/v1/sms/logs"
+# Logs per call: the most Cast gives in one page.
+LOGS_PAGE: Final = 500
 IDEMPOTENCY_HEADER: Final = "X-Idempotency-Key"
 REPLAY_HEADER: Final = "X-Idempotent-Replay"
 # Cast's limits refill within seconds; a longer wait is retried through the queue's tiers.
@@ -116,22 +130,24 @@ def cast_number(to: PhMobile) -> str:
 
 
 class CastClient:
-    """Sends one SMS part. The `httpx.AsyncClient` is injected (tests swap its transport)."""
+    """Sends SMS parts and reads their receipts. The `httpx.AsyncClient` is injected (tests
+    swap its transport)."""
 
     def __init__(self, http: httpx.AsyncClient, base_url: str, *, idempotency: bool) -> None:
         self.http = http
-        self.url = base_url.rstrip("/") + SEND_PATH
+        self.base = base_url.rstrip("/")
         self.idempotency = idempotency
 
     async def send(self, request: CastSendRequest, *, api_key: str,
-                   idempotency_key: str) -> CastSendResponse:
+                   idempotency_key: str, channel: Channel = "sms") -> CastSendResponse:
         headers = {"X-API-Key": api_key}
         if self.idempotency:
             headers[IDEMPOTENCY_HEADER] = idempotency_key
+        path = SIM_SEND_PATH if channel == "sim" else SEND_PATH
         try:
             body = request.model_dump(exclude_none=True)
             body["to"] = cast_number(request.to)
-            response = await self.http.post(self.url, json=body, headers=headers)
+            response = await self.http.post(self.base + path, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # The request never reached Cast: nothing can have been sent.
             raise RetryableError(f"cannot reach Cast: {type(exc).__name__}",
@@ -150,3 +166,40 @@ class CastClient:
                     "cast_message_id": sent.message_id})
             return sent
         raise error_for(response)
+
+    async def receipt(self, cast_message_id: str, *, api_key: str,
+                      channel: Channel = "sms") -> CastReceipt | None:
+        """The receipt of one sent part; None when Cast does not know the id for this key
+        (a key changed since the send)."""
+        response = await self._get(f"/api/v1/{channel}/status/{quote(cast_message_id, safe='')}",
+                                   api_key, {})
+        if response.status_code == 404:
+            return None
+        return _read(CastReceipt, response)
+
+    async def recent(self, *, api_key: str, offset: int = 0,
+                     limit: int = LOGS_PAGE) -> list[CastReceipt]:
+        """One page of the account's sent messages with their receipts, newest first."""
+        response = await self._get(LOGS_PATH, api_key, {"limit": str(limit),
+                                                        "offset": str(offset)})
+        return _read(CastLogs, response).logs
+
+    async def _get(self, path: str, api_key: str, params: dict[str, str]) -> httpx.Response:
+        try:
+            response = await self.http.get(self.base + path, params=params,
+                                           headers={"X-API-Key": api_key})
+        except httpx.TransportError as exc:
+            # A read changes nothing at Cast: any failure is safe to retry.
+            raise RetryableError(f"cannot read from Cast: {type(exc).__name__}",
+                                 code="cast_unreachable") from exc
+        if response.status_code == 404 or (response.is_success and not _refused(response)):
+            return response
+        raise error_for(response)
+
+
+def _read(model: type[M], response: httpx.Response) -> M:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise RetryableError("Cast answered a read with an unreadable body",
+                             code="cast_bad_answer") from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 from castghl.common.phone import PhMobile
@@ -24,6 +26,34 @@ class CastSendResponse(BaseModel):
     success: bool
     message_id: str
     parts: int = 1
+
+
+Channel = Literal["sms", "sim"]
+# Receipt statuses (reference/cast.md, "Delivery status"): `sent` and `pending` are not
+# final; `delivered`, `undelivered` and `failed` are. Any other word is not final either.
+FINAL_RECEIPTS: frozenset[str] = frozenset({"delivered", "undelivered", "failed"})
+
+
+class CastReceipt(BaseModel):
+    """`GET /api/v1/{sms|sim}/status/{id}`, or one row of `/api/v1/sms/logs`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: str
+    status: str
+    dlr_status: str | None = None
+    error_message: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_RECEIPTS
+
+
+class CastLogs(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    total: int = 0
+    logs: list[CastReceipt] = []
 
 
 class CastErrorBody(BaseModel):
