@@ -18,6 +18,7 @@ FAST_SENDER = {
     "STATUS_RETRY_DELAYS": "0.5,1,2,4",
     "OUTBOUND_RETRY_DELAYS": "0.5,1,2",
     "INBOUND_RETRY_DELAYS": "0.5,1,2",
+    "CAST_RECEIPT_CHECK_DELAYS": "0.5,1,2,4",
     "CAST_HTTP_TIMEOUT_SECONDS": "1.5",
 }
 FAST_GHL = {"status_race_seconds": 1.0}

@@ -15,7 +15,7 @@ import httpx
 
 from castghl.sandbox.demo import cases
 from castghl.sandbox.infra import Infra
-from castghl.sandbox.scenarios import fire, settle
+from castghl.sandbox.scenarios import fire, script_carrier, settle
 from castghl.sandbox.stack import Stack
 
 from .conftest import STATUS_TIMEOUT, make_stack, wait_until
@@ -49,6 +49,7 @@ def most_in_any_second(times: list[float]) -> int:
 
 def test_every_demo_case_ends_as_described(stack: Stack) -> None:
     all_cases = cases()
+    script_carrier(stack, all_cases)
     for case in all_cases:
         fire(stack, case)
     settle(stack, all_cases)

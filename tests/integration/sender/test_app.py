@@ -22,11 +22,11 @@ from castghl.common.broker import make_broker, publish
 from castghl.common.crypto import generate_key
 from castghl.common.messages import InboundSms, OutboundSms
 from castghl.common.settings import BrokerSettings
-from castghl.common.topology import PARKED_REASON_HEADER, Topology
+from castghl.common.topology import KIND_HEADER, PARKED_REASON_HEADER, RECEIPT_CHECK, Topology
 from castghl.oauth.app import create_app as create_oauth
 from castghl.oauth.settings import OAuthSettings
 from castghl.sandbox import infra
-from castghl.sandbox.cast.knobs import DEFAULT_API_KEY
+from castghl.sandbox.cast.knobs import DEFAULT_API_KEY, CarrierRule
 from castghl.sandbox.ghl.knobs import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from castghl.sandbox.infra import Infra
 from castghl.sandbox.server import free_port, serve_in_thread
@@ -91,7 +91,8 @@ def bridge(rabbitmq: Infra, mongo_uri: str, ghl_sim: Any, cast_sim: Any
         ghl_api_url=ghl_sim.url, oauth_url=f"http://127.0.0.1:{oauth_port}",
         sender_api_key=SENDER_KEY, cast_api_url=cast_sim.url, cast_api_key=DEFAULT_API_KEY,
         ghl_status_delay_seconds=0.1, outbound_retry_delays=(0.2, 0.5),
-        status_retry_delays=(0.2, 0.5), inbound_retry_delays=(0.2, 0.5))
+        status_retry_delays=(0.2, 0.5), inbound_retry_delays=(0.2, 0.5),
+        cast_receipt_check_delays=(0.2, 0.5, 1))
     with serve_in_thread(create_oauth(oauth), port=oauth_port) as oauth_url, \
             serve_in_thread(create_sender(sender)):
         page = httpx.get(f"{oauth_url}/oauth/install", follow_redirects=True, timeout=60)
@@ -123,6 +124,26 @@ async def test_an_outbound_sms_is_sent_once_and_its_status_written(running: Runn
     assert [m["to"] for m in sent] == ["09171234567"]
 
 
+async def test_a_message_the_carrier_rejects_ends_failed_never_delivered(
+        running: Running, cast_sim: Any) -> None:
+    mark = uuid.uuid4().hex[:8]
+    cast_sim.knobs.carrier_rules = [CarrierRule(contains=mark, status="undelivered",
+                                                dlr_status="REJECTD", delay_seconds=0.6)]
+    message_id = await running.outbound(f"trial sender {mark}")
+
+    [status] = await until(lambda: _statuses(running, message_id), "the failed status")
+    assert (status["status"], status["error"]["code"]) == ("failed", "carrier_rejected")
+    cast_sim.knobs.carrier_rules = []
+
+
+async def test_a_receipt_check_that_cannot_be_read_is_parked(running: Running) -> None:
+    await publish(running.broker, running.topology.outbound.queue, b"{not json",
+                  headers={KIND_HEADER: RECEIPT_CHECK})
+
+    assert (await until(lambda: _parked_reason(running), "a parked check")).startswith(
+        "not a ReceiptCheck")
+
+
 async def test_an_invalid_number_fails_in_the_conversation_and_texts_nobody(
         running: Running) -> None:
     text = f"to nowhere {uuid.uuid4().hex[:8]}"
@@ -150,14 +171,15 @@ async def test_a_reply_from_a_texted_phone_reaches_its_conversation(running: Run
 
 async def test_an_unreadable_message_is_parked_with_its_reason(running: Running) -> None:
     await publish(running.broker, running.topology.outbound.queue, b"{not json")
-    parked = running.topology.outbound.parked.name
 
-    async def reason() -> str | None:
-        message = await running.broker.declare_queue(running.topology.outbound.parked)
-        got = await message.get(no_ack=True, fail=False)
-        return str(got.headers.get(PARKED_REASON_HEADER)) if got is not None else None
+    assert (await until(lambda: _parked_reason(running), "a parked message")).startswith(
+        "not a OutboundSms")
 
-    assert (await until(reason, f"a message in {parked}")).startswith("not a OutboundSms")
+
+async def _parked_reason(running: Running) -> str | None:
+    queue = await running.broker.declare_queue(running.topology.outbound.parked)
+    got = await queue.get(no_ack=True, fail=False)
+    return str(got.headers.get(PARKED_REASON_HEADER)) if got is not None else None
 
 
 async def _statuses(running: Running, message_id: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from castghl.common.messages import OutboundSms, StatusError
+from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
 from castghl.sender import store as store_module
 from castghl.sender.store import (
@@ -217,6 +217,90 @@ async def test_status_written_is_false_until_marked(messages: MessageStore) -> N
     assert await messages.status_written("m1")
     assert not await messages.status_written("m2")
     assert not await messages.status_written("never-seen")
+
+
+# --- messages: receipts ---------------------------------------------------------------------
+
+async def test_a_send_remembers_where_its_receipts_are_asked_for(
+        messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    assert (await messages.claim(sms("m1"))).key is CastKey.DEFAULT
+
+    await messages.part_sending("m1", 0, PhMobile.parse("09171234567"), channel="sim",
+                                key=CastKey.OWN)
+
+    record = await messages.claim(sms("m1"))
+    assert (record.channel, record.key) == ("sim", CastKey.OWN)
+    assert record.sent_ts > 0
+
+
+async def test_each_check_number_comes_due_once(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    await messages.claim(sms("m2"))
+
+    assert await messages.receipt_due("m1", 1)
+    assert not await messages.receipt_due("m1", 1)  # the same check delivered twice
+    assert await messages.receipt_due("m1", 3)  # a later check moves it on
+    assert not await messages.receipt_due("m1", 2)  # an older one is stale
+    assert not await messages.receipt_due("never-seen", 1)
+
+    [due] = await messages.due_receipts(10)
+    assert (due.message_id, due.receipt_check) == ("m1", 3)
+
+
+async def test_a_check_is_wanted_while_newer_or_marked_but_unanswered(
+        messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    assert await messages.receipt_wanted("m1", 1)
+
+    await messages.receipt_due("m1", 2)
+    assert not await messages.receipt_wanted("m1", 1)  # passed
+    assert await messages.receipt_wanted("m1", 2)  # marked, not answered: a crash copy
+    assert await messages.receipt_wanted("m1", 3)
+
+    await messages.receipt_checked("m1")
+    assert not await messages.receipt_wanted("m1", 2)  # answered
+    assert await messages.receipt_wanted("m1", 3)
+    assert not await messages.receipt_wanted("never-seen", 1)
+
+
+async def test_a_decided_message_has_no_more_checks(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    await messages.decide("m1", "failed", FAILED)
+
+    assert not await messages.receipt_wanted("m1", 1)
+    assert not await messages.receipt_due("m1", 1)
+    assert await messages.due_receipts(10) == []
+
+
+async def test_due_receipts_are_listed_until_checked_and_bounded(
+        messages: MessageStore) -> None:
+    for n in range(5):
+        await messages.claim(sms(f"m{n}"))
+        await messages.receipt_due(f"m{n}", 1)
+
+    assert len(await messages.due_receipts(3)) == 3
+    await messages.receipt_checked("m0")
+    await messages.receipt_checked("m0")  # harmless twice
+
+    assert {r.message_id for r in await messages.due_receipts(10)} == {"m1", "m2", "m3", "m4"}
+    assert await messages.receipt_due("m0", 2)  # the next check of a checked message
+
+
+async def test_part_receipts_are_kept_with_their_parts(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    for n, cast_id in enumerate(("CAST-A", "CAST-B")):
+        await messages.part_sending("m1", n, PhMobile.parse("09171234567"))
+        await messages.part_accepted("m1", n, cast_id)
+
+    await messages.part_receipts("m1", {1: ("undelivered", "REJECTD")})
+    await messages.part_receipts("m1", {})
+    await messages.part_receipts("never-seen", {0: ("delivered", "DELIVRD")})
+
+    record = await messages.claim(sms("m1"))
+    assert record.parts == {0: Part("accepted", "CAST-A", 1),
+                            1: Part("accepted", "CAST-B", 1, "undelivered", "REJECTD")}
+    assert (await messages.claim(sms("never-seen"))).parts == {}
 
 
 # --- messages: who texted a number ----------------------------------------------------------

@@ -12,13 +12,15 @@ from typing import Generic, TypeVar, cast
 from faststream.rabbit import RabbitBroker
 from pydantic import BaseModel
 
-from castghl.common.cast.models import CastSendRequest, CastSendResponse
+from castghl.common.cast.client import LOGS_PAGE
+from castghl.common.cast.models import CastReceipt, CastSendRequest, CastSendResponse, Channel
 from castghl.common.errors import BridgeError
 from castghl.common.messages import (
     CastKey,
     InstallStatus,
     LocationSettings,
     OutboundSms,
+    ReceiptCheck,
     StatusError,
     StatusUpdate,
 )
@@ -58,21 +60,25 @@ class MemoryMessageStore:
         self.records: dict[str, MessageRecord] = {}
         self.sent_to: list[tuple[PhMobile, float, str]] = []  # (number, when, location)
         self.written: set[str] = set()  # ids whose status GHL took
+        self.due: set[str] = set()  # ids whose receipts are due to be asked for
         self.clock = clock
 
     async def claim(self, sms: OutboundSms) -> MessageRecord:
         await asyncio.sleep(0)
         if sms.message_id not in self.records:
-            self.records[sms.message_id] = MessageRecord(sms.message_id, sms.location_id)
+            self.records[sms.message_id] = MessageRecord(sms.message_id, sms.location_id,
+                                                         created_ts=self.clock())
         return copy.deepcopy(self.records[sms.message_id])
 
-    async def part_sending(self, message_id: str, n: int, to: PhMobile) -> None:
+    async def part_sending(self, message_id: str, n: int, to: PhMobile, *,
+                           channel: Channel = "sms", key: CastKey = CastKey.DEFAULT) -> None:
         await asyncio.sleep(0)
         if (record := self.records.get(message_id)) is None:
             return
         part = record.parts.setdefault(n, Part("sending"))
         part.state = "sending"
         part.attempts += 1
+        record.channel, record.key, record.sent_ts = channel, key, self.clock()
         self.sent_to.append((to, self.clock(), record.location_id))
 
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None:
@@ -80,6 +86,37 @@ class MemoryMessageStore:
             return
         part = record.parts.setdefault(n, Part("accepted"))
         part.state, part.cast_message_id = "accepted", cast_message_id
+
+    async def receipt_wanted(self, message_id: str, check: int) -> bool:
+        await asyncio.sleep(0)
+        record = self.records.get(message_id)
+        return record is not None and record.status is None and (
+            record.receipt_check < check
+            or (record.receipt_check == check and message_id in self.due))
+
+    async def receipt_due(self, message_id: str, check: int) -> bool:
+        await asyncio.sleep(0)
+        record = self.records.get(message_id)
+        if record is None or record.status is not None or record.receipt_check >= check:
+            return False
+        record.receipt_check = check
+        self.due.add(message_id)
+        return True
+
+    async def due_receipts(self, limit: int) -> list[MessageRecord]:
+        await asyncio.sleep(0)
+        return [copy.deepcopy(self.records[m]) for m in sorted(self.due)[:limit]]
+
+    async def part_receipts(self, message_id: str,
+                            receipts: dict[int, tuple[str, str | None]]) -> None:
+        if (record := self.records.get(message_id)) is None:
+            return
+        for n, (status, dlr) in receipts.items():
+            part = record.parts.setdefault(n, Part("accepted"))
+            part.receipt, part.dlr = status, dlr
+
+    async def receipt_checked(self, message_id: str) -> None:
+        self.due.discard(message_id)
 
     async def decide(self, message_id: str, status: FinalStatus,
                      error: StatusError | None) -> MessageRecord:
@@ -112,22 +149,55 @@ class Sent:
     request: CastSendRequest
     api_key: str
     idempotency_key: str
+    channel: Channel = "sms"
 
 
 @dataclass
 class FakeCast:
-    """Answers each send in turn from `script` (an exception to raise, or None = accept)."""
+    """Answers each send in turn from `script` (an exception to raise, or None = accept).
+    Receipts: `receipts[cast id]` if set, else `delivered`; reads are counted."""
 
     script: list[BridgeError | None] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
+    receipts: dict[str, CastReceipt] = field(default_factory=dict)
+    reads: list[str] = field(default_factory=list)  # "status:<id>" or "logs:<offset>"
+    read_error: BridgeError | None = None
 
     async def send(self, request: CastSendRequest, *, api_key: str,
-                   idempotency_key: str) -> CastSendResponse:
-        self.sent.append(Sent(request, api_key, idempotency_key))
+                   idempotency_key: str, channel: Channel = "sms") -> CastSendResponse:
+        self.sent.append(Sent(request, api_key, idempotency_key, channel))
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
         return CastSendResponse(success=True, message_id=f"CAST{len(self.sent)}", parts=1)
+
+    def receipt_of(self, cast_id: str) -> CastReceipt:
+        return self.receipts.get(cast_id) or CastReceipt(message_id=cast_id, status="delivered",
+                                                         dlr_status="DELIVRD")
+
+    async def receipt(self, cast_message_id: str, *, api_key: str,
+                      channel: Channel = "sms") -> CastReceipt | None:
+        self.reads.append(f"status:{cast_message_id}")
+        if self.read_error is not None:
+            raise self.read_error
+        known = {f"CAST{n}" for n in range(1, len(self.sent) + 1)}
+        return self.receipt_of(cast_message_id) if cast_message_id in known else None
+
+    async def recent(self, *, api_key: str, offset: int = 0,
+                     limit: int = LOGS_PAGE) -> list[CastReceipt]:
+        self.reads.append(f"logs:{offset}")
+        if self.read_error is not None:
+            raise self.read_error
+        newest_first = [f"CAST{n}" for n in range(len(self.sent), 0, -1)]
+        return [self.receipt_of(cast_id) for cast_id in newest_first[offset:offset + limit]]
+
+
+@dataclass
+class FakeCheckQueue:
+    scheduled: list[tuple[ReceiptCheck, float]] = field(default_factory=list)
+
+    async def schedule(self, check: ReceiptCheck, delay: float) -> None:
+        self.scheduled.append((check, delay))
 
 
 def installed(location_id: str, **settings: object) -> LocationSettings:
@@ -153,7 +223,7 @@ class FakeLocations:
 class FakeStatusQueue:
     queued: list[StatusUpdate] = field(default_factory=list)
 
-    async def queue(self, update: StatusUpdate) -> None:
+    async def queue(self, update: StatusUpdate, since: float) -> None:
         self.queued.append(update)
 
 
@@ -164,7 +234,7 @@ class MemoryInboundStore:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.delivered_ids: dict[str, tuple[str, str]] = {}
         self.leases: dict[str, float] = {}  # claimed, not yet delivered: id → lease end
-        self.contacts: dict[tuple[str, str], str] = {}
+        self.contacts: dict[tuple[str, PhMobile], str] = {}
         self.clock = clock
 
     @property

@@ -1,4 +1,5 @@
-"""The outbound pipeline, on in-memory fakes of its ports: every path ends in one status."""
+"""The outbound pipeline, on in-memory fakes of its ports: every path ends in one status
+(`delivered` once the fake carrier's receipts say so; test_receipts.py covers the rest)."""
 
 from __future__ import annotations
 
@@ -13,58 +14,18 @@ from castghl.common.errors import (
     RetryableError,
     UncertainError,
 )
-from castghl.common.messages import CastKey, InstallStatus, LocationSettings, OutboundSms
+from castghl.common.messages import CastKey, InstallStatus, LocationSettings
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Retry
-from castghl.sender.lane import Lane
 from castghl.sender.outbound import (
     MAX_RATE_LIMITED_IN_A_ROW,
     RATE_LIMITED_RUNS,
     REFUSED,
-    OutboundPipeline,
-    OutboundPolicy,
     idempotency_key,
 )
 
-from .fakes import (
-    FakeCast,
-    FakeLocations,
-    FakeStatusQueue,
-    MemoryMessageStore,
-    Settled,
-    installed,
-)
-
-DEFAULT_KEY = "cast_default_key"
-
-
-def sms(**overrides: object) -> OutboundSms:
-    fields: dict[str, object] = {"message_id": "m1", "location_id": "loc1",
-                                 "phone": "+63 917 123 4567", "message": "Hello"}
-    return OutboundSms.model_validate({**fields, **overrides})
-
-
-class Harness:
-    def __init__(self, *script: object, idempotency: bool = True, max_attempts: int = 3,
-                 locations: FakeLocations | None = None) -> None:
-        self.store = MemoryMessageStore()
-        self.cast = FakeCast(list(script))  # type: ignore[arg-type]
-        self.statuses = FakeStatusQueue()
-        self.lane = Lane(rate=10_000, burst=10_000, default_key_rate=10_000)
-        self.pipeline = OutboundPipeline(
-            store=self.store, cast=self.cast, lane=self.lane,
-            locations=locations or FakeLocations(), statuses=self.statuses,
-            policy=OutboundPolicy(default_api_key=DEFAULT_KEY, default_sender_id="CASTDEMO",
-                                  max_message_chars=450, max_parts=3,
-                                  idempotency=idempotency))
-        self.process = Settled(self.pipeline.process, backoff=(5, 30, 120),
-                               max_attempts=max_attempts,
-                               exhausted=self.pipeline.exhausted).process
-
-    def status(self) -> tuple[str, str | None, str | None]:
-        [update] = self.statuses.queued
-        return (update.status, update.error.code if update.error else None,
-                update.error.message if update.error else None)
+from .fakes import FakeLocations, installed
+from .harness import DEFAULT_KEY, Harness, sms
 
 
 async def test_a_plain_text_is_sent_once_and_reported_delivered() -> None:

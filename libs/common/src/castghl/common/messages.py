@@ -51,6 +51,16 @@ class OutboundSms(QueueMessage):
         )
 
 
+class ReceiptCheck(QueueMessage):
+    """On the Cast lane's queue (KIND_HEADER = RECEIPT_CHECK): ask Cast for the delivery
+    receipts of a message it accepted; `check` counts from 1 through
+    CAST_RECEIPT_CHECK_DELAYS."""
+
+    message_id: str
+    location_id: str
+    check: int = Field(ge=1)
+
+
 class StatusError(QueueMessage):
     """GHL's `error` object of a failed status: all strings; `message` is for the GHL user."""
 

@@ -57,6 +57,9 @@ class BrokerSettings(ServiceSettings):
     status_retry_delays: Delays = (10, 30, 60, 300, 900, 3600)
     inbound_retry_delays: Delays = (5, 30, 120, 600, 3600)
     lifecycle_retry_delays: Delays = (5, 30, 300)
+    # When Cast is asked for an accepted message's delivery receipts (seconds after the
+    # send, then after each check); declared as tiers by every service, like the delays.
+    cast_receipt_check_delays: Delays = (10, 30, 60, 120, 300, 900, 1800)
 
     def topology(self) -> Topology:
         return Topology(
@@ -66,6 +69,7 @@ class BrokerSettings(ServiceSettings):
             status_backoff=self.status_retry_delays,
             inbound_backoff=self.inbound_retry_delays,
             lifecycle_backoff=self.lifecycle_retry_delays,
+            receipt_checks=self.cast_receipt_check_delays,
         )
 
 

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from faststream.rabbit.schemas.queue import QuorumQueueArgs
 
 ATTEMPT_HEADER: Final = "x-castghl-attempt"
+# What a message on the Cast lane's queue is: absent for an outbound SMS, RECEIPT_CHECK for
+# a delivery-receipt check (both must be served by the one process owning the lane).
+KIND_HEADER: Final = "x-castghl-kind"
+RECEIPT_CHECK: Final = "receipt-check"
 PARKED_REASON_HEADER: Final = "x-castghl-parked-reason"
 # RabbitMQ drops a redelivered message into `.parked` after this many crashes mid-handling.
 DELIVERY_LIMIT: Final = 20
@@ -106,15 +110,21 @@ class Topology:
     status_backoff: Delays = (10, 30, 60, 300, 900, 3600)
     inbound_backoff: Delays = (5, 30, 120, 600, 3600)
     lifecycle_backoff: Delays = (5, 30, 300)
+    receipt_checks: Delays = (10, 30, 60, 120, 300, 900, 1800)
 
     @cached_property
     def outbound(self) -> WorkQueue:
         """Verified outbound webhooks → the rate-limited Cast stage.
 
         Single active consumer: one replica at a time owns the Cast lane, so the rate
-        limit holds for any number of replicas; RabbitMQ fails over when it dies.
+        limit holds for any number of replicas; RabbitMQ fails over when it dies. Its
+        delivery-receipt checks (KIND_HEADER) come back through the same queue, so the
+        same process makes them, behind the sends.
         """
-        return WorkQueue(f"{self.prefix}sms.outbound", self.outbound_backoff,
+        # Receipt checks wait in tiers of this queue too: the lane's owner makes every
+        # Cast call, sends first.
+        return WorkQueue(f"{self.prefix}sms.outbound",
+                         (*self.outbound_backoff, *self.receipt_checks),
                          single_active_consumer=True)
 
     @cached_property

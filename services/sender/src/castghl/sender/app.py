@@ -1,7 +1,8 @@
 """Composition root of the sender: settings → clients, store, lane, workers, broker.
 
 The sender runs three kinds of work on one broker connection: the Cast lane
-(`sms.outbound`, single active consumer across replicas), status delivery to GHL
+(`sms.outbound`, single active consumer across replicas: outbound SMS and their receipt
+checks, told apart by KIND_HEADER), status delivery to GHL
 (`ghl.status`, competing consumers) and inbound delivery (`sms.inbound`). A small HTTP
 app serves health and metrics and owns the lifecycle: uvicorn's SIGTERM handling stops
 the broker gracefully, letting in-flight messages finish (or return to the queue).
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from faststream import AckPolicy
-from faststream.rabbit import Channel
+from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from prometheus_client import Counter
 from pymongo import AsyncMongoClient
@@ -27,12 +28,21 @@ from castghl.common.broker import declare, make_broker
 from castghl.common.cast.client import CastClient
 from castghl.common.ghl.api import GhlApi
 from castghl.common.health import broker_check, health_router, mongo_check
-from castghl.common.messages import InboundSms, LocationChanged, OutboundSms, StatusUpdate
+from castghl.common.messages import (
+    InboundSms,
+    LocationChanged,
+    OutboundSms,
+    ReceiptCheck,
+    StatusUpdate,
+)
 from castghl.common.oauth_client import OAuthClient, OAuthTimings
+from castghl.common.topology import KIND_HEADER, RECEIPT_CHECK
 from castghl.common.worker import Settler, undecoded
+from castghl.sender.final import FinalStatuses
 from castghl.sender.inbound import InboundDelivery
 from castghl.sender.lane import Lane
 from castghl.sender.outbound import OutboundPipeline, OutboundPolicy
+from castghl.sender.receipts import LaneCheckQueue, ReceiptDesk, ReceiptPolicy
 from castghl.sender.settings import SenderSettings
 from castghl.sender.status import DelayedStatusQueue, StatusReporter
 from castghl.sender.store import MongoInboundStore, MongoMessageStore
@@ -44,6 +54,35 @@ SERVICE = "castghl-sender"
 OAUTH_CONNECTIONS = 16
 NOTICES = Counter("castghl_location_notices_total",
                   "Location changes announced by the OAuth service (cached settings dropped)")
+
+
+def _cast_lane(settings: SenderSettings, broker: RabbitBroker, store: MongoMessageStore,
+               oauth: OAuthClient, cast_http: httpx.AsyncClient
+               ) -> tuple[OutboundPipeline, ReceiptDesk]:
+    """The two users of the Cast lane: sends, and the receipt checks behind them."""
+    topology = settings.topology()
+    cast = CastClient(cast_http, str(settings.cast_api_url), idempotency=settings.cast_idempotency)
+    lane = Lane(settings.cast_rate_limit_per_second, settings.cast_rate_burst,
+                settings.cast_key_rate_limit_per_second)
+    final = FinalStatuses(store, DelayedStatusQueue(broker, topology.status,
+                                                    settings.ghl_status_delay_seconds))
+    desk = ReceiptDesk(
+        store=store, cast=cast, lane=lane, locations=oauth,
+        checks=LaneCheckQueue(broker, topology.outbound), final=final,
+        policy=ReceiptPolicy(delays=settings.cast_receipt_check_delays,
+                             unknown_as=settings.cast_receipt_unknown_as,
+                             default_api_key=settings.cast_api_key.get_secret_value()))
+    pipeline = OutboundPipeline(
+        store=store, cast=cast, lane=lane, locations=oauth, final=final, receipts=desk,
+        policy=OutboundPolicy(
+            default_api_key=settings.cast_api_key.get_secret_value(),
+            default_sender_id=settings.cast_sender_id,
+            max_message_chars=settings.cast_max_message_chars,
+            max_parts=settings.cast_max_parts_per_message,
+            idempotency=settings.cast_idempotency,
+        ),
+    )
+    return pipeline, desk
 
 
 def create_app(settings: SenderSettings) -> FastAPI:
@@ -64,22 +103,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
                         OAuthTimings(timeout=settings.oauth_timeout_seconds,
                                      settings_ttl=settings.location_cache_seconds))
 
-    pipeline = OutboundPipeline(
-        store=store,
-        cast=CastClient(cast_http, str(settings.cast_api_url),
-                        idempotency=settings.cast_idempotency),
-        lane=Lane(settings.cast_rate_limit_per_second, settings.cast_rate_burst,
-                  settings.cast_key_rate_limit_per_second),
-        locations=oauth,
-        statuses=DelayedStatusQueue(broker, topology.status, settings.ghl_status_delay_seconds),
-        policy=OutboundPolicy(
-            default_api_key=settings.cast_api_key.get_secret_value(),
-            default_sender_id=settings.cast_sender_id,
-            max_message_chars=settings.cast_max_message_chars,
-            max_parts=settings.cast_max_parts_per_message,
-            idempotency=settings.cast_idempotency,
-        ),
-    )
+    pipeline, desk = _cast_lane(settings, broker, store, oauth, cast_http)
     ghl = GhlApi(ghl_http, str(settings.ghl_api_url))
     reporter = StatusReporter(store, oauth, ghl)
     replies = InboundDelivery(inbound=inbound_store, messages=store, router=oauth,
@@ -88,6 +112,8 @@ def create_app(settings: SenderSettings) -> FastAPI:
                               conversation_provider_id=settings.ghl_conversation_provider_id)
     outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,
                        settings.outbound_retry_delays, exhausted=pipeline.exhausted)
+    receipt_checks = Settler(broker, topology.outbound, settings.outbound_max_attempts,
+                             settings.outbound_retry_delays)
     status = Settler(broker, topology.status, settings.status_max_attempts,
                      settings.status_retry_delays)
     inbound = Settler(broker, topology.inbound, settings.inbound_max_attempts,
@@ -98,7 +124,11 @@ def create_app(settings: SenderSettings) -> FastAPI:
                        channel=Channel(prefetch_count=settings.cast_lane_concurrency,
                                        on_return_raises=True))
     async def on_outbound(message: RabbitMessage) -> None:
-        await outbound.run(message, OutboundSms, pipeline.process)
+        desk.on_duty()
+        if message.headers.get(KIND_HEADER) == RECEIPT_CHECK:
+            await receipt_checks.run(message, ReceiptCheck, desk.check)
+        else:
+            await outbound.run(message, OutboundSms, pipeline.process)
 
     @broker.subscriber(topology.status.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=settings.status_concurrency,
@@ -132,6 +162,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
             yield
         finally:
             await broker.stop()  # waits for in-flight handlers (graceful_timeout)
+            await desk.close()
             await cast_http.aclose()
             await ghl_http.aclose()
             await oauth_http.aclose()

@@ -1,8 +1,11 @@
-"""The outbound pipeline: dedupe → normalise → split → rate-limited Cast send → status.
+"""The outbound pipeline: dedupe → normalise → split → rate-limited Cast send → receipts.
 
-Every message ends in exactly one final status (invariant 3): `delivered` when Cast
-accepted every part, else `failed` with a message the GHL user can act on. The status is
-handed to the status queue before the outbound message is acked, and each step is
+Every message ends in exactly one final status (invariant 3). Cast accepting every part
+is not delivery: the pipeline then hands the message to the receipt desk (receipts.py),
+which decides `delivered` or `failed` from the carrier's receipts (final.py).
+A message Cast refused, or that cannot be sent, fails here with a message the GHL user
+can act on. A decided status is handed to the status queue before the outbound message
+is acked, and each step is
 recorded first, so a crash or redelivery at any point resumes without texting twice:
 parts already accepted are skipped, and a part whose answer was lost is re-sent with the
 same `X-Idempotency-Key`, which Cast answers from its cache (invariant 2). Where the
@@ -35,17 +38,16 @@ from castghl.common.messages import (
     LocationSettings,
     OutboundSms,
     StatusError,
-    StatusUpdate,
 )
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Outcome, Retry
+from castghl.sender.final import FinalStatuses
 from castghl.sender.lane import Lane
-from castghl.sender.store import FinalStatus, MessageRecord, MessageStore
+from castghl.sender.store import MessageRecord, MessageStore
 
 log = logging.getLogger(__name__)
 
 SENT_PARTS = Counter("castghl_cast_parts_sent_total", "SMS parts Cast accepted")
-OUTCOMES = Counter("castghl_outbound_final_total", "Final outbound statuses", ["status", "code"])
 ACCOUNT_ALERTS = Counter("castghl_account_alerts_total",
                          "Failures that need the operator (Cast credit, keys, whitelist)",
                          ["code"])
@@ -69,8 +71,8 @@ class LocationSource(Protocol):
     async def location(self, location_id: str) -> LocationSettings: ...
 
 
-class StatusQueue(Protocol):
-    async def queue(self, update: StatusUpdate) -> None: ...
+class Receipts(Protocol):
+    async def expect(self, message_id: str, location_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -124,13 +126,14 @@ class KeyedLocks:
 
 class OutboundPipeline:
     def __init__(self, *, store: MessageStore, cast: CastSender, lane: Lane,
-                 locations: LocationSource, statuses: StatusQueue,
+                 locations: LocationSource, final: FinalStatuses, receipts: Receipts,
                  policy: OutboundPolicy) -> None:
         self.store = store
         self.cast = cast
         self.lane = lane
         self.locations = locations
-        self.statuses = statuses
+        self.final = final
+        self.receipts = receipts
         self.policy = policy
         self.in_progress = KeyedLocks()
 
@@ -154,12 +157,15 @@ class OutboundPipeline:
         record = await self.store.claim(message)
         if record.status is not None:
             log.info("duplicate delivery of a decided message", extra={"status": record.status})
-            return await self._hand_over(record)
+            return await self.final.hand_over(record)
         try:
             await self._send(message, record, location)
         except BridgeError as error:
             return await self._failed(message, error)
-        return await self._decide(message.message_id, "delivered", None)
+        # Accepted is not delivered (invariant 9): the carrier's receipts decide. A
+        # redelivery asks again; the desk ignores a check it already made.
+        await self.receipts.expect(message.message_id, message.location_id)
+        return Done()
 
     def _cast_key(self, location: LocationSettings) -> str:
         if location.cast_key is CastKey.OWN and location.cast_api_key:
@@ -180,19 +186,18 @@ class OutboundPipeline:
             if record.maybe_sent(n) and not self.policy.idempotency:
                 raise UncertainError(f"part {n} was in flight when the last attempt stopped")
             request = CastSendRequest(to=todo.to, message=text, sender_id=sender_id)
-            await self._send_part(message.message_id, n, request, api_key,
-                                  location.rate_limit_per_second)
+            await self._send_part(message.message_id, n, request, api_key, location)
 
     async def _send_part(self, message_id: str, n: int, request: CastSendRequest,
-                         api_key: str, key_rate: float | None) -> None:
+                         api_key: str, location: LocationSettings) -> None:
         for _ in range(MAX_RATE_LIMITED_IN_A_ROW):
             # Recorded before the lane, not between the lane and the call: the lane counts
             # a call when it grants it, so the request must follow the grant at once. (A
             # crash while waiting in the lane leaves a part marked sending that never
             # left: harmless with idempotency; without it, the message fails as "may
             # have been delivered", the safe side.)
-            await self.store.part_sending(message_id, n, request.to)
-            await self.lane.acquire(api_key, key_rate)
+            await self.store.part_sending(message_id, n, request.to, key=location.cast_key)
+            await self.lane.acquire(api_key, location.rate_limit_per_second)
             try:
                 answer = await self.cast.send(request, api_key=api_key,
                                               idempotency_key=idempotency_key(message_id, n))
@@ -216,14 +221,14 @@ class OutboundPipeline:
         worth another try goes back to the Settler, which owns the attempt budget."""
         if isinstance(error, UncertainError) and not self.policy.idempotency:
             # Without idempotency a retry could text twice: give up, and say why.
-            return await self._decide(message.message_id, "failed", StatusError(
+            return await self.final.decide(message.message_id, "failed", StatusError(
                 code="uncertain_delivery", message=UncertainError.user_message))
         if isinstance(error, PermanentError):
             if isinstance(error, AccountError):
                 ACCOUNT_ALERTS.labels(error.code).inc()
                 log.error("Cast account problem: operator action needed",
                           extra={"error_code": error.code, "detail": error.detail})
-            return await self._decide(message.message_id, "failed",
+            return await self.final.decide(message.message_id, "failed",
                                       StatusError(code=error.code, message=error.user_message))
         log.warning("send failed, will retry", extra={"error_code": error.code,
                                                       "detail": error.detail})
@@ -233,24 +238,6 @@ class OutboundPipeline:
         """The Settler's hook when the attempts ran out: an SMS ends with a failed status
         the GHL user can read, never silently in a parking queue."""
         away = "Cast.ph" if retry.code.startswith("cast_") else "a service it needs"
-        return await self._decide(message.message_id, "failed", StatusError(
+        return await self.final.decide(message.message_id, "failed", StatusError(
             code=retry.code, message=f"Cast SMS could not reach {away} after {attempt} "
                                      "attempts; please try again later"))
-
-    async def _decide(self, message_id: str, status: FinalStatus,
-                      error: StatusError | None) -> Outcome:
-        record = await self.store.decide(message_id, status, error)
-        OUTCOMES.labels(record.status or status, record.error.code if record.error else "").inc()
-        log.info("outbound message decided", extra={
-            "status": record.status, "error_code": record.error.code if record.error else None})
-        return await self._hand_over(record)
-
-    async def _hand_over(self, record: MessageRecord) -> Outcome:
-        """Queue the decided status once; a crash before the flag is set queues it again,
-        and the status worker drops the duplicate."""
-        if record.status is not None and not record.status_queued:
-            await self.statuses.queue(StatusUpdate(
-                message_id=record.message_id, location_id=record.location_id,
-                status=record.status, error=record.error))
-            await self.store.status_queued(record.message_id)
-        return Done()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 
 from castghl.common.settings import BrokerSettings, GhlApiSettings, HttpUrl, MongoSettings, Port
@@ -33,6 +35,8 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     cast_http_timeout_seconds: float = Field(10.0, gt=0, le=120)
     cast_lane_concurrency: int = Field(64, ge=1, le=1000)
     outbound_max_attempts: int = Field(5, ge=1, le=50)
+    # The status of a message whose receipts never came within CAST_RECEIPT_CHECK_DELAYS.
+    cast_receipt_unknown_as: Literal["delivered", "failed"] = "delivered"
 
     status_max_attempts: int = Field(10, ge=1, le=50)
     inbound_max_attempts: int = Field(10, ge=1, le=50)

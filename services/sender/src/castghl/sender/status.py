@@ -11,6 +11,7 @@ parked with its reason, to be replayed by an operator.
 from __future__ import annotations
 
 import logging
+import time
 
 from faststream.rabbit import RabbitBroker
 from prometheus_client import Counter
@@ -31,14 +32,18 @@ WRITTEN = Counter("castghl_status_written_total", "Statuses GHL accepted", ["sta
 
 class DelayedStatusQueue:
     """Hands a decided status to `ghl.status` through its first tier, so GHL is first
-    asked after the delay, not inside its race window."""
+    asked after the delay, not inside its race window. The window opens with GHL's
+    webhook (`since`): a status decided after it closed (from a receipt) goes at once."""
 
     def __init__(self, broker: RabbitBroker, work: WorkQueue, first_delay: float) -> None:
         self.broker = broker
-        self.tier = work.tier_for(first_delay) if first_delay > 0 else work.queue
+        self.work = work
+        self.first_delay = first_delay
 
-    async def queue(self, update: StatusUpdate) -> None:
-        await publish(self.broker, self.tier, update, headers={ATTEMPT_HEADER: 1},
+    async def queue(self, update: StatusUpdate, since: float) -> None:
+        window_open = time.time() - since < self.first_delay
+        queue = self.work.tier_for(self.first_delay) if window_open else self.work.queue
+        await publish(self.broker, queue, update, headers={ATTEMPT_HEADER: 1},
                       message_id=update.message_id)
 
 

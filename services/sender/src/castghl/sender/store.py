@@ -23,7 +23,8 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from castghl.common.messages import OutboundSms, StatusError
+from castghl.common.cast.models import Channel
+from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
 
 # Long past any webhook GHL may still retry (72 h; the dedupe must outlive it) and the
@@ -40,6 +41,8 @@ class Part:
     state: PartState
     cast_message_id: str | None = None
     attempts: int = 0
+    receipt: str | None = None  # Cast's receipt status, once asked (castghl.common.cast)
+    dlr: str | None = None  # the carrier's code (DELIVRD, REJECTD, EXPIRED, UNDELIV, …)
 
 
 @dataclass
@@ -50,6 +53,13 @@ class MessageRecord:
     status: FinalStatus | None = None
     error: StatusError | None = None
     status_queued: bool = False
+    # How it was sent, so its receipts are asked for where they are (the same channel,
+    # the same Cast account), and how far the asking got.
+    channel: Channel = "sms"
+    key: CastKey = CastKey.DEFAULT
+    sent_ts: float = 0.0
+    receipt_check: int = 0
+    created_ts: float = 0.0  # when its webhook was first seen
 
     def accepted(self, n: int) -> bool:
         part = self.parts.get(n)
@@ -63,8 +73,16 @@ class MessageRecord:
 
 class MessageStore(Protocol):
     async def claim(self, sms: OutboundSms) -> MessageRecord: ...
-    async def part_sending(self, message_id: str, n: int, to: PhMobile) -> None: ...
+    async def part_sending(self, message_id: str, n: int, to: PhMobile, *,
+                           channel: Channel = "sms", key: CastKey = CastKey.DEFAULT
+                           ) -> None: ...
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None: ...
+    async def receipt_wanted(self, message_id: str, check: int) -> bool: ...
+    async def receipt_due(self, message_id: str, check: int) -> bool: ...
+    async def due_receipts(self, limit: int) -> list[MessageRecord]: ...
+    async def part_receipts(self, message_id: str,
+                            receipts: dict[int, tuple[str, str | None]]) -> None: ...
+    async def receipt_checked(self, message_id: str) -> None: ...
     async def decide(self, message_id: str, status: FinalStatus,
                      error: StatusError | None) -> MessageRecord: ...
     async def status_queued(self, message_id: str) -> None: ...
@@ -75,7 +93,8 @@ class MessageStore(Protocol):
 
 def _record(doc: dict[str, Any]) -> MessageRecord:
     parts = {int(n): Part(state=p.get("state", "sending"), cast_message_id=p.get("cast_id"),
-                          attempts=int(p.get("attempts", 0)))
+                          attempts=int(p.get("attempts", 0)), receipt=p.get("receipt"),
+                          dlr=p.get("dlr"))
              for n, p in (doc.get("parts") or {}).items()}
     error = doc.get("error")
     return MessageRecord(
@@ -85,6 +104,11 @@ def _record(doc: dict[str, Any]) -> MessageRecord:
         status=doc.get("status"),
         error=StatusError.model_validate(error) if error else None,
         status_queued=bool(doc.get("status_queued")),
+        channel="sim" if doc.get("channel") == "sim" else "sms",
+        key=CastKey(doc.get("key") or CastKey.DEFAULT),
+        sent_ts=float(doc.get("sent_ts") or 0.0),
+        receipt_check=int(doc.get("receipt_check") or 0),
+        created_ts=float(doc.get("created_ts") or 0.0),
     )
 
 
@@ -96,6 +120,8 @@ class MongoMessageStore:
         await self.messages.create_index("expires_at", expireAfterSeconds=0)
         # Inbound routing: the location that most recently texted a number.
         await self.messages.create_index([("to", ASCENDING), ("sent_ts", DESCENDING)])
+        # The receipt desk's work list.
+        await self.messages.create_index("receipt_due")
 
     async def claim(self, sms: OutboundSms) -> MessageRecord:
         """Insert the message if it is new; either way return what is known of it."""
@@ -106,7 +132,9 @@ class MongoMessageStore:
                 "location_id": sms.location_id, "parts": {}, "status": None, "error": None,
                 "status_queued": False, "status_written": False,
                 "to": None, "sent_ts": 0.0, "updated_ts": time.time(),
-                "created_at": now, "expires_at": now + RETENTION,
+                "created_ts": time.time(),
+                "channel": "sms", "key": CastKey.DEFAULT.value, "receipt_check": 0,
+                "receipt_due": "no", "created_at": now, "expires_at": now + RETENTION,
             }},
             upsert=True,
         )
@@ -114,12 +142,13 @@ class MongoMessageStore:
         assert doc is not None  # just upserted
         return _record(doc)
 
-    async def part_sending(self, message_id: str, n: int, to: PhMobile) -> None:
+    async def part_sending(self, message_id: str, n: int, to: PhMobile, *,
+                           channel: Channel = "sms", key: CastKey = CastKey.DEFAULT) -> None:
         now = time.time()
         await self.messages.update_one(
             {"_id": message_id},
             {"$set": {f"parts.{n}.state": "sending", "to": to.e164, "sent_ts": now,
-                      "updated_ts": now},
+                      "channel": channel, "key": key.value, "updated_ts": now},
              "$inc": {f"parts.{n}.attempts": 1}})
 
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None:
@@ -127,6 +156,42 @@ class MongoMessageStore:
             {"_id": message_id},
             {"$set": {f"parts.{n}.state": "accepted", f"parts.{n}.cast_id": cast_message_id,
                       "updated_ts": time.time()}})
+
+    async def receipt_wanted(self, message_id: str, check: int) -> bool:
+        """Whether check number `check` still has something to do: the message is open and
+        the check is newer than the last one marked, or is that one, not yet answered (a
+        copy delivered again after a crash)."""
+        # `$eq: None` means `None` on MongoDB; the emulator misses a bare `None` beside an
+        # `$or` (docs/architecture.md, "Mongo").
+        found = await self.messages.find_one(
+            {"_id": message_id, "status": {"$eq": None},
+             "$or": [{"receipt_check": {"$lt": check}},
+                     {"receipt_check": check, "receipt_due": "yes"}]},
+            {"_id": 1})
+        return found is not None
+
+    async def receipt_due(self, message_id: str, check: int) -> bool:
+        """Mark check number `check` of the message's receipts as due; false when it (or a
+        later one) already was: a duplicate check message, which must not fork the chain."""
+        result = await self.messages.update_one(
+            {"_id": message_id, "receipt_check": {"$lt": check}, "status": None},
+            # A string flag: the emulator stores a `$set` boolean as 1 (reference/stack.md).
+            {"$set": {"receipt_check": check, "receipt_due": "yes", "updated_ts": time.time()}})
+        return result.modified_count == 1
+
+    async def due_receipts(self, limit: int) -> list[MessageRecord]:
+        cursor = self.messages.find({"receipt_due": "yes"}).limit(limit)
+        return [_record(doc) async for doc in cursor]
+
+    async def part_receipts(self, message_id: str,
+                            receipts: dict[int, tuple[str, str | None]]) -> None:
+        if receipts:
+            await self.messages.update_one({"_id": message_id}, {"$set": {
+                key: value for n, (status, dlr) in receipts.items()
+                for key, value in ((f"parts.{n}.receipt", status), (f"parts.{n}.dlr", dlr))}})
+
+    async def receipt_checked(self, message_id: str) -> None:
+        await self.messages.update_one({"_id": message_id}, {"$set": {"receipt_due": "no"}})
 
     async def decide(self, message_id: str, status: FinalStatus,
                      error: StatusError | None) -> MessageRecord:

@@ -1,0 +1,49 @@
+"""A message's one final status (invariant 3): decided once, then handed to GHL.
+
+Both deciders come here: the outbound pipeline (a message Cast refused or that cannot be
+sent) and the receipt desk (what the carrier said). The first decision recorded wins; a
+later one returns it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from prometheus_client import Counter
+
+from castghl.common.messages import StatusError, StatusUpdate
+from castghl.common.worker import Done, Outcome
+from castghl.sender.store import FinalStatus, MessageRecord, MessageStore
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = Counter("castghl_outbound_final_total", "Final outbound statuses", ["status", "code"])
+
+
+class StatusQueue(Protocol):
+    async def queue(self, update: StatusUpdate, since: float) -> None: ...
+
+
+class FinalStatuses:
+    def __init__(self, store: MessageStore, statuses: StatusQueue) -> None:
+        self.store = store
+        self.statuses = statuses
+
+    async def decide(self, message_id: str, status: FinalStatus,
+                     error: StatusError | None) -> Outcome:
+        record = await self.store.decide(message_id, status, error)
+        OUTCOMES.labels(record.status or status, record.error.code if record.error else "").inc()
+        log.info("outbound message decided", extra={
+            "status": record.status, "error_code": record.error.code if record.error else None})
+        return await self.hand_over(record)
+
+    async def hand_over(self, record: MessageRecord) -> Outcome:
+        """Queue the decided status once; a crash before the flag is set queues it again,
+        and the status worker drops the duplicate."""
+        if record.status is not None and not record.status_queued:
+            await self.statuses.queue(StatusUpdate(
+                message_id=record.message_id, location_id=record.location_id,
+                status=record.status, error=record.error), since=record.created_ts)
+            await self.store.status_queued(record.message_id)
+        return Done()

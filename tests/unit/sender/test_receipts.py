@@ -1,0 +1,211 @@
+"""Receipts decide `delivered` (invariant 9): the pipeline and the receipt desk on fakes,
+with the carrier's answers scripted per Cast message id."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import pytest
+
+from castghl.common.cast.models import CastReceipt
+from castghl.common.errors import RateLimited, RetryableError
+from castghl.common.messages import ReceiptCheck
+from castghl.sender.receipts import (
+    BACKSTOP_SECONDS,
+    CARRIER_REASONS,
+    FEW_PARTS,
+    SUBMIT_FAILED,
+    ReceiptPolicy,
+)
+
+from .harness import DEFAULT_KEY, Harness, sms
+
+THREE_CHECKS = ReceiptPolicy(delays=(10, 30, 60), unknown_as="delivered",
+                             default_api_key=DEFAULT_KEY)
+TWO_PARTS = " ".join(f"word{i:03d}" for i in range(75))  # 599 characters
+
+
+def receipt(cast_id: str, status: str, dlr: str | None = None) -> CastReceipt:
+    return CastReceipt(message_id=cast_id, status=status, dlr_status=dlr)
+
+
+async def test_nothing_is_reported_until_the_carrier_answers_then_delivered() -> None:
+    h = Harness()
+    h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
+    await h.process(sms(), attempt=1)
+
+    assert h.statuses.queued == []  # accepted is not delivered
+    [(check, delay)] = h.checks.scheduled
+    assert (check.check, delay) == (2, 30)
+
+    h.cast.receipts["CAST1"] = receipt("CAST1", "delivered", "DELIVRD")
+    await h.checks_come_due()
+    assert h.status() == ("delivered", None, None)
+    # The check scheduled meanwhile finds the message decided, and ends there.
+    await h.checks_come_due()
+    assert h.checks.scheduled == []
+    assert h.cast.reads == ["status:CAST1", "status:CAST1"]
+
+
+@pytest.mark.parametrize(("status", "dlr", "reason"), [
+    ("undelivered", "REJECTD", CARRIER_REASONS["REJECTD"]),
+    ("undelivered", "EXPIRED", CARRIER_REASONS["EXPIRED"]),
+    ("undelivered", "UNDELIV", CARRIER_REASONS["UNDELIV"]),
+    ("undelivered", None, CARRIER_REASONS["UNDELIV"]),
+    ("failed", None, SUBMIT_FAILED),
+], ids=["rejected", "expired", "undeliverable", "no-code", "submit-failed"])
+async def test_a_carrier_refusal_fails_with_words_a_ghl_user_understands(
+        status: str, dlr: str | None, reason: tuple[str, str]) -> None:
+    h = Harness()
+    h.cast.receipts["CAST1"] = receipt("CAST1", status, dlr)
+    await h.process(sms(), attempt=1)
+    assert h.status() == ("failed", *reason)
+
+
+def test_the_reasons_say_what_the_issue_promised() -> None:
+    assert CARRIER_REASONS["REJECTD"][1].endswith(
+        "the carrier rejected this message; the sender ID may not be registered with this "
+        "network")
+    assert CARRIER_REASONS["EXPIRED"][1].endswith(
+        "the phone was unreachable until the message expired")
+    assert CARRIER_REASONS["UNDELIV"][1].endswith("the carrier could not deliver it")
+
+
+async def test_a_two_part_message_with_one_part_rejected_fails() -> None:
+    h = Harness()
+    h.cast.receipts["CAST2"] = receipt("CAST2", "undelivered", "REJECTD")
+    await h.process(sms(message=TWO_PARTS), attempt=1)
+    assert len(h.cast.sent) == 2
+    assert h.status() == ("failed", *CARRIER_REASONS["REJECTD"])
+
+
+async def test_a_two_part_message_waits_for_both_receipts() -> None:
+    h = Harness()
+    h.cast.receipts["CAST2"] = receipt("CAST2", "pending")
+    await h.process(sms(message=TWO_PARTS), attempt=1)
+    assert h.statuses.queued == []
+    del h.cast.receipts["CAST2"]
+    await h.checks_come_due()
+    assert h.status() == ("delivered", None, None)
+    # The first part's receipt was final: it is not asked for again.
+    assert h.cast.reads == ["status:CAST1", "status:CAST2", "status:CAST2"]
+
+
+@pytest.mark.parametrize(("unknown_as", "expected"), [
+    ("delivered", ("delivered", None, None)),
+    ("failed", ("failed", "no_receipt",
+                "Cast SMS: the carrier never confirmed delivery")),
+])
+async def test_no_receipt_after_the_last_check_is_what_the_operator_chose(
+        unknown_as: Literal["delivered", "failed"],
+        expected: tuple[str, str | None, str | None]) -> None:
+    h = Harness(receipts=dataclasses.replace(THREE_CHECKS, unknown_as=unknown_as))
+    h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
+    await h.process(sms(), attempt=1)
+    delays = [h.checks.scheduled[0][1]]
+    await h.checks_come_due()
+    delays.append(h.checks.scheduled[0][1])
+    assert h.statuses.queued == []
+    await h.checks_come_due()
+    assert delays == [30, 60]
+    assert h.status() == expected
+
+
+async def test_copies_of_a_check_ask_cast_once_and_a_late_copy_is_ignored() -> None:
+    h = Harness(receipts=THREE_CHECKS)
+    h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
+    await h.process(sms(), attempt=1)
+    second = ReceiptCheck(message_id="m1", location_id="loc1", check=2)
+    h.checks.scheduled.append((second, 30))  # a copy, delivered at the same moment
+
+    await h.checks_come_due()
+    assert h.cast.reads == ["status:CAST1", "status:CAST1"]  # one question per round
+
+    h.checks.scheduled = [(second, 30)]  # a copy of check 2 after it was answered
+    await h.checks_come_due()
+    assert h.checks.scheduled == []
+    assert len(h.cast.reads) == 2
+
+
+async def test_the_next_check_is_on_its_way_before_this_one_is_marked() -> None:
+    # Whatever dies after that, the chain goes on: the next owner of the lane gets it.
+    h = Harness(receipts=THREE_CHECKS)
+    h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
+    await h.settled.process(sms(), attempt=1)
+    [(first, _)] = h.checks.scheduled
+    h.checks.scheduled = []
+    h.store.receipt_due = fail  # type: ignore[method-assign]  # the crash
+
+    with pytest.raises(ConnectionError):
+        await h.desk.check(first, attempt=1)
+    assert [(c.check, delay) for c, delay in h.checks.scheduled] == [(2, 30)]
+
+
+async def test_after_the_last_check_a_backstop_check_ends_it() -> None:
+    h = Harness(receipts=THREE_CHECKS)
+    h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
+    await h.process(sms(), attempt=1)
+    await h.checks_come_due()
+    # Check 3, the last, was marked but its replica died before deciding.
+    [(last, _)] = h.checks.scheduled
+    h.checks.scheduled = []
+    await h.desk.check(last, attempt=1)
+    [(backstop, delay)] = h.checks.scheduled
+    assert (backstop.check, delay) == (4, BACKSTOP_SECONDS)
+    assert h.statuses.queued == []
+
+    await h.checks_come_due()
+    assert h.status() == ("delivered", None, None)  # CAST_RECEIPT_UNKNOWN_AS
+
+
+async def fail(*_: object) -> bool:
+    raise ConnectionError("the replica died")
+
+
+async def test_a_redelivered_webhook_after_the_send_asks_no_second_chain() -> None:
+    h = Harness(receipts=THREE_CHECKS)
+    h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
+    await h.process(sms(), attempt=1)
+    await h.settled.process(sms(), attempt=1)  # GHL's retry of the same webhook
+    assert len(h.cast.sent) == 1
+    assert [check.check for check, _ in h.checks.scheduled] == [2, 1]
+    await h.checks_come_due()  # check 1 again is ignored; check 2 asks once
+    assert h.cast.reads == ["status:CAST1", "status:CAST1"]
+    assert [check.check for check, _ in h.checks.scheduled] == [3]
+
+
+async def test_many_open_parts_are_read_from_the_logs_a_page_at_a_time() -> None:
+    h = Harness()
+    ids = [f"m{n}" for n in range(FEW_PARTS + 3)]
+    for message_id in ids:
+        await h.settled.process(sms(message_id=message_id), attempt=1)
+    await h.checks_come_due()
+    assert h.cast.reads == ["logs:0"]
+    assert len(h.statuses.queued) == len(ids)
+    assert {u.status for u in h.statuses.queued} == {"delivered"}
+
+
+async def test_a_rate_limited_read_pauses_the_lane_and_decides_nothing() -> None:
+    h = Harness()
+    h.cast.read_error = RateLimited("429", retry_after=0.05)
+    await h.process(sms(), attempt=1)
+    assert h.statuses.queued == []
+    assert h.lane.ip.paused_until > 0
+    # Still due: the next round asks again.
+    h.cast.read_error = None
+    await h.desk.round()
+    assert h.status() == ("delivered", None, None)
+
+
+async def test_cast_not_answering_a_read_leaves_the_message_due(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("castghl.sender.receipts.TROUBLE_PAUSE_SECONDS", 0)
+    h = Harness()
+    h.cast.read_error = RetryableError("503", code="cast_unavailable")
+    await h.process(sms(), attempt=1)
+    assert h.statuses.queued == []
+    assert [r.message_id for r in await h.store.due_receipts(10)] == ["m1"]
+    h.cast.read_error = None
+    await h.desk.round()
+    assert h.status() == ("delivered", None, None)
