@@ -350,7 +350,9 @@ def exercise(compose: Compose, bridge: ComposeBridge, root: Path, plan: Plan,
         scenarios.retried_webhook(),
         scenarios.long_text(),
         scenarios.us_number(),
+        scenarios.carrier_rejected(),
     ]
+    scenarios.script_carrier(bridge, cases)
     for case in cases:
         fire(bridge, case)
     say(f"fired {sum(len(c.sent) for c in cases)} signed webhooks "

@@ -31,6 +31,7 @@ def cases() -> list[Case]:
                                     "attachments": ["https://example.com/receipt.pdf"]}),
         scenarios.long_text(),
         scenarios.us_number(),
+        scenarios.carrier_rejected(),
         Case("unsupported type (Email)", {"phone": PHONE, "message": "Hi", "type": "Email"},
              expect_status=None, expect_parts=0),
         scenarios.retried_webhook(),
@@ -93,6 +94,7 @@ def run(workdir: Path, say: Callable[[str], None] = _say) -> bool:
             connected = re.findall(r"loc_[A-Za-z0-9_]+", page.text)
             say(f"installed through the OAuth redirect flow: {sorted(set(connected))}")
             all_cases = cases()
+            scenarios.script_carrier(stack, all_cases)
             for case in all_cases:
                 fire(stack, case)
             say(f"fired {len(all_cases)} signed webhooks; waiting for final statuses ...")

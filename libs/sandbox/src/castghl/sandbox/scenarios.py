@@ -64,6 +64,9 @@ class Case:
     expect_error: str = ""  # in the final status's error message
     count: int = 1
     times: int = 1  # deliveries of each webhook (GHL's retries)
+    # What the carrier's receipt says of this case's SMS: a Cast simulator carrier rule
+    # without its matcher (`script_carrier` matches the case's text). None: delivered.
+    carrier: dict[str, Any] | None = None
     sent: list[Sent] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -122,6 +125,15 @@ def long_text() -> Case:
                 {"phone": PHONE, "message": LONG_TEXT}, expect_parts=2)
 
 
+def carrier_rejected() -> Case:
+    """Cast accepts it, then the carrier refuses it (an unregistered sender ID, say):
+    the receipt makes it `failed`, never `delivered`."""
+    return Case("rejected by the carrier",
+                {"phone": PHONE, "message": "Promo from a sender ID this network never saw"},
+                expect_status="failed", expect_error="the carrier rejected this message",
+                carrier={"status": "undelivered", "dlr_status": "REJECTD"})
+
+
 def us_number() -> Case:
     return Case("US number", {"phone": "+1 555 123 4567", "message": "Hi"},
                 expect_status="failed", expect_parts=0,
@@ -129,6 +141,13 @@ def us_number() -> Case:
 
 
 # --- playing them ------------------------------------------------------------------------
+
+def script_carrier(bridge: Bridge, cases: Sequence[Case]) -> None:
+    """Tell the Cast simulator's carrier what to answer for each case that says."""
+    bridge.configure_cast(carrier_rules=[
+        {"contains": case.payload["message"], **case.carrier}
+        for case in cases if case.carrier is not None])
+
 
 def fire(bridge: Bridge, case: Case) -> None:
     """Have the GHL simulator send the case's messages, each with a text of its own."""
