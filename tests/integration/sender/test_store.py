@@ -303,6 +303,37 @@ async def test_part_receipts_are_kept_with_their_parts(messages: MessageStore) -
     assert (await messages.claim(sms("never-seen"))).parts == {}
 
 
+async def test_one_writer_at_a_time_holds_a_status(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+
+    assert await messages.claim_status_write("m1", 60) == "mine"
+    assert await messages.claim_status_write("m1", 60) == "busy"
+    await messages.release_status_write("m1")  # that write failed
+    assert await messages.claim_status_write("m1", 60) == "mine"
+    await messages.mark_status_written("m1")
+    assert await messages.claim_status_write("m1", 60) == "done"
+    await messages.release_status_write("m1")  # too late: written stays written
+    assert await messages.claim_status_write("m1", 60) == "done"
+
+
+async def test_a_writer_that_died_holds_a_status_only_for_its_lease(
+        messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    assert await messages.claim_status_write("m1", 0.2) == "mine"
+    await asyncio.sleep(0.3)  # the lease's own length: what this test is about
+    assert await messages.claim_status_write("m1", 60) == "mine"
+
+
+async def test_concurrent_writers_of_one_status_get_one_lease(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    claims = await asyncio.gather(*(messages.claim_status_write("m1", 60) for _ in range(5)))
+    assert sorted(claims) == ["busy"] * 4 + ["mine"]
+
+
+async def test_a_status_whose_record_expired_may_be_written(messages: MessageStore) -> None:
+    assert await messages.claim_status_write("gone", 60) == "mine"
+
+
 # --- messages: who texted a number ----------------------------------------------------------
 
 async def texted(messages: MessageStore, message_id: str, location_id: str, to: str,

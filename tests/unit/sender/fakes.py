@@ -61,6 +61,7 @@ class MemoryMessageStore:
         self.sent_to: list[tuple[PhMobile, float, str]] = []  # (number, when, location)
         self.written: set[str] = set()  # ids whose status GHL took
         self.due: set[str] = set()  # ids whose receipts are due to be asked for
+        self.status_leases: dict[str, float] = {}  # id → end of its status writer's lease
         self.clock = clock
 
     async def claim(self, sms: OutboundSms) -> MessageRecord:
@@ -133,6 +134,21 @@ class MemoryMessageStore:
     async def status_written(self, message_id: str) -> bool:
         record = self.records.get(message_id)
         return record is not None and message_id in self.written
+
+    async def claim_status_write(self, message_id: str, lease: float) -> Claim:
+        await asyncio.sleep(0)
+        if message_id not in self.records:
+            return "mine"
+        if message_id in self.written:
+            return "done"
+        if self.status_leases.get(message_id, 0.0) >= self.clock():
+            return "busy"
+        self.status_leases[message_id] = self.clock() + lease
+        return "mine"
+
+    async def release_status_write(self, message_id: str) -> None:
+        if message_id in self.status_leases and message_id not in self.written:
+            self.status_leases[message_id] = 0.0
 
     async def mark_status_written(self, message_id: str) -> None:
         if message_id in self.records:

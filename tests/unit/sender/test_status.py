@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -11,7 +12,7 @@ from castghl.common.errors import PermanentError, RetryableError
 from castghl.common.ghl.api import GhlApi
 from castghl.common.messages import OutboundSms, StatusError, StatusUpdate
 from castghl.common.worker import Done, Park, Retry
-from castghl.sender.status import StatusReporter
+from castghl.sender.status import BUSY_RETRY_SECONDS, StatusReporter
 
 from .fakes import FakeTokens, MemoryMessageStore, Settled
 
@@ -62,6 +63,50 @@ async def test_a_written_status_is_not_written_again() -> None:
     await worker.process(FAILED, attempt=1)
     assert await worker.process(FAILED, attempt=1) == Done()
     assert len(seen) == 1
+
+
+async def test_two_copies_of_a_status_at_once_write_it_once() -> None:
+    # Queued twice: a crash between queueing it and recording that it was queued.
+    seen: list[httpx.Request] = []
+    worker, _ = await reporter(ghl(seen=seen))
+    first, second = await asyncio.gather(worker.process(FAILED, attempt=1),
+                                         worker.process(FAILED, attempt=1))
+    assert len(seen) == 1
+    # The other copy found it written, or being written (then it looks again later).
+    assert {first, second} <= {Done(), Retry(BUSY_RETRY_SECONDS, "status_being_written",
+                                             counts=False)}
+    assert await worker.process(FAILED, attempt=1) == Done()
+    assert len(seen) == 1
+
+
+async def test_a_copy_arriving_while_the_status_is_written_looks_again_later() -> None:
+    seen: list[httpx.Request] = []
+    asked, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow_ghl(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        asked.set()
+        await gate.wait()
+        return httpx.Response(200, json={"success": True})
+
+    api = GhlApi(httpx.AsyncClient(transport=httpx.MockTransport(slow_ghl)), "https://ghl.test")
+    worker, _ = await reporter(api)
+    writing = asyncio.create_task(worker.process(FAILED, attempt=1))
+    await asked.wait()
+    assert await worker.process(FAILED, attempt=1) == Retry(
+        BUSY_RETRY_SECONDS, "status_being_written", counts=False)
+    gate.set()
+    assert await writing == Done()
+    assert len(seen) == 1
+
+
+async def test_a_copy_waiting_on_a_failed_writer_writes_it_after() -> None:
+    seen: list[httpx.Request] = []
+    worker, store = await reporter(ghl(RACE, seen=seen))
+    assert isinstance(await worker.process(FAILED, attempt=1), Retry)  # released its lease
+    assert await worker.process(FAILED, attempt=1) == Done()
+    assert len(seen) == 2
+    assert await store.status_written("m1")
 
 
 async def test_the_provider_race_is_retried_never_refreshed() -> None:

@@ -5,7 +5,8 @@ GHL answers 403 "No conversation provider found" for several seconds after its w
 that 403 is retried, never treated as a token problem. A 401 is: the token is refreshed
 once through the OAuth service (which refreshes only if nobody already did) and the call
 repeated. A status that can never be written (location uninstalled, GHL rejects it) is
-parked with its reason, to be replayed by an operator.
+parked with its reason, to be replayed by an operator. A status queued twice (a crash
+between queueing it and recording that) is written once: a writer holds a lease on it.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from castghl.common.errors import BridgeError
 from castghl.common.ghl.api import GhlApi
 from castghl.common.messages import StatusUpdate
 from castghl.common.topology import ATTEMPT_HEADER, WorkQueue
-from castghl.common.worker import Done, Outcome
+from castghl.common.worker import Done, Outcome, Retry
 from castghl.sender.store import MessageStore
 from castghl.sender.tokens import Tokens, with_token
 
 log = logging.getLogger(__name__)
 
 WRITTEN = Counter("castghl_status_written_total", "Statuses GHL accepted", ["status"])
+# Longer than a write can take (a token look-up, GHL's timeout twice around a refresh):
+# a writer that died holds a status back no longer than this.
+WRITE_LEASE_SECONDS = 120.0
+BUSY_RETRY_SECONDS = 5.0
 
 
 class DelayedStatusQueue:
@@ -55,14 +60,21 @@ class StatusReporter:
 
     async def process(self, update: StatusUpdate, attempt: int) -> Outcome:
         """Raises the error family when GHL did not take it; the Settler retries or parks."""
-        if await self.store.status_written(update.message_id):
+        claim = await self.store.claim_status_write(update.message_id, WRITE_LEASE_SECONDS)
+        if claim == "done":
             return Done()
+        if claim == "busy":
+            # Another copy of this status is being written right now: look again later,
+            # and write it then only if that one failed.
+            return Retry(BUSY_RETRY_SECONDS, "status_being_written", counts=False)
         try:
             await self._write(update)
-        except BridgeError as error:
-            log.info("status not written yet", extra={"error_code": error.code,
-                                                      "attempt": attempt,
-                                                      "detail": error.detail})
+        except Exception as error:
+            await self.store.release_status_write(update.message_id)
+            if isinstance(error, BridgeError):
+                log.info("status not written yet", extra={"error_code": error.code,
+                                                          "attempt": attempt,
+                                                          "detail": error.detail})
             raise
         await self.store.mark_status_written(update.message_id)
         WRITTEN.labels(update.status).inc()

@@ -33,6 +33,8 @@ RETENTION = timedelta(days=30)
 # Messages read to find who texted a number: enough to see two locations in any real case.
 TEXTED_LOOKUP_LIMIT = 500
 PartState = Literal["sending", "accepted"]
+# Who may do a step that must happen once: this caller, another one now, or nobody (done).
+Claim = Literal["mine", "done", "busy"]
 FinalStatus = Literal["delivered", "failed"]
 
 
@@ -87,6 +89,8 @@ class MessageStore(Protocol):
                      error: StatusError | None) -> MessageRecord: ...
     async def status_queued(self, message_id: str) -> None: ...
     async def status_written(self, message_id: str) -> bool: ...
+    async def claim_status_write(self, message_id: str, lease: float) -> Claim: ...
+    async def release_status_write(self, message_id: str) -> None: ...
     async def mark_status_written(self, message_id: str) -> None: ...
     async def locations_that_texted(self, to: PhMobile, since: float) -> list[str]: ...
 
@@ -211,6 +215,27 @@ class MongoMessageStore:
         doc = await self.messages.find_one({"_id": message_id}, {"status_written": 1})
         return bool(doc and doc.get("status_written"))
 
+    async def claim_status_write(self, message_id: str, lease: float) -> Claim:
+        """Take the right to write the message's status to GHL for `lease` seconds: two
+        copies of one status (queued again after a crash) must not both be written.
+        `mine` also when the record is gone (it expired): nothing left to coordinate on."""
+        now = time.time()
+        result = await self.messages.update_one(
+            {"_id": message_id, "status_written": {"$ne": True},
+             "$or": [{"status_lease_ts": {"$exists": False}},
+                     {"status_lease_ts": {"$lt": now}}]},
+            {"$set": {"status_lease_ts": now + lease}})
+        if result.modified_count == 1:
+            return "mine"
+        doc = await self.messages.find_one({"_id": message_id}, {"status_written": 1})
+        if doc is None:
+            return "mine"
+        return "done" if doc.get("status_written") else "busy"
+
+    async def release_status_write(self, message_id: str) -> None:
+        await self.messages.update_one({"_id": message_id, "status_written": {"$ne": True}},
+                                       {"$set": {"status_lease_ts": 0.0}})
+
     async def mark_status_written(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id},
                                        {"$set": {"status_written": True,
@@ -230,7 +255,6 @@ class MongoMessageStore:
         return list(found)
 
 
-Claim = Literal["mine", "done", "busy"]
 # Long enough for a contact upsert, a token refresh and the inbound call to finish.
 INBOUND_LEASE_SECONDS = 60.0
 
