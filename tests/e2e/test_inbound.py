@@ -126,3 +126,34 @@ def test_bad_reply_posts_are_refused_and_reach_nobody(stack: Stack) -> None:
     assert answers == [401, 401, 400, 400, 413]
     stack.wait_quiet()
     assert stack.inbound_messages("CASTIN-e2e-bad") == []
+
+
+def final_status(stack: Stack, message_id: str) -> dict[str, object]:
+    stack.wait_for_statuses([message_id], STATUS_TIMEOUT)
+    stack.wait_quiet()
+    [status] = stack.statuses(message_id)
+    return status
+
+
+def test_stop_then_start_sets_dnd_refuses_then_allows_sends(stack: Stack) -> None:
+    person = "+639175550123"
+    first = stack.send(phone=person, message="Promo: 20% off this week (opt-out e2e)")
+    assert final_status(stack, first["messageId"])["status"] == "delivered"
+
+    stack.reply(sender=person, message=" Stop ", message_id="CASTIN-e2e-stop")
+    [shown] = stack.wait_for_inbound("CASTIN-e2e-stop", STATUS_TIMEOUT)
+    assert shown["message"] == " Stop "  # the reply is still in the conversation
+    assert stack.sms_dnd(person) == "active"
+
+    refused = stack.send(phone=person, message="Last chance for 20% off (opt-out e2e)")
+    status = final_status(stack, refused["messageId"])
+    assert status["status"] == "failed"
+    assert "replied STOP" in str(status["error"])
+    assert stack.cast_sends_for([refused["messageId"]]) == {refused["messageId"]: []}
+
+    stack.reply(sender=person, message="START", message_id="CASTIN-e2e-start")
+    stack.wait_for_inbound("CASTIN-e2e-start", STATUS_TIMEOUT)
+    assert stack.sms_dnd(person) == "inactive"
+    again = stack.send(phone=person, message="Welcome back (opt-out e2e)")
+    assert final_status(stack, again["messageId"])["status"] == "delivered"
+    assert len(stack.cast_sends_for([again["messageId"]])[again["messageId"]]) == 1

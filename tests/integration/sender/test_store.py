@@ -2,7 +2,8 @@
 unit tests use and against the Mongo adapters on a real Mongo wire server — so the fakes
 cannot drift from what production does (MongoDB's semantics are the reference).
 
-Every test takes `messages` or `inbound`, each parametrized over both implementations.
+Every test takes `messages`, `inbound` or `suppressions`, each parametrized over both
+implementations.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from pymongo import AsyncMongoClient
 from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
 from castghl.sender import store as store_module
+from castghl.sender.optouts import Suppressions
 from castghl.sender.store import (
     InboundStore,
     MessageStore,
     MongoInboundStore,
     MongoMessageStore,
+    MongoSuppressions,
     Part,
 )
-from tests.unit.sender.fakes import MemoryInboundStore, MemoryMessageStore
+from tests.unit.sender.fakes import MemoryInboundStore, MemoryMessageStore, MemorySuppressions
 
 IMPLEMENTATIONS = ["memory", "mongo"]
 # Only ends a run gone wrong: generous, so a slow machine never reaches it.
@@ -68,6 +71,15 @@ async def inbound(request: pytest.FixtureRequest) -> AsyncIterator[InboundStore]
         store = MongoInboundStore(db)
         await store.ensure_indexes()
         yield store
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def suppressions(request: pytest.FixtureRequest) -> AsyncIterator[Suppressions]:
+    if request.param == "memory":
+        yield MemorySuppressions()
+        return
+    async for db in _database(request):
+        yield MongoSuppressions(db)
 
 
 # --- messages: claim ------------------------------------------------------------------------
@@ -458,3 +470,38 @@ async def test_a_contact_remembered_again_replaces_the_old_one(inbound: InboundS
     await inbound.remember_contact("loc1", PhMobile.parse("+639171234567"), "contact-2")
 
     assert await inbound.contact("loc1", PhMobile.parse("+639171234567")) == "contact-2"
+
+
+# --- suppressions ---------------------------------------------------------------------------
+
+PERSON = PhMobile.parse("+639171234567")
+
+
+async def test_an_opt_out_holds_for_its_location_and_number_only(
+        suppressions: Suppressions) -> None:
+    assert not await suppressions.opted_out("loc1", PERSON)
+    assert await suppressions.record("loc1", PERSON, "opted_out", at=10.0,
+                                     word="STOP") == "opted_out"
+    assert await suppressions.opted_out("loc1", PERSON)
+    assert not await suppressions.opted_out("loc2", PERSON)
+    assert not await suppressions.opted_out("loc1", PhMobile.parse("+639181234567"))
+
+
+async def test_the_latest_change_by_time_stands_whatever_the_order(
+        suppressions: Suppressions) -> None:
+    await suppressions.record("loc1", PERSON, "opted_in", at=20.0, word="START")
+    # An older STOP recorded later changes nothing, and says what is in force.
+    assert await suppressions.record("loc1", PERSON, "opted_out", at=10.0,
+                                     word="STOP") == "opted_in"
+    assert not await suppressions.opted_out("loc1", PERSON)
+    assert await suppressions.record("loc1", PERSON, "opted_out", at=30.0,
+                                     word="STOP") == "opted_out"
+    assert await suppressions.opted_out("loc1", PERSON)
+
+
+async def test_changes_at_the_same_moment_agree_on_one(suppressions: Suppressions) -> None:
+    answers = await asyncio.gather(*(
+        suppressions.record("loc1", PERSON, "opted_out" if n % 2 else "opted_in",
+                            at=float(n), word="x") for n in range(10)))
+    assert await suppressions.opted_out("loc1", PERSON)  # n = 9 is the latest
+    assert answers[9] == "opted_out"

@@ -28,6 +28,7 @@ from castghl.common.phone import PhMobile
 from castghl.common.topology import WorkQueue
 from castghl.common.worker import Exhausted, Outcome, Settler
 from castghl.sender import store
+from castghl.sender.optouts import Consent
 from castghl.sender.store import Claim, FinalStatus, MessageRecord, Part
 
 M = TypeVar("M", bound=BaseModel)
@@ -309,3 +310,22 @@ class FakeTokens:
         self.refreshed.append(stale_token)
         self.tokens.pop(0)
         return self.tokens[0]
+
+
+class MemorySuppressions:
+    """Mirrors `MongoSuppressions`: per location and number, the latest change by time."""
+
+    def __init__(self) -> None:
+        self.changes: dict[tuple[str, str], tuple[float, Consent]] = {}
+
+    async def record(self, location_id: str, phone: PhMobile, consent: Consent, *,
+                     at: float, word: str) -> Consent:
+        await asyncio.sleep(0)
+        key = (location_id, phone.e164)
+        if key not in self.changes or self.changes[key][0] <= at:
+            self.changes[key] = (at, consent)
+        return self.changes[key][1]
+
+    async def opted_out(self, location_id: str, phone: PhMobile) -> bool:
+        found = self.changes.get((location_id, phone.e164))
+        return found is not None and found[1] == "opted_out"

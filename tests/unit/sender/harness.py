@@ -16,6 +16,7 @@ from .fakes import (
     FakeLocations,
     FakeStatusQueue,
     MemoryMessageStore,
+    MemorySuppressions,
     Settled,
 )
 
@@ -44,6 +45,7 @@ class Harness:
                  locations: FakeLocations | None = None,
                  receipts: ReceiptPolicy | None = None) -> None:
         self.store = MemoryMessageStore()
+        self.suppressions = MemorySuppressions()
         self.cast = FakeCast(list(script))  # type: ignore[arg-type]
         self.statuses = FakeStatusQueue()
         self.checks = FakeCheckQueue()
@@ -57,7 +59,7 @@ class Harness:
                                              default_api_key=DEFAULT_KEY))
         self.pipeline = OutboundPipeline(
             store=self.store, cast=self.cast, lane=self.lane, locations=locations,
-            final=final, receipts=self.desk,
+            final=final, receipts=self.desk, opt_outs=self.suppressions,
             policy=OutboundPolicy(default_api_key=DEFAULT_KEY, default_sender_id="CASTDEMO",
                                   max_message_chars=450, max_parts=3,
                                   idempotency=idempotency))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -15,6 +15,7 @@ from castghl.common.messages import InboundSms, InstallStatus, LocationSettings,
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Park, Retry
 from castghl.sender.inbound import UNROUTABLE, InboundDelivery
+from castghl.sender.optouts import DND_NOT_SET, ConsentWords
 
 from .fakes import (
     FakeLocations,
@@ -22,6 +23,7 @@ from .fakes import (
     FakeTokens,
     MemoryInboundStore,
     MemoryMessageStore,
+    MemorySuppressions,
     Settled,
 )
 
@@ -40,10 +42,13 @@ class FakeGhl:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0)  # a real call yields to other tasks
         self.requests.append(request)
-        name = "upsert" if request.url.path == "/contacts/upsert" else "inbound"
+        path = request.url.path
+        name = ("upsert" if path == "/contacts/upsert" else
+                "dnd" if path.startswith("/contacts/") else "inbound")
         script = self.scripts.get(name) or []
         status, body = script.pop(0) if script else (
             (200, {"new": True, "contact": {"id": "contact1"}}) if name == "upsert" else
+            (200, {"succeded": True, "contact": {"id": "contact1"}}) if name == "dnd" else
             (200, {"success": True, "conversationId": "conv1", "messageId": "ghlmsg1",
                    "message": "Message added successfully", "contactId": "contact1"}))
         return httpx.Response(status, json=body)
@@ -61,13 +66,17 @@ DAY = 86_400.0
 
 
 def delivery(ghl: FakeGhl, *, numbers: dict[str, str] | None = None,
-             tokens: FakeTokens | None = None, locations: FakeLocations | None = None
+             tokens: FakeTokens | None = None, locations: FakeLocations | None = None,
+             suppressions: MemorySuppressions | None = None,
+             words: ConsentWords | None = None,
              ) -> tuple[Settled[InboundSms], MemoryInboundStore, MemoryMessageStore]:
     inbound, messages = MemoryInboundStore(), MemoryMessageStore(clock=lambda: NOW - DAY)
     worker = InboundDelivery(inbound=inbound, messages=messages,
                              router=FakeRouter(numbers or {}),
                              locations=locations or FakeLocations(),
                              tokens=tokens or FakeTokens(), ghl=ghl.api(),
+                             suppressions=suppressions or MemorySuppressions(),
+                             words=words or ConsentWords.with_extra(),
                              fallback=timedelta(days=30), clock=lambda: NOW)
     return Settled(worker.process), inbound, messages
 
@@ -233,3 +242,100 @@ async def test_copies_handled_at_the_same_moment_make_one_ghl_message() -> None:
     assert ghl.paths().count("/conversations/messages/inbound") == 1
     # The copies that waited find it delivered.
     assert [await worker.process(REPLY, attempt=1) for _ in range(2)] == [Done(), Done()]
+
+
+# --- opt-outs -------------------------------------------------------------------------------
+
+LOC1 = {"+639181234567": "loc1"}
+PERSON = PhMobile.parse("+639171234567")
+
+
+def reply(text: str, cast_id: str, at_minute: int = 0) -> InboundSms:
+    return REPLY.model_copy(update={"message": text, "cast_message_id": cast_id,
+                                    "received_at": datetime.fromtimestamp(
+                                        NOW + 60 * at_minute, UTC)})
+
+
+def dnd_bodies(ghl: FakeGhl) -> list[dict[str, object]]:
+    return [json.loads(r.content)["dndSettings"]["SMS"] for r in ghl.requests
+            if r.method == "PUT"]
+
+
+@pytest.mark.parametrize("text", ["STOP", "  stop \n", "Unsubscribe", "QUIT", "stopall"])
+async def test_an_opt_out_reply_sets_dnd_suppresses_and_is_still_shown(text: str) -> None:
+    ghl, suppressions = FakeGhl(), MemorySuppressions()
+    worker, _, _ = delivery(ghl, numbers=LOC1, suppressions=suppressions)
+    assert await worker.process(reply(text, "CASTSTOP"), attempt=1) == Done()
+    assert await suppressions.opted_out("loc1", PERSON)
+    assert not await suppressions.opted_out("loc2", PERSON)  # one location's opt-out only
+    # DND before the message: setting it twice is harmless, adding the reply twice is not.
+    assert ghl.paths() == ["/contacts/upsert", "/contacts/contact1",
+                           "/conversations/messages/inbound"]
+    [dnd] = dnd_bodies(ghl)
+    assert dnd["status"] == "active"
+    assert dnd["code"] == text.strip().upper()
+    assert json.loads(ghl.requests[-1].content)["message"] == text
+
+
+@pytest.mark.parametrize("text", ["STOP please", "Stop by later?", "STOP STOP", "S T O P"])
+async def test_only_a_whole_reply_of_an_opt_out_word_counts(text: str) -> None:
+    ghl, suppressions = FakeGhl(), MemorySuppressions()
+    worker, _, _ = delivery(ghl, numbers=LOC1, suppressions=suppressions)
+    assert await worker.process(reply(text, "CASTX"), attempt=1) == Done()
+    assert not await suppressions.opted_out("loc1", PERSON)
+    assert dnd_bodies(ghl) == []
+
+
+async def test_start_undoes_stop() -> None:
+    ghl, suppressions = FakeGhl(), MemorySuppressions()
+    worker, _, _ = delivery(ghl, numbers=LOC1, suppressions=suppressions)
+    await worker.process(reply("STOP", "CASTSTOP"), attempt=1)
+    await worker.process(reply("start", "CASTSTART", at_minute=1), attempt=1)
+    assert not await suppressions.opted_out("loc1", PERSON)
+    assert [d["status"] for d in dnd_bodies(ghl)] == ["active", "inactive"]
+
+
+async def test_replies_handled_out_of_order_leave_the_latest_change_in_force() -> None:
+    ghl, suppressions = FakeGhl(), MemorySuppressions()
+    worker, _, _ = delivery(ghl, numbers=LOC1, suppressions=suppressions)
+    await worker.process(reply("START", "CASTSTART", at_minute=1), attempt=1)
+    await worker.process(reply("STOP", "CASTSTOP", at_minute=0), attempt=1)
+    assert not await suppressions.opted_out("loc1", PERSON)
+    # The DND written is the state in force, not the word of the late reply.
+    assert [d["status"] for d in dnd_bodies(ghl)] == ["inactive", "inactive"]
+
+
+async def test_the_operator_adds_words_in_their_language() -> None:
+    ghl, suppressions = FakeGhl(), MemorySuppressions()
+    words = ConsentWords.with_extra(opt_out=["HINTO"], opt_in=["Simula"])
+    worker, _, _ = delivery(ghl, numbers=LOC1, suppressions=suppressions, words=words)
+    await worker.process(reply("hinto", "CASTH"), attempt=1)
+    assert await suppressions.opted_out("loc1", PERSON)
+    await worker.process(reply("SIMULA", "CASTS", at_minute=1), attempt=1)
+    assert not await suppressions.opted_out("loc1", PERSON)
+
+
+def test_a_word_cannot_both_opt_out_and_opt_in() -> None:
+    with pytest.raises(ValueError, match="both opt out and opt in: start"):
+        ConsentWords.with_extra(opt_out=["Start"])
+
+
+async def test_a_refused_dnd_still_suppresses_and_shows_the_reply() -> None:
+    ghl = FakeGhl(dnd=[(422, {"message": ["dndSettings.SMS.status must be one of …"]})])
+    suppressions = MemorySuppressions()
+    worker, _, _ = delivery(ghl, numbers=LOC1, suppressions=suppressions)
+    before = DND_NOT_SET._value.get()
+    assert await worker.process(reply("STOP", "CASTSTOP"), attempt=1) == Done()
+    assert await suppressions.opted_out("loc1", PERSON)
+    assert ghl.paths()[-1] == "/conversations/messages/inbound"
+    assert DND_NOT_SET._value.get() == before + 1
+
+
+async def test_a_dnd_that_fails_for_now_is_retried_before_the_reply_is_added() -> None:
+    ghl = FakeGhl(dnd=[(503, {"message": "unavailable"})])
+    suppressions = MemorySuppressions()
+    worker, _, _ = delivery(ghl, numbers=LOC1, suppressions=suppressions)
+    assert isinstance(await worker.process(reply("STOP", "CASTSTOP"), attempt=1), Retry)
+    assert "/conversations/messages/inbound" not in ghl.paths()
+    assert await worker.process(reply("STOP", "CASTSTOP"), attempt=2) == Done()
+    assert ghl.paths().count("/conversations/messages/inbound") == 1

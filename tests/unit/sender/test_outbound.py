@@ -17,6 +17,7 @@ from castghl.common.errors import (
 from castghl.common.messages import CastKey, InstallStatus, LocationSettings
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Retry
+from castghl.sender.optouts import OPTED_OUT
 from castghl.sender.outbound import (
     MAX_RATE_LIMITED_IN_A_ROW,
     RATE_LIMITED_RUNS,
@@ -233,3 +234,25 @@ async def test_concurrent_copies_of_one_webhook_send_once_and_queue_one_status()
     assert len(h.cast.sent) == 1
     assert len(h.statuses.queued) == 1
     assert h.pipeline.in_progress._locks == {}
+
+
+async def test_a_number_that_replied_stop_gets_no_cast_call_and_a_plain_reason() -> None:
+    h = Harness()
+    person = PhMobile.parse("09171234567")
+    await h.suppressions.record("loc1", person, "opted_out", at=1.0, word="STOP")
+    assert await h.process(sms(), attempt=1) == Done()
+    assert h.cast.sent == []
+    assert h.status() == ("failed", "opted_out", OPTED_OUT)
+    # Another location the person never opted out of still texts them.
+    assert await h.process(sms(message_id="m2", location_id="loc2"), attempt=1) == Done()
+    assert len(h.cast.sent) == 1
+
+
+async def test_after_start_the_number_is_texted_again() -> None:
+    h = Harness()
+    person = PhMobile.parse("09171234567")
+    await h.suppressions.record("loc1", person, "opted_out", at=1.0, word="STOP")
+    await h.suppressions.record("loc1", person, "opted_in", at=2.0, word="START")
+    await h.process(sms(), attempt=1)
+    assert len(h.cast.sent) == 1
+    assert h.status() == ("delivered", None, None)

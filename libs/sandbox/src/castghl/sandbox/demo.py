@@ -5,7 +5,8 @@ var/demo/), the GHL and Cast simulators and the three services (RabbitMQ from
 RABBITMQ_URL, default the local one); installs a demo location through the real OAuth
 redirect flow; has the GHL simulator fire signed webhooks (`cases`, played by
 `castghl.sandbox.scenarios`); then prints what Cast received and what status GHL recorded
-for each case, with timings, and has the recipient reply. Exits non-zero if any case did
+for each case, with timings; has the recipient reply, then opt out with STOP and back in
+with START, a text sent after each. Exits non-zero if any case did
 not end as it should.
 """
 
@@ -40,42 +41,67 @@ def cases() -> list[Case]:
 
 @dataclass
 class Reply:
-    """The recipient answers the first text (Cast's SIM gateway posts it twice); it must
-    appear once, in the same GHL conversation."""
+    """The recipient answers (Cast's SIM gateway may post a reply more than once); it must
+    appear once, in the same GHL conversation, and a STOP or START must set the contact's
+    SMS DND as it says."""
 
     conversation_id: str
     sender: str = PHONE
     message: str = "Salamat! See you tomorrow."
+    times: int = 1
+    dnd_expected: str | None = None
     posted: list[int] = field(default_factory=list)
     ghl_messages: int = 0
     landed_in: str = ""
+    dnd: str | None = None
     after: float | None = None
 
     @property
     def ok(self) -> bool:
-        return self.ghl_messages == 1 and self.landed_in == self.conversation_id
+        return (self.ghl_messages == 1 and self.landed_in == self.conversation_id
+                and self.dnd == self.dnd_expected)
 
     def row(self) -> tuple[str, ...]:
         where = ("the same conversation" if self.landed_in == self.conversation_id
                  else self.landed_in or "nowhere")
+        shown = f"{self.ghl_messages} inbound message(s) in {where}"
+        if self.dnd_expected is not None:
+            shown += f"; SMS DND {self.dnd or 'unset'}"
         after = f"{self.after:.1f} s" if self.after is not None else "-"
-        return (f"reply from {self.sender}", ",".join(map(str, self.posted)), "-", "-",
-                f"{self.ghl_messages} inbound message(s) in {where}", after,
-                "yes" if self.ok else "NO")
+        return (f"reply {self.message!r}", ",".join(map(str, self.posted)), "-", "-",
+                shown, after, "yes" if self.ok else "NO")
 
 
 def reply(bridge: Bridge, answer: Reply) -> None:
     started = time.monotonic()
-    posted = bridge.reply(sender=answer.sender, message=answer.message, times=2)
+    posted = bridge.reply(sender=answer.sender, message=answer.message, times=answer.times)
     answer.posted = [attempt["status_code"] for attempt in posted["attempts"]]
     cast_message_id = posted["sent"]["message_id"]
     found = bridge.wait_for_inbound(cast_message_id)
     if found:
         answer.after = time.monotonic() - started
-        bridge.wait_quiet()  # the second post must not become a second message
+        bridge.wait_quiet()  # a second post must not become a second message
         found = bridge.inbound_messages(cast_message_id)
         answer.landed_in = found[0].get("conversationId") or ""
     answer.ghl_messages = len(found)
+    if answer.dnd_expected is not None:
+        answer.dnd = bridge.sms_dnd(PHONE.replace(" ", ""))
+
+
+def opt_out_exchange(bridge: Bridge, conversation_id: str) -> list[Reply | Case]:
+    """STOP, then a message that must fail with no Cast call; START, then one that goes."""
+    stop = Reply(conversation_id, message="STOP", dnd_expected="active")
+    refused = Case("text after STOP", {"phone": PHONE, "message": "Flash sale today only"},
+                   expect_status="failed", expect_parts=0, expect_error="replied STOP")
+    start = Reply(conversation_id, message="START", dnd_expected="inactive")
+    again = Case("text after START", {"phone": PHONE, "message": "Welcome back!"})
+    reply(bridge, stop)
+    fire(bridge, refused)
+    settle(bridge, [refused])
+    reply(bridge, start)
+    fire(bridge, again)
+    settle(bridge, [again])
+    return [stop, refused, start, again]
 
 
 def _say(text: str) -> None:
@@ -100,11 +126,15 @@ def run(workdir: Path, say: Callable[[str], None] = _say) -> bool:
             say(f"fired {len(all_cases)} signed webhooks; waiting for final statuses ...")
             settle(stack, all_cases)
             say("the recipient replies (Cast's SIM gateway posts the reply twice) ...")
-            answer = Reply(conversation_id=all_cases[0].sent[0].conversation_id)
+            conversation_id = all_cases[0].sent[0].conversation_id
+            answer = Reply(conversation_id, times=2)
             reply(stack, answer)
-            say("\n" + table([*(c.row() for c in all_cases), answer.row()]) + "\n")
+            say("the recipient replies STOP, then START; a text is sent after each ...")
+            exchange = opt_out_exchange(stack, conversation_id)
+            rows = [*all_cases, answer, *exchange]
+            say("\n" + table([row.row() for row in rows]) + "\n")
             say(f"logs: {workdir / 'logs'}")
-            return all(c.ok for c in all_cases) and answer.ok
+            return all(row.ok for row in rows)
     finally:
         mongo.stop()
 

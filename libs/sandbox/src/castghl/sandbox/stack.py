@@ -285,6 +285,13 @@ class Bridge(abc.ABC):
             time.sleep(0.2)
         return found
 
+    def sms_dnd(self, phone_e164: str) -> str | None:
+        """The SMS DND status GHL holds for the contacts with this phone (None: unset)."""
+        found = httpx.get(f"{self.ghl}/_sandbox/contacts", timeout=10).json()
+        settings = [((c.get("dndSettings") or {}).get("SMS") or {}).get("status")
+                    for c in found if c.get("phone") == phone_e164]
+        return settings[0] if len(settings) == 1 else None
+
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A call to the OAuth service's admin API, with the stack's admin key."""
         return httpx.request(method, f"{self.oauth}/admin{path}", timeout=10,

@@ -45,7 +45,7 @@ from castghl.sender.outbound import OutboundPipeline, OutboundPolicy
 from castghl.sender.receipts import LaneCheckQueue, ReceiptDesk, ReceiptPolicy
 from castghl.sender.settings import SenderSettings
 from castghl.sender.status import DelayedStatusQueue, StatusReporter
-from castghl.sender.store import MongoInboundStore, MongoMessageStore
+from castghl.sender.store import MongoInboundStore, MongoMessageStore, MongoSuppressions
 
 SERVICE = "castghl-sender"
 # Pooled connections to the OAuth service's internal API. Few: look-ups asked together
@@ -56,8 +56,8 @@ NOTICES = Counter("castghl_location_notices_total",
                   "Location changes announced by the OAuth service (cached settings dropped)")
 
 
-def _cast_lane(settings: SenderSettings, broker: RabbitBroker, store: MongoMessageStore,
-               oauth: OAuthClient, cast_http: httpx.AsyncClient
+def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMessageStore,
+               suppressions: MongoSuppressions, oauth: OAuthClient, cast_http: httpx.AsyncClient
                ) -> tuple[OutboundPipeline, ReceiptDesk]:
     """The two users of the Cast lane: sends, and the receipt checks behind them."""
     topology = settings.topology()
@@ -74,7 +74,7 @@ def _cast_lane(settings: SenderSettings, broker: RabbitBroker, store: MongoMessa
                              default_api_key=settings.cast_api_key.get_secret_value()))
     pipeline = OutboundPipeline(
         store=store, cast=cast, lane=lane, locations=oauth, final=final, receipts=desk,
-        policy=OutboundPolicy(
+        opt_outs=suppressions, policy=OutboundPolicy(
             default_api_key=settings.cast_api_key.get_secret_value(),
             default_sender_id=settings.cast_sender_id,
             max_message_chars=settings.cast_max_message_chars,
@@ -92,6 +92,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
                                                                 tz_aware=True)
     store = MongoMessageStore(mongo[settings.mongo_database])
     inbound_store = MongoInboundStore(mongo[settings.mongo_database])
+    suppressions = MongoSuppressions(mongo[settings.mongo_database])
     cast_http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.cast_http_timeout_seconds, connect=5.0),
         limits=httpx.Limits(max_connections=settings.cast_lane_concurrency))
@@ -103,11 +104,13 @@ def create_app(settings: SenderSettings) -> FastAPI:
                         OAuthTimings(timeout=settings.oauth_timeout_seconds,
                                      settings_ttl=settings.location_cache_seconds))
 
-    pipeline, desk = _cast_lane(settings, broker, store, oauth, cast_http)
+    pipeline, desk = _cast_lane(settings, broker, store=store,
+                                suppressions=suppressions, oauth=oauth, cast_http=cast_http)
     ghl = GhlApi(ghl_http, str(settings.ghl_api_url))
     reporter = StatusReporter(store, oauth, ghl)
     replies = InboundDelivery(inbound=inbound_store, messages=store, router=oauth,
                               locations=oauth, tokens=oauth, ghl=ghl,
+                              suppressions=suppressions, words=settings.consent_words(),
                               fallback=timedelta(days=settings.inbound_fallback_days),
                               conversation_provider_id=settings.ghl_conversation_provider_id)
     outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,

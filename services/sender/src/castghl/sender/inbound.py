@@ -8,7 +8,8 @@ Routing never guesses across clients (docs/oauth.md, "Tenants"):
 3. else the reply is parked (`ambiguous` or `unroutable`), counted, and delivered once an
    operator assigns the receiving number and replays it.
 Delivery dedupes on Cast's message id, so a reply posted again or redelivered by the
-broker becomes one GHL message.
+broker becomes one GHL message. A reply of STOP or START also changes the number's
+consent for that location (optouts.py) before it is added.
 
 GHL has no idempotency for inbound messages: if it created the message and its answer
 was lost (timeout, crash before we record it), the retry adds a second copy. That window
@@ -30,6 +31,14 @@ from castghl.common.errors import BridgeError, PermanentError
 from castghl.common.ghl.api import GhlApi
 from castghl.common.messages import InboundSms, LocationSettings
 from castghl.common.worker import Done, Outcome, Park, Retry
+from castghl.sender.optouts import (
+    CHANGES,
+    DND_NOT_SET,
+    Consent,
+    ConsentWords,
+    Suppressions,
+    dnd_note,
+)
 from castghl.sender.store import InboundStore, MessageStore
 from castghl.sender.tokens import Tokens, with_token
 
@@ -61,6 +70,7 @@ class Unrouted:
 class InboundDelivery:
     def __init__(self, *, inbound: InboundStore, messages: MessageStore, router: Router,
                  locations: LocationSource, tokens: Tokens, ghl: GhlApi,
+                 suppressions: Suppressions, words: ConsentWords,
                  fallback: timedelta = timedelta(days=30),
                  conversation_provider_id: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -72,6 +82,8 @@ class InboundDelivery:
         self.clock = clock
         self.tokens = tokens
         self.ghl = ghl
+        self.suppressions = suppressions
+        self.words = words
         self.conversation_provider_id = conversation_provider_id
 
     async def route(self, sms: InboundSms) -> tuple[str, str] | Unrouted:
@@ -110,7 +122,8 @@ class InboundDelivery:
                     "next_step": NEXT_STEP})
                 return Park(routed.code, routed.reason)
             location_id, rule = routed
-            ghl_message_id = await self._deliver(sms, location_id)
+            consent = await self._record_consent(sms, location_id)
+            ghl_message_id = await self._deliver(sms, location_id, consent)
         except BridgeError as error:
             await self.inbound.release(sms.cast_message_id)
             log.info("reply not delivered yet", extra={"error_code": error.code,
@@ -122,11 +135,25 @@ class InboundDelivery:
             "locationId": location_id, "routed_by": rule, "ghl_message_id": ghl_message_id})
         return Done()
 
-    async def _deliver(self, sms: InboundSms, location_id: str) -> str:
+    async def _record_consent(self, sms: InboundSms, location_id: str) -> Consent | None:
+        """The consent in force after this reply, if the reply is a consent word."""
+        change = self.words.read(sms.message)
+        if change is None:
+            return None
+        consent = await self.suppressions.record(location_id, sms.from_number, change,
+                                                 at=sms.received_at.timestamp(),
+                                                 word=sms.message)
+        CHANGES.labels(change).inc()
+        log.info("consent changed by a reply", extra={"locationId": location_id,
+                                                      "change": change, "in_force": consent})
+        return consent
+
+    async def _deliver(self, sms: InboundSms, location_id: str, consent: Consent | None
+                       ) -> str:
         cached = await self.inbound.contact(location_id, sms.from_number)
         if cached is not None:
             try:
-                return await self._add(sms, location_id, cached)
+                return await self._deliver_to(sms, location_id, cached, consent, fresh=False)
             except PermanentError:
                 # The cached contact may have been merged or deleted in GHL: look it up again.
                 log.info("cached contact refused; upserting it again")
@@ -134,6 +161,24 @@ class InboundDelivery:
                                       self.ghl.upsert_contact(token, location_id,
                                                               sms.from_number.e164))
         await self.inbound.remember_contact(location_id, sms.from_number, contact_id)
+        return await self._deliver_to(sms, location_id, contact_id, consent, fresh=True)
+
+    async def _deliver_to(self, sms: InboundSms, location_id: str, contact_id: str,
+                          consent: Consent | None, *, fresh: bool) -> str:
+        # DND first: setting it again is harmless, adding the message again is not.
+        if consent is not None:
+            message, code = dnd_note(consent, sms.message)
+            try:
+                await with_token(self.tokens, location_id, lambda token: self.ghl.set_sms_dnd(
+                    token, contact_id, active=consent == "opted_out", message=message,
+                    code=code))
+            except PermanentError as error:
+                if not fresh:
+                    raise
+                # The suppression already stops sends; the reply must still be shown.
+                DND_NOT_SET.inc()
+                log.warning("GHL refused the contact's DND; the suppression stands",
+                          extra={"locationId": location_id, "error_code": error.code})
         return await self._add(sms, location_id, contact_id)
 
     async def _add(self, sms: InboundSms, location_id: str, contact_id: str) -> str:

@@ -1,4 +1,5 @@
-"""The outbound pipeline: dedupe → normalise → split → rate-limited Cast send → receipts.
+"""The outbound pipeline: dedupe → normalise → opt-out check → split → rate-limited Cast
+send → receipts.
 
 Every message ends in exactly one final status (invariant 3). Cast accepting every part
 is not delivery: the pipeline then hands the message to the receipt desk (receipts.py),
@@ -43,6 +44,7 @@ from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Outcome, Retry
 from castghl.sender.final import FinalStatuses
 from castghl.sender.lane import Lane
+from castghl.sender.optouts import OPTED_OUT
 from castghl.sender.store import MessageRecord, MessageStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ ACCOUNT_ALERTS = Counter("castghl_account_alerts_total",
                          ["code"])
 REFUSED = Counter("castghl_outbound_refused_total",
                   "Outbound webhooks dropped: no active installation of this app", ["reason"])
+OPTED_OUT_SENDS = Counter("castghl_outbound_opted_out_total",
+                          "Outbound SMS failed without a Cast call: the recipient replied STOP")
 RATE_LIMITED_RUNS = Counter("castghl_cast_rate_limited_runs_total",
                             "Messages that met MAX_RATE_LIMITED_IN_A_ROW 429s in a row")
 # A 429 pauses the lane and the same part waits in-process; past this many in a row the
@@ -69,6 +73,10 @@ class CastSender(Protocol):
 
 class LocationSource(Protocol):
     async def location(self, location_id: str) -> LocationSettings: ...
+
+
+class OptOuts(Protocol):
+    async def opted_out(self, location_id: str, phone: PhMobile) -> bool: ...
 
 
 class Receipts(Protocol):
@@ -127,13 +135,14 @@ class KeyedLocks:
 class OutboundPipeline:
     def __init__(self, *, store: MessageStore, cast: CastSender, lane: Lane,
                  locations: LocationSource, final: FinalStatuses, receipts: Receipts,
-                 policy: OutboundPolicy) -> None:
+                 opt_outs: OptOuts, policy: OutboundPolicy) -> None:
         self.store = store
         self.cast = cast
         self.lane = lane
         self.locations = locations
         self.final = final
         self.receipts = receipts
+        self.opt_outs = opt_outs
         self.policy = policy
         self.in_progress = KeyedLocks()
 
@@ -178,6 +187,11 @@ class OutboundPipeline:
     async def _send(self, message: OutboundSms, record: MessageRecord,
                     location: LocationSettings) -> None:
         todo = plan(message, self.policy)
+        # A message already on its way when the person opted out is finished, not cut.
+        if not record.parts and await self.opt_outs.opted_out(message.location_id, todo.to):
+            OPTED_OUT_SENDS.inc()
+            raise PermanentError("the recipient replied STOP", code="opted_out",
+                                 user_message=OPTED_OUT)
         api_key = self._cast_key(location)
         sender_id = location.sender_id or self.policy.default_sender_id
         for n, text in enumerate(todo.parts):

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import NoDecode
 
 from castghl.common.settings import BrokerSettings, GhlApiSettings, HttpUrl, MongoSettings, Port
+from castghl.sender.optouts import ConsentWords
+
+
+def _parse_words(value: object) -> object:
+    """'ALIS, HINTO' → ('ALIS', 'HINTO'): env lists are comma-separated, not JSON."""
+    if isinstance(value, str):
+        return tuple(word.strip() for word in value.split(",") if word.strip())
+    return value
+
+
+Words = Annotated[tuple[Annotated[str, Field(max_length=40)], ...], NoDecode,
+                  BeforeValidator(_parse_words)]
 
 
 class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
@@ -47,6 +60,10 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     # Not needed by a default SMS provider; sent with inbound messages when set.
     ghl_conversation_provider_id: str | None = None
     status_concurrency: int = Field(16, ge=1, le=500)
+    # Whole replies that opt a number out of (or back into) a location's SMS, besides
+    # STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT and START, UNSTOP.
+    opt_out_words: Words = ()
+    opt_in_words: Words = ()
 
     @field_validator("cast_api_key")
     @classmethod
@@ -54,6 +71,16 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
         if not value.get_secret_value().startswith("cast_"):
             raise ValueError("must be a Cast API key (starts with cast_)")
         return value
+
+    @field_validator("opt_in_words")
+    @classmethod
+    def _words_mean_one_thing(cls, value: tuple[str, ...], info: ValidationInfo
+                              ) -> tuple[str, ...]:
+        ConsentWords.with_extra(info.data.get("opt_out_words", ()), value)
+        return value
+
+    def consent_words(self) -> ConsentWords:
+        return ConsentWords.with_extra(self.opt_out_words, self.opt_in_words)
 
     @field_validator("cast_sender_id", mode="before")
     @classmethod

@@ -22,10 +22,12 @@ from typing import Any, Literal, Protocol
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from castghl.common.cast.models import Channel
 from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
+from castghl.sender.optouts import Consent
 
 # Long past any webhook GHL may still retry (72 h; the dedupe must outlive it) and the
 # inbound routing window (INBOUND_FALLBACK_DAYS, at most 30).
@@ -320,3 +322,32 @@ class MongoInboundStore:
                                contact_id: str) -> None:
         await self.contacts.update_one({"_id": f"{location_id}:{phone.e164}"},
                                        {"$set": {"contact_id": contact_id}}, upsert=True)
+
+
+class MongoSuppressions:
+    """`suppressions`: each number's latest opt-out or opt-in per location, kept for good
+    (an opt-out does not expire). The latest change by receiving time wins, whichever
+    worker records it last."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.suppressions: AsyncCollection[dict[str, Any]] = db["suppressions"]
+
+    async def record(self, location_id: str, phone: PhMobile, consent: Consent, *,
+                     at: float, word: str) -> Consent:
+        key = f"{location_id}:{phone.e164}"
+        newer = {"_id": key, "at": {"$lte": at}}
+        change = {"$set": {"state": consent, "at": at, "word": word,
+                           "location_id": location_id, "phone": phone.e164}}
+        try:
+            await self.suppressions.update_one(newer, change, upsert=True)
+        except DuplicateKeyError:
+            # The document exists: inserted by another writer just now (apply this change
+            # if it is the later one), or holding a later change (which then stands).
+            await self.suppressions.update_one(newer, change)
+        doc = await self.suppressions.find_one({"_id": key})
+        return "opted_out" if doc and doc.get("state") == "opted_out" else "opted_in"
+
+    async def opted_out(self, location_id: str, phone: PhMobile) -> bool:
+        found = await self.suppressions.find_one(
+            {"_id": f"{location_id}:{phone.e164}", "state": "opted_out"}, projection=["_id"])
+        return found is not None

@@ -77,6 +77,15 @@ class GhlApi:
             raise RetryableError("GHL contact upsert answered without a contact id",
                                  code="ghl_bad_answer") from exc
 
+    async def set_sms_dnd(self, token: str, contact_id: str, *, active: bool, message: str,
+                          code: str) -> None:
+        """The contact's SMS do-not-disturb (UpdateContactDto.dndSettings.SMS); other
+        channels are left out of the body, so GHL leaves them as they are."""
+        setting = {"status": "active" if active else "inactive", "message": message,
+                   "code": code}
+        await self._call("PUT", f"/contacts/{quote(contact_id, safe='')}", token,
+                         CONTACTS_VERSION, {"dndSettings": {"SMS": setting}})
+
     async def add_inbound_message(self, token: str, *, contact_id: str, message: str,
                                   alt_id: str, date: datetime,
                                   conversation_provider_id: str | None = None) -> str:
