@@ -28,7 +28,11 @@ from castghl.sender.store import (
     MongoSuppressions,
     Part,
 )
-from tests.unit.sender.fakes import MemoryInboundStore, MemoryMessageStore, MemorySuppressions
+from tests.unit.sender.fakes import (
+    MemoryInboundStore,
+    MemoryMessageStore,
+    MemorySuppressions,
+)
 
 IMPLEMENTATIONS = ["memory", "mongo"]
 # Only ends a run gone wrong: generous, so a slow machine never reaches it.
@@ -326,6 +330,19 @@ async def test_one_writer_at_a_time_holds_a_status(messages: MessageStore) -> No
     assert await messages.claim_status_write("m1", 60) == "done"
     await messages.release_status_write("m1")  # too late: written stays written
     assert await messages.claim_status_write("m1", 60) == "done"
+
+
+async def test_a_status_lease_is_taken_and_given_back_for_its_own_message_only(
+        messages: MessageStore) -> None:
+    for message_id in ("m1", "m2", "m3"):
+        await messages.claim(sms(message_id))
+    assert await messages.claim_status_write("m1", 60) == "mine"
+    await messages.release_status_write("m1")
+
+    assert await messages.claim_status_write("m2", 60) == "mine"
+    assert await messages.claim_status_write("m2", 60) == "busy"
+    assert await messages.claim_status_write("m1", 60) == "mine"  # m2's lease is m2's
+    assert await messages.claim_status_write("m3", 60) == "mine"
 
 
 async def test_a_writer_that_died_holds_a_status_only_for_its_lease(

@@ -292,11 +292,15 @@ class MongoInstallations:
                                 now: datetime) -> int:
         """The company's own installation and every location token minted from it, as far
         as they did not change after `event_at`."""
-        result = await self.collection.update_many(
-            {"company_id": company_id, "lifecycle_ms": {"$lte": ms(event_at)},
-             "$or": [{"kind": "company"}, {"kind": "location", "token_source": _MINTED}]},
-            self._tombstone(event_at, now))
-        return result.matched_count
+        # Two updates, not one with `$or`: the emulator applies an update whose filter has
+        # an `$or` to documents matching the `$or` alone (docs/architecture.md, "Mongo").
+        matched = 0
+        for which in ({"kind": "company"}, {"kind": "location", "token_source": _MINTED}):
+            result = await self.collection.update_many(
+                {"company_id": company_id, "lifecycle_ms": {"$lte": ms(event_at)}, **which},
+                self._tombstone(event_at, now))
+            matched += result.matched_count
+        return matched
 
     # --- the refresh protocol -----------------------------------------------------------------
 

@@ -136,7 +136,7 @@ class MongoMessageStore:
             {"_id": sms.message_id},
             {"$setOnInsert": {
                 "location_id": sms.location_id, "parts": {}, "status": None, "error": None,
-                "status_queued": False, "status_written": False,
+                "status_queued": False, "status_written": False, "status_lease_ts": 0.0,
                 "to": None, "sent_ts": 0.0, "updated_ts": time.time(),
                 "created_ts": time.time(),
                 "channel": "sms", "key": CastKey.DEFAULT.value, "receipt_check": 0,
@@ -222,13 +222,21 @@ class MongoMessageStore:
         copies of one status (queued again after a crash) must not both be written.
         `mine` also when the record is gone (it expired): nothing left to coordinate on."""
         now = time.time()
-        result = await self.messages.update_one(
-            {"_id": message_id, "status_written": {"$ne": True},
-             "$or": [{"status_lease_ts": {"$exists": False}},
-                     {"status_lease_ts": {"$lt": now}}]},
-            {"$set": {"status_lease_ts": now + lease}})
-        if result.modified_count == 1:
-            return "mine"
+        # No `$or` here: the emulator applies such an update to another document that
+        # matches the `$or` alone (docs/architecture.md, "Mongo"). Records from before the
+        # lease existed get one, free, on their first claim.
+        for _ in range(2):
+            result = await self.messages.update_one(
+                {"_id": message_id, "status_written": {"$ne": True},
+                 "status_lease_ts": {"$lt": now}},
+                {"$set": {"status_lease_ts": now + lease}})
+            if result.modified_count == 1:
+                return "mine"
+            added = await self.messages.update_one(
+                {"_id": message_id, "status_lease_ts": {"$exists": False}},
+                {"$set": {"status_lease_ts": 0.0}})
+            if added.modified_count == 0:
+                break
         doc = await self.messages.find_one({"_id": message_id}, {"status_written": 1})
         if doc is None:
             return "mine"
@@ -351,3 +359,4 @@ class MongoSuppressions:
         found = await self.suppressions.find_one(
             {"_id": f"{location_id}:{phone.e164}", "state": "opted_out"}, projection=["_id"])
         return found is not None
+
