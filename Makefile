@@ -36,8 +36,11 @@ integration: setup
 e2e: setup
 	$(RUN) pytest -m e2e
 
+# Tests spend most of their time waiting on real processes, so a few run side by side
+# (pytest-xdist), a module per worker: a module's tests share its stack.
+TEST_WORKERS ?= 3
 test: lint typecheck
-	$(RUN) pytest
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadfile --durations=10
 
 # The suite on a machine made slow on purpose: stress-ng (Debian's package, installed here
 # if missing) keeps every core busy with twice as many workers as cores, so the tests get
@@ -50,7 +53,7 @@ test-stress: lint typecheck
 		|| { echo "test-stress: needs stress-ng (apt-get install stress-ng)" >&2; exit 2; }
 	@stress-ng --cpu $(STRESS_WORKERS) --cpu-load 100 --timeout 2h --quiet & load=$$!; \
 		trap 'kill $$load 2>/dev/null' EXIT; start=$$SECONDS; \
-		$(RUN) pytest; status=$$?; \
+		$(RUN) pytest -n $(TEST_WORKERS) --dist loadfile; status=$$?; \
 		echo "test-stress: pytest took $$((SECONDS - start)) s beside $(STRESS_WORKERS)" \
 			"stress-ng workers on $$(nproc) cores"; \
 		exit $$status

@@ -101,6 +101,20 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"[infra] {what} used: {description}")
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist each worker found its own infrastructure: hand it to the
+    # controller, which prints the summary.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["castghl_infra"] = dict(session.config.stash.get(_USED, {}))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    used = getattr(node, "workeroutput", {}).get("castghl_infra", {})
+    node.config.stash.setdefault(_USED, {}).update(used)
+
+
 def _obtain(config: pytest.Config, what: str, get: Any) -> infra.Infra:
     try:
         found: infra.Infra = get()

@@ -20,6 +20,9 @@ FAST_SENDER = {
     "INBOUND_RETRY_DELAYS": "0.5,1,2",
     "CAST_RECEIPT_CHECK_DELAYS": "0.5,1,2,4",
     "CAST_HTTP_TIMEOUT_SECONDS": "1.5",
+    # Bound how long a killed replica's status lease holds its status back (status.py).
+    "GHL_HTTP_TIMEOUT_SECONDS": "5",
+    "OAUTH_TIMEOUT_SECONDS": "5",
 }
 FAST_GHL = {"status_race_seconds": 1.0}
 # Waits return as soon as their condition holds; the deadline only ends a run gone wrong.

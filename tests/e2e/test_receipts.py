@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from castghl.sandbox.stack import Stack
@@ -77,3 +78,33 @@ def test_a_late_receipt_is_waited_for_then_delivered(carrier: Stack) -> None:
     sent = carrier.send(phone=PHONE, message=f"slow carrier {marker()}")
 
     assert [s["status"] for s in history(carrier, sent["messageId"])] == ["delivered"]
+
+
+@pytest.fixture
+def sim_account(stack: Stack) -> Iterator[Stack]:
+    """The default Cast account has an SMS and a SIM sender ID; afterwards, none listed
+    and the location back on the default sender ID."""
+    stack.configure_cast(sender_ids=["CASTDEMO", {"sender_id": "CAST REPLY",
+                                                  "channel": "sim"}])
+    yield stack
+    stack.admin("PUT", "/installations/loc_sandbox_1", json={"sender_id": None})
+    stack.configure_cast(sender_ids=[])
+
+
+def test_a_sim_sender_id_sends_through_sim_and_a_typo_is_refused_at_admin_time(
+        sim_account: Stack) -> None:
+    stack = sim_account
+    typo = stack.admin("PUT", "/installations/loc_sandbox_1", json={"sender_id": "CAST REPLYY"})
+    assert typo.status_code == 422
+    assert "'CAST REPLYY' is not a sender ID of this location's Cast account" in typo.text
+    chosen = stack.admin("PUT", "/installations/loc_sandbox_1", json={"sender_id": "CAST REPLY"})
+    assert chosen.status_code == 200, chosen.text
+
+    mark = marker()
+    sent = stack.send(phone=PHONE, message=f"Reply YES to confirm {mark}")
+    assert [s["status"] for s in history(stack, sent["messageId"])] == ["delivered"]
+    [send] = stack.cast_sends_for([sent["messageId"]])[sent["messageId"]]
+    assert (send["channel"], send["sender_id"]) == ("sim", "CAST REPLY")
+    asked = httpx.get(f"{stack.cast}/_sandbox/calls",
+                      params={"path": "/api/v1/sim/status/*"}, timeout=10).json()
+    assert [c["path"] for c in asked] == [f"/api/v1/sim/status/{send['message_id']}"]

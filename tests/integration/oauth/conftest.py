@@ -30,6 +30,7 @@ from castghl.common.topology import Topology
 from castghl.oauth.app import create_app
 from castghl.oauth.settings import OAuthSettings
 from castghl.oauth.store import COLLECTION
+from castghl.sandbox.cast.knobs import DEFAULT_API_KEY
 from castghl.sandbox.ghl.app import GhlKnobs, create_ghl_app
 from castghl.sandbox.ghl.knobs import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from castghl.sandbox.infra import Infra
@@ -110,7 +111,8 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(rabbitmq: Infra, mongo_uri: str, ghl: Ghl) -> AsyncIterator[Stack]:
+async def stack(rabbitmq: Infra, mongo_uri: str, ghl: Ghl, cast_sim: Any
+                ) -> AsyncIterator[Stack]:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     keys = [generate_key(), generate_key()]
     env = {
@@ -122,6 +124,8 @@ async def stack(rabbitmq: Infra, mongo_uri: str, ghl: Ghl) -> AsyncIterator[Stac
         "HOST": "127.0.0.1",
         "LOG_LEVEL": "WARNING", "GHL_HTTP_TIMEOUT_SECONDS": "5",
         "REFRESH_LEASE_SECONDS": "15", "REFRESH_POLL_SECONDS": "0.02",
+        # Sender IDs set through the admin API are checked with Cast.
+        "CAST_API_URL": cast_sim.url, "CAST_API_KEY": DEFAULT_API_KEY,
     }
     yield Stack(ghl, rabbitmq.url, mongo_uri, Topology(prefix=prefix), keys, env)
     await delete_queues(rabbitmq.url, Topology(prefix=prefix))

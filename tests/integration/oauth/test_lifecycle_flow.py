@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -50,7 +51,9 @@ def gateway(stack: Stack) -> Iterator[str]:
 
 
 async def test_uninstall_deletes_the_secrets_and_keeps_a_tombstone(
-        stack: Stack, service: Running, gateway: str, oauth: OAuthClient) -> None:
+        stack: Stack, service: Running, gateway: str, oauth: OAuthClient, cast_sim: Any
+) -> None:
+    cast_sim.knobs.api_keys = [*cast_sim.knobs.api_keys, CAST_KEY]  # the location's account
     assert (await install(service.url)).status_code == 200
     async with httpx.AsyncClient(base_url=service.url, headers=AUTH) as admin:
         answer = await admin.put(f"/admin/installations/{LOCATION}",

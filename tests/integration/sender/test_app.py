@@ -85,7 +85,8 @@ def bridge(rabbitmq: Infra, mongo_uri: str, ghl_sim: Any, cast_sim: Any
         base_url=f"http://127.0.0.1:{oauth_port}", ghl_client_id=DEFAULT_CLIENT_ID,
         ghl_client_secret=DEFAULT_CLIENT_SECRET, ghl_app_id=ghl_sim.knobs.app_id,
         token_encryption_keys=generate_key(), admin_api_key="admin-key-0123456789",
-        sender_api_key=SENDER_KEY, cast_default_key_for="*", port=oauth_port)
+        sender_api_key=SENDER_KEY, cast_default_key_for="*", port=oauth_port,
+        cast_api_url=cast_sim.url, cast_api_key=DEFAULT_API_KEY)
     sender = SenderSettings(
         rabbitmq_url=rabbitmq.url, mongo_uri=mongo_uri, queue_prefix=prefix,
         ghl_api_url=ghl_sim.url, oauth_url=f"http://127.0.0.1:{oauth_port}",

@@ -2,7 +2,7 @@
 unit tests use and against the Mongo adapters on a real Mongo wire server — so the fakes
 cannot drift from what production does (MongoDB's semantics are the reference).
 
-Every test takes `messages`, `inbound` or `suppressions`, each parametrized over both
+Every test takes `messages`, `inbound`, `suppressions` or `schedules`, each parametrized over both
 implementations.
 """
 
@@ -19,18 +19,21 @@ from pymongo import AsyncMongoClient
 from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
 from castghl.sender import store as store_module
+from castghl.sender.ghl_rate import Schedules
 from castghl.sender.optouts import Suppressions
 from castghl.sender.store import (
     InboundStore,
     MessageStore,
     MongoInboundStore,
     MongoMessageStore,
+    MongoSchedules,
     MongoSuppressions,
     Part,
 )
 from tests.unit.sender.fakes import (
     MemoryInboundStore,
     MemoryMessageStore,
+    MemorySchedules,
     MemorySuppressions,
 )
 
@@ -84,6 +87,15 @@ async def suppressions(request: pytest.FixtureRequest) -> AsyncIterator[Suppress
         return
     async for db in _database(request):
         yield MongoSuppressions(db)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def schedules(request: pytest.FixtureRequest) -> AsyncIterator[Schedules]:
+    if request.param == "memory":
+        yield MemorySchedules()
+        return
+    async for db in _database(request):
+        yield MongoSchedules(db)
 
 
 # --- messages: claim ------------------------------------------------------------------------
@@ -522,3 +534,30 @@ async def test_changes_at_the_same_moment_agree_on_one(suppressions: Suppression
                             at=float(n), word="x") for n in range(10)))
     assert await suppressions.opted_out("loc1", PERSON)  # n = 9 is the latest
     assert answers[9] == "opted_out"
+
+
+# --- GHL call schedules ---------------------------------------------------------------------
+
+TAT = 1_800_000_000_000_000  # microseconds: past 2^53, so never a float on the way
+
+
+async def test_a_schedule_is_set_once_from_nothing(schedules: Schedules) -> None:
+    assert await schedules.tat("loc1") is None
+    assert await schedules.swap("loc1", None, TAT)
+    assert not await schedules.swap("loc1", None, TAT + 5)
+    assert await schedules.tat("loc1") == TAT
+    assert await schedules.tat("loc2") is None
+
+
+async def test_a_schedule_moves_only_from_the_value_read(schedules: Schedules) -> None:
+    await schedules.swap("loc1", None, TAT)
+    assert await schedules.swap("loc1", TAT, TAT + 125_000)
+    assert not await schedules.swap("loc1", TAT, TAT + 250_000)  # stale read
+    assert await schedules.tat("loc1") == TAT + 125_000
+
+
+async def test_swaps_at_the_same_moment_let_one_through(schedules: Schedules) -> None:
+    await schedules.swap("loc1", None, TAT)
+    won = await asyncio.gather(*(schedules.swap("loc1", TAT, TAT + n) for n in range(1, 9)))
+    assert sum(won) == 1
+    assert await schedules.tat("loc1") == TAT + won.index(True) + 1

@@ -106,7 +106,7 @@ NEW_DOC = [
           "403-ip-not-whitelisted"),
     _case(cast_error(403, "CHANNEL_NOT_ALLOWED"),
           Expect(AccountError, "cast_channel_not_allowed",
-                 "may not send SMS on this channel"),
+                 "may not send on the channel of its sender ID"),
           "403-channel-not-allowed"),
     _case(cast_error(404, "NOT_FOUND", "Not found"),
           Expect(PermanentError, "cast_rejected",

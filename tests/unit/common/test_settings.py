@@ -88,7 +88,7 @@ def test_mongo_database_defaults_when_the_uri_names_none() -> None:
         ("castghl-gateway", ["INBOUND_API_KEY"]),
         ("castghl-sender", ["CAST_API_KEY"]),
         ("castghl-oauth", ["BASE_URL", "GHL_CLIENT_ID", "GHL_CLIENT_SECRET", "GHL_APP_ID",
-                           "TOKEN_ENCRYPTION_KEYS", "ADMIN_API_KEY"]),
+                           "TOKEN_ENCRYPTION_KEYS", "ADMIN_API_KEY", "CAST_API_KEY"]),
     ],
 )
 def test_each_service_refuses_to_start_without_its_settings(script: str, required: list[str]

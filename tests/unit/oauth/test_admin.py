@@ -11,14 +11,40 @@ import pytest
 from fastapi import FastAPI
 
 from castghl.common import answers
+from castghl.common.cast.models import CastSenderId, CastSenderIds
+from castghl.common.errors import AccountError
 from castghl.common.messages import InstallStatus
-from castghl.oauth.admin import admin_router
+from castghl.oauth.admin import SenderIdCheck, admin_router
 from castghl.oauth.installation import LocationPrefs, location_key
 from castghl.oauth.tenancy import DefaultKeyFor
 
 from .fakes import Clock, FakeNotices, FakeStore, installation
 
 KEY = "admin-key-0123456789abcdef"
+DEFAULT_CAST_KEY = "cast_default_" + "0" * 20
+
+
+class FakeAccounts:
+    """Sender IDs per Cast key, as Cast lists them; a key it does not know is refused.
+    None: an account whose API has no such list."""
+
+    def __init__(self, listed: dict[str, list[tuple[str, str]] | None] | None = None) -> None:
+        self.listed = listed or {}
+        self.asked: list[str] = []
+
+    async def sender_ids(self, *, api_key: str) -> CastSenderIds | None:
+        self.asked.append(api_key)
+        if api_key not in self.listed:
+            return None
+        entries = self.listed[api_key]
+        if entries is None:
+            raise AccountError("401", code="cast_invalid_api_key")
+        return CastSenderIds(sender_ids=[CastSenderId(sender_id=s, channel=c)
+                                         for s, c in entries])
+
+
+def checks(accounts: FakeAccounts | None = None) -> SenderIdCheck:
+    return SenderIdCheck(accounts or FakeAccounts(), DEFAULT_CAST_KEY)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CAST_KEY = "cast_" + "0123456789abcdef" * 4
 
@@ -37,7 +63,7 @@ async def client(store: FakeStore) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     answers.install(app)
     app.include_router(admin_router(store, KEY, DefaultKeyFor(everyone=True), FakeNotices(),
-                                    Clock()))
+                                    sender_ids=checks(), clock=Clock()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://admin") as client:
         yield client
@@ -83,7 +109,7 @@ async def test_each_installation_shows_its_state_key_and_token_source(
     app = FastAPI()
     # Only co9's locations may use the operator's default key: co1's have to bring one.
     app.include_router(admin_router(store, KEY, DefaultKeyFor(companies=frozenset({"co9"})),
-                                    FakeNotices(), Clock()))
+                                    FakeNotices(), sender_ids=checks(), clock=Clock()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://admin") as client:
         listed = (await client.get("/admin/installations", headers=AUTH)).json()
@@ -165,3 +191,71 @@ async def test_unknown_or_uninstalled_locations_cannot_be_configured(
     if location == "unknown":
         assert (await client.get("/admin/installations/unknown",
                                  headers=AUTH)).status_code == 404
+
+
+# --- sender IDs are checked with the location's Cast account ---------------------------------
+
+async def admin_with(store: FakeStore, accounts: FakeAccounts,
+                     default_key_for: DefaultKeyFor | None = None) -> httpx.AsyncClient:
+    app = FastAPI()
+    answers.install(app)
+    app.include_router(admin_router(store, KEY, default_key_for or DefaultKeyFor(everyone=True),
+                                    FakeNotices(), sender_ids=checks(accounts), clock=Clock()))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin")
+
+
+async def test_a_sender_id_the_account_lacks_is_refused_and_nothing_changes(
+        store: FakeStore) -> None:
+    accounts = FakeAccounts({CAST_KEY: [("CASTPH", "sms"), ("CAST REPLY", "sim")]})
+    before = copy.deepcopy(store.docs)
+    async with await admin_with(store, accounts) as client:
+        answer = await client.put("/admin/installations/loc1", headers=AUTH,
+                                  json={"sender_id": "CASTPHH"})
+    assert answer.status_code == 422
+    assert "'CASTPHH' is not a sender ID of this location's Cast account" in answer.text
+    assert "it has: CAST REPLY, CASTPH" in answer.text
+    assert store.docs == before
+    assert accounts.asked == [CAST_KEY]  # the location's own key
+
+
+async def test_a_sender_id_the_account_has_is_set_with_20_characters_allowed(
+        store: FakeStore) -> None:
+    twenty = "CAST SMS PHILIPPINES"
+    accounts = FakeAccounts({DEFAULT_CAST_KEY: [(twenty, "sim")]})
+    async with await admin_with(store, accounts) as client:
+        answer = await client.put("/admin/installations/loc2", headers=AUTH,
+                                  json={"sender_id": twenty})
+    assert answer.status_code == 200, answer.text
+    assert store.docs[location_key("loc2")].prefs.sender_id == twenty
+    assert accounts.asked == [DEFAULT_CAST_KEY]  # loc2 sends on the default key
+
+
+async def test_the_key_set_in_the_same_request_is_the_one_asked(store: FakeStore) -> None:
+    new_key = "cast_" + "f" * 64
+    accounts = FakeAccounts({new_key: [("NEWID", "sms")], CAST_KEY: []})
+    async with await admin_with(store, accounts) as client:
+        answer = await client.put("/admin/installations/loc1", headers=AUTH,
+                                  json={"sender_id": "NEWID", "cast_api_key": new_key})
+    assert answer.status_code == 200, answer.text
+    assert accounts.asked == [new_key]
+
+
+async def test_a_key_cast_refuses_is_named_and_nothing_changes(store: FakeStore) -> None:
+    accounts = FakeAccounts({CAST_KEY: None})
+    async with await admin_with(store, accounts) as client:
+        answer = await client.put("/admin/installations/loc1", headers=AUTH,
+                                  json={"sender_id": "CASTPH"})
+    assert answer.status_code == 422
+    assert "Cast refused the location's Cast key" in answer.text
+
+
+async def test_without_a_key_or_a_list_the_sender_id_is_taken_as_given(
+        store: FakeStore) -> None:
+    # loc2 may not use the default key here, and loc1's account lists no sender IDs.
+    accounts = FakeAccounts({CAST_KEY: []})
+    async with await admin_with(store, accounts, DefaultKeyFor()) as client:
+        for location in ("loc1", "loc2"):
+            answer = await client.put(f"/admin/installations/{location}", headers=AUTH,
+                                      json={"sender_id": "ANYTHING"})
+            assert answer.status_code == 200, answer.text
+    assert accounts.asked == [CAST_KEY]

@@ -16,6 +16,7 @@ async def test_the_app_builds_and_routes_without_connecting_to_anything() -> Non
         base_url="https://bridge.example", ghl_client_id="client", ghl_client_secret="secret",
         ghl_app_id="app",
         token_encryption_keys=generate_key(), admin_api_key="a" * 16, sender_api_key="s" * 16,
+        cast_api_key="cast_" + "0" * 64,
         rabbitmq_url="amqp://nowhere.invalid:5672/", mongo_uri="mongodb://nowhere.invalid/x")
     app = create_app(settings)
     # No lifespan here: routes that need no broker or database answer all the same.

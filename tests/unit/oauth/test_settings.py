@@ -10,7 +10,8 @@ from castghl.common.settings import describe_errors
 from castghl.oauth.settings import OAuthSettings
 
 GOOD = {"BASE_URL": "https://bridge.example", "GHL_CLIENT_ID": "client", "GHL_APP_ID": "app",
-        "GHL_CLIENT_SECRET": "secret", "ADMIN_API_KEY": "a" * 16, "SENDER_API_KEY": "s" * 16}
+        "GHL_CLIENT_SECRET": "secret", "ADMIN_API_KEY": "a" * 16, "SENDER_API_KEY": "s" * 16,
+        "CAST_API_KEY": "cast_" + "0" * 64}
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,14 @@ from faststream.rabbit import RabbitBroker
 from pydantic import BaseModel
 
 from castghl.common.cast.client import LOGS_PAGE
-from castghl.common.cast.models import CastReceipt, CastSendRequest, CastSendResponse, Channel
+from castghl.common.cast.models import (
+    CastReceipt,
+    CastSenderId,
+    CastSenderIds,
+    CastSendRequest,
+    CastSendResponse,
+    Channel,
+)
 from castghl.common.errors import BridgeError
 from castghl.common.messages import (
     CastKey,
@@ -179,6 +186,16 @@ class FakeCast:
     receipts: dict[str, CastReceipt] = field(default_factory=dict)
     reads: list[str] = field(default_factory=list)  # "status:<id>" or "logs:<offset>"
     read_error: BridgeError | None = None
+    # The account's sender IDs, as (sender ID, channel); None: an API without the list.
+    senders: list[tuple[str, str]] | None = None
+    sender_id_reads: int = 0
+
+    async def sender_ids(self, *, api_key: str) -> CastSenderIds | None:
+        self.sender_id_reads += 1
+        if self.senders is None:
+            return None
+        return CastSenderIds(sender_ids=[CastSenderId(sender_id=s, channel=c)
+                                         for s, c in self.senders])
 
     async def send(self, request: CastSendRequest, *, api_key: str,
                    idempotency_key: str, channel: Channel = "sms") -> CastSendResponse:
@@ -329,3 +346,21 @@ class MemorySuppressions:
     async def opted_out(self, location_id: str, phone: PhMobile) -> bool:
         found = self.changes.get((location_id, phone.e164))
         return found is not None and found[1] == "opted_out"
+
+
+class MemorySchedules:
+    """Mirrors `MongoSchedules`: one tat per key, changed only by compare-and-set."""
+
+    def __init__(self) -> None:
+        self.tats: dict[str, int] = {}
+
+    async def tat(self, key: str) -> int | None:
+        await asyncio.sleep(0)
+        return self.tats.get(key)
+
+    async def swap(self, key: str, old: int | None, new: int) -> bool:
+        await asyncio.sleep(0)
+        if self.tats.get(key) != old:
+            return False
+        self.tats[key] = new
+        return True

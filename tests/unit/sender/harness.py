@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from castghl.common.messages import OutboundSms
 from castghl.common.worker import Outcome
+from castghl.sender.channels import Channels
 from castghl.sender.final import FinalStatuses
 from castghl.sender.lane import Lane
 from castghl.sender.outbound import OutboundPipeline, OutboundPolicy
@@ -60,6 +61,7 @@ class Harness:
         self.pipeline = OutboundPipeline(
             store=self.store, cast=self.cast, lane=self.lane, locations=locations,
             final=final, receipts=self.desk, opt_outs=self.suppressions,
+            channels=Channels(self.cast),
             policy=OutboundPolicy(default_api_key=DEFAULT_KEY, default_sender_id="CASTDEMO",
                                   max_message_chars=450, max_parts=3,
                                   idempotency=idempotency))

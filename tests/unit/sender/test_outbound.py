@@ -256,3 +256,56 @@ async def test_after_start_the_number_is_texted_again() -> None:
     await h.process(sms(), attempt=1)
     assert len(h.cast.sent) == 1
     assert h.status() == ("delivered", None, None)
+
+
+# --- channels ------------------------------------------------------------------------------
+
+async def test_a_sim_sender_id_sends_on_the_sim_channel_and_is_remembered() -> None:
+    h = Harness()
+    h.cast.senders = [("CASTDEMO", "sim"), ("PROMO", "sms")]
+    assert await h.process(sms(), attempt=1) == Done()
+    await h.process(sms(message_id="m2", message="again"), attempt=1)
+    assert [s.channel for s in h.cast.sent] == ["sim", "sim"]
+    assert h.cast.sender_id_reads == 1  # cached per Cast key
+    assert [u.status for u in h.statuses.queued] == ["delivered", "delivered"]
+
+
+async def test_an_sms_sender_id_and_an_api_without_the_list_send_on_sms() -> None:
+    for senders in ([("CASTDEMO", "sms")], None, []):
+        h = Harness()
+        h.cast.senders = senders
+        await h.process(sms(), attempt=1)
+        assert [s.channel for s in h.cast.sent] == ["sms"]
+
+
+async def test_a_sender_id_the_account_lacks_fails_with_no_send() -> None:
+    h = Harness()
+    h.cast.senders = [("OTHER", "sms")]
+    assert await h.process(sms(), attempt=1) == Done()
+    assert h.cast.sent == []
+    status, code, text = h.status()
+    assert (status, code) == ("failed", "sender_id_unknown")
+    assert text is not None
+    assert "'CASTDEMO' is not one of this location's Cast account" in text
+
+
+async def test_a_channel_this_bridge_does_not_know_fails_with_its_name() -> None:
+    h = Harness()
+    h.cast.senders = [("CASTDEMO", "rcs")]
+    await h.process(sms(), attempt=1)
+    assert h.cast.sent == []
+    status, code, text = h.status()
+    assert (status, code) == ("failed", "channel_unknown")
+    assert text is not None
+    assert "'rcs'" in text
+
+
+async def test_channel_not_allowed_fails_plainly_and_reads_the_list_again() -> None:
+    h = Harness(AccountError("403 CHANNEL_NOT_ALLOWED", code="cast_channel_not_allowed",
+                             user_message="Cast SMS: this location's Cast account may not "
+                                          "send on the channel of its sender ID"))
+    h.cast.senders = [("CASTDEMO", "sim")]
+    await h.process(sms(), attempt=1)
+    assert h.status()[:2] == ("failed", "cast_channel_not_allowed")
+    await h.process(sms(message_id="m2", message="again"), attempt=1)
+    assert h.cast.sender_id_reads == 2

@@ -35,7 +35,7 @@ async def reporter(api: GhlApi, tokens: FakeTokens | None = None
                    ) -> tuple[Settled[StatusUpdate], MemoryMessageStore]:
     store = MemoryMessageStore()
     await store.claim(OutboundSms(message_id="m1", location_id="loc1"))
-    return Settled(StatusReporter(store, tokens or FakeTokens(), api).process,
+    return Settled(StatusReporter(store, tokens or FakeTokens(), api, lease_seconds=60.0).process,
                    backoff=(10, 30)), store
 
 

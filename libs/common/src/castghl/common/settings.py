@@ -11,7 +11,15 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AnyUrl, BeforeValidator, Field, UrlConstraints, ValidationError
+from pydantic import (
+    AnyUrl,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    UrlConstraints,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -86,6 +94,22 @@ class MongoSettings(ServiceSettings):
 class GhlApiSettings(ServiceSettings):
     ghl_api_url: HttpUrl = HttpUrl("https://services.leadconnectorhq.com")
     ghl_http_timeout_seconds: float = Field(15.0, gt=0, le=120)
+
+
+class CastApiSettings(ServiceSettings):
+    """Cast's API and the operator's default key: the sender sends with it, the OAuth
+    service checks sender IDs with it when the admin API sets one."""
+
+    cast_api_url: HttpUrl = HttpUrl("https://api.cast.ph")
+    cast_api_key: SecretStr
+    cast_http_timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("cast_api_key")
+    @classmethod
+    def _looks_like_a_cast_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("cast_"):
+            raise ValueError("must be a Cast API key (starts with cast_)")
+        return value
 
 
 S = TypeVar("S", bound=ServiceSettings)

@@ -415,6 +415,7 @@ class Stack(Bridge):
             "GHL_APP_ID": knobs["app_id"], "GHL_MARKETPLACE_URL": self.ghl,
             "TOKEN_ENCRYPTION_KEYS": generate_key(), "ADMIN_API_KEY": self.admin_api_key,
             "SENDER_API_KEY": self.sender_api_key,
+            "CAST_API_URL": self.cast, "CAST_API_KEY": cast_knobs["api_keys"][0],
         }, oauth_port).start()
         self._process("gateway", ["castghl-gateway"], {
             **common, "GHL_WEBHOOK_PUBLIC_KEY": keys["ed25519_public_pem"],

@@ -8,6 +8,7 @@ problem (never echoing values): nothing is written unless everything is valid.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Protocol
 
@@ -22,7 +23,10 @@ from pydantic import (
 )
 
 from castghl.common.answers import bearer
+from castghl.common.cast.channels import channel_of
+from castghl.common.cast.models import CastSenderIds
 from castghl.common.errors import (
+    AccountError,
     Conflict,
     InvalidRequest,
     NotFound,
@@ -54,6 +58,44 @@ class SettingsStore(Protocol):
                            now: datetime) -> Installation | None: ...
 
     async def owners_of(self, numbers: list[str], except_key: str) -> dict[str, str]: ...
+
+
+class SenderIdSource(Protocol):
+    async def sender_ids(self, *, api_key: str) -> CastSenderIds | None: ...
+
+
+@dataclass(frozen=True)
+class SenderIdCheck:
+    """Asks the location's Cast account whether it has a sender ID, before it is set: a
+    typo would otherwise fail every message."""
+
+    cast: SenderIdSource
+    default_api_key: str
+
+    def key_for(self, inst: Installation, changes: dict[str, Any],
+                default_key_for: DefaultKeyFor) -> str | None:
+        """The Cast key the location sends with once `changes` apply (None: no key)."""
+        own = changes.get("cast_api_key", inst.prefs.cast_api_key)
+        if own:
+            return str(own)
+        return self.default_api_key if default_key_for.allows(inst.company_id) else None
+
+    async def check(self, api_key: str, sender_id: str) -> None:
+        try:
+            listed = await self.cast.sender_ids(api_key=api_key)
+        except AccountError as exc:
+            raise PermanentError(f"Cast refused the location's Cast key ({exc.code}), so "
+                                 "the sender ID cannot be checked", code="cast_key_refused"
+                                 ) from None
+        try:
+            found = channel_of(listed, sender_id)
+        except PermanentError as exc:
+            raise PermanentError(exc.detail, code="invalid_settings") from None
+        if found is None:
+            have = ", ".join(sorted(s.sender_id for s in listed.sender_ids)) if listed else ""
+            raise PermanentError(f"sender_id: {sender_id!r} is not a sender ID of this "
+                                 f"location's Cast account (it has: {have[:300]})",
+                                 code="invalid_settings")
 
 
 class SettingsUpdate(BaseModel):
@@ -124,7 +166,8 @@ def _refusal(exc: ValidationError) -> PermanentError:
 
 
 def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: DefaultKeyFor,
-                 notices: Notices, clock: Callable[[], datetime] = utcnow) -> APIRouter:
+                 notices: Notices, *, sender_ids: SenderIdCheck,
+                 clock: Callable[[], datetime] = utcnow) -> APIRouter:
     router = APIRouter(prefix="/admin", include_in_schema=False,
                        dependencies=[Depends(bearer(admin_api_key, "ADMIN_API_KEY"))])
 
@@ -153,6 +196,10 @@ def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: Defa
         if not inst.installed:
             raise Conflict("this location is uninstalled; reinstall the app first")
         changes = update.model_dump(include=update.model_fields_set)
+        sender_id = changes.get("sender_id")
+        api_key = sender_ids.key_for(inst, changes, default_key_for)
+        if sender_id is not None and api_key is not None:
+            await sender_ids.check(api_key, sender_id)
         if "inbound_numbers" in changes:
             changes["inbound_numbers"] = changes["inbound_numbers"] or []
             owners = await store.owners_of(changes["inbound_numbers"], inst.key)

@@ -19,10 +19,11 @@ from pymongo import AsyncMongoClient
 
 from castghl.common import answers
 from castghl.common.broker import declare, make_broker
+from castghl.common.cast.client import CastClient
 from castghl.common.ghl.oauth import GhlOAuth
 from castghl.common.health import broker_check, health_router, mongo_check
 from castghl.common.worker import Settler
-from castghl.oauth.admin import admin_router
+from castghl.oauth.admin import SenderIdCheck, admin_router
 from castghl.oauth.changes import ChangeNotices
 from castghl.oauth.install import Installer, install_router
 from castghl.oauth.install_state import StateSigner
@@ -59,6 +60,7 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     store = MongoInstallations(database[COLLECTION], settings.cipher())
     events = MongoEventLog(database[EVENTS_COLLECTION])
     http = httpx.AsyncClient(timeout=settings.ghl_http_timeout_seconds)
+    cast_http = httpx.AsyncClient(timeout=settings.cast_http_timeout_seconds)
     client_secret = settings.ghl_client_secret.get_secret_value()
     ghl = GhlOAuth(http, str(settings.ghl_api_url), settings.ghl_client_id, client_secret)
     tokens = TokenService(store, ghl, lease_owner(), RefreshPolicy(
@@ -102,6 +104,7 @@ def create_app(settings: OAuthSettings) -> FastAPI:
                 await sweep
             await broker.stop()  # waits for in-flight handlers (graceful_timeout)
             await http.aclose()
+            await cast_http.aclose()
             await mongo.close()
 
     app = FastAPI(title="Cast SMS OAuth", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -111,8 +114,12 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     app.include_router(internal_router(
         tokens, store, sender_api_key=settings.sender_api_key.get_secret_value(),
         default_key_for=default_key_for, min_valid_floor=settings.token_min_valid_seconds))
+    # Read-only use of the default key: sender IDs are checked before they are set.
+    sender_ids = SenderIdCheck(CastClient(cast_http, str(settings.cast_api_url),
+                                          idempotency=False),
+                               settings.cast_api_key.get_secret_value())
     app.include_router(admin_router(store, settings.admin_api_key.get_secret_value(),
-                                    default_key_for, notices))
+                                    default_key_for, notices, sender_ids=sender_ids))
     app.include_router(health_router({"mongo": mongo_check(mongo),
                                       "rabbitmq": broker_check(broker)}))
     return app

@@ -11,6 +11,7 @@ from castghl.common.crypto import TokenCipher
 from castghl.common.ghl.oauth import UserType
 from castghl.common.settings import (
     BrokerSettings,
+    CastApiSettings,
     GhlApiSettings,
     HttpUrl,
     MongoSettings,
@@ -19,7 +20,7 @@ from castghl.common.settings import (
 from castghl.oauth.tenancy import DefaultKeyFor
 
 
-class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings):
+class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings, CastApiSettings):
     host: str = "0.0.0.0"  # noqa: S104 - in a container; compose publishes on 127.0.0.1
     port: Port = 3003
     base_url: HttpUrl

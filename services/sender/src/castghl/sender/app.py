@@ -38,14 +38,21 @@ from castghl.common.messages import (
 from castghl.common.oauth_client import OAuthClient, OAuthTimings
 from castghl.common.topology import KIND_HEADER, RECEIPT_CHECK
 from castghl.common.worker import Settler, undecoded
+from castghl.sender.channels import Channels
 from castghl.sender.final import FinalStatuses
+from castghl.sender.ghl_rate import Gcra, LocationRate, PacedTokens
 from castghl.sender.inbound import InboundDelivery
 from castghl.sender.lane import Lane
 from castghl.sender.outbound import OutboundPipeline, OutboundPolicy
 from castghl.sender.receipts import LaneCheckQueue, ReceiptDesk, ReceiptPolicy
 from castghl.sender.settings import SenderSettings
-from castghl.sender.status import DelayedStatusQueue, StatusReporter
-from castghl.sender.store import MongoInboundStore, MongoMessageStore, MongoSuppressions
+from castghl.sender.status import DelayedStatusQueue, StatusReporter, write_lease
+from castghl.sender.store import (
+    MongoInboundStore,
+    MongoMessageStore,
+    MongoSchedules,
+    MongoSuppressions,
+)
 
 SERVICE = "castghl-sender"
 # Pooled connections to the OAuth service's internal API. Few: look-ups asked together
@@ -74,7 +81,7 @@ def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMe
                              default_api_key=settings.cast_api_key.get_secret_value()))
     pipeline = OutboundPipeline(
         store=store, cast=cast, lane=lane, locations=oauth, final=final, receipts=desk,
-        opt_outs=suppressions, policy=OutboundPolicy(
+        opt_outs=suppressions, channels=Channels(cast), policy=OutboundPolicy(
             default_api_key=settings.cast_api_key.get_secret_value(),
             default_sender_id=settings.cast_sender_id,
             max_message_chars=settings.cast_max_message_chars,
@@ -107,9 +114,14 @@ def create_app(settings: SenderSettings) -> FastAPI:
     pipeline, desk = _cast_lane(settings, broker, store=store,
                                 suppressions=suppressions, oauth=oauth, cast_http=cast_http)
     ghl = GhlApi(ghl_http, str(settings.ghl_api_url))
-    reporter = StatusReporter(store, oauth, ghl)
+    # Every GHL call with a location token fetches the token here, with a permit.
+    paced = PacedTokens(oauth, LocationRate(
+        MongoSchedules(mongo[settings.mongo_database]),
+        Gcra.within(settings.ghl_location_calls_per_10s, 10.0)))
+    reporter = StatusReporter(store, paced, ghl, lease_seconds=write_lease(
+        settings.ghl_http_timeout_seconds, settings.oauth_timeout_seconds))
     replies = InboundDelivery(inbound=inbound_store, messages=store, router=oauth,
-                              locations=oauth, tokens=oauth, ghl=ghl,
+                              locations=oauth, tokens=paced, ghl=ghl,
                               suppressions=suppressions, words=settings.consent_words(),
                               fallback=timedelta(days=settings.inbound_fallback_days),
                               conversation_provider_id=settings.ghl_conversation_provider_id)

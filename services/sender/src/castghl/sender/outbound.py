@@ -16,17 +16,14 @@ the message fails saying the SMS may have been delivered.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import Counter
 
 from castghl.common import sms
-from castghl.common.cast.models import CastSendRequest, CastSendResponse
+from castghl.common.cast.models import CastSendRequest, CastSendResponse, Channel
 from castghl.common.errors import (
     AccountError,
     BridgeError,
@@ -42,8 +39,10 @@ from castghl.common.messages import (
 )
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Outcome, Retry
+from castghl.sender.channels import Channels
 from castghl.sender.final import FinalStatuses
 from castghl.sender.lane import Lane
+from castghl.sender.locks import KeyedLocks
 from castghl.sender.optouts import OPTED_OUT
 from castghl.sender.store import MessageRecord, MessageStore
 
@@ -68,7 +67,7 @@ NOT_SET_UP = ("Cast SMS is not set up for this location yet: ask your agency to 
 
 class CastSender(Protocol):
     async def send(self, request: CastSendRequest, *, api_key: str,
-                   idempotency_key: str) -> CastSendResponse: ...
+                   idempotency_key: str, channel: Channel = "sms") -> CastSendResponse: ...
 
 
 class LocationSource(Protocol):
@@ -111,31 +110,10 @@ def plan(message: OutboundSms, policy: OutboundPolicy) -> Plan:
     return Plan(to, sms.split(text, policy.max_message_chars, policy.max_parts))
 
 
-class KeyedLocks:
-    """One asyncio lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
 class OutboundPipeline:
     def __init__(self, *, store: MessageStore, cast: CastSender, lane: Lane,
                  locations: LocationSource, final: FinalStatuses, receipts: Receipts,
-                 opt_outs: OptOuts, policy: OutboundPolicy) -> None:
+                 opt_outs: OptOuts, channels: Channels, policy: OutboundPolicy) -> None:
         self.store = store
         self.cast = cast
         self.lane = lane
@@ -143,6 +121,7 @@ class OutboundPipeline:
         self.final = final
         self.receipts = receipts
         self.opt_outs = opt_outs
+        self.channels = channels
         self.policy = policy
         self.in_progress = KeyedLocks()
 
@@ -194,27 +173,36 @@ class OutboundPipeline:
                                  user_message=OPTED_OUT)
         api_key = self._cast_key(location)
         sender_id = location.sender_id or self.policy.default_sender_id
+        channel = await self.channels.channel(
+            api_key, sender_id, lambda: self.lane.acquire(api_key, location.rate_limit_per_second))
         for n, text in enumerate(todo.parts):
             if record.accepted(n):
                 continue
             if record.maybe_sent(n) and not self.policy.idempotency:
                 raise UncertainError(f"part {n} was in flight when the last attempt stopped")
             request = CastSendRequest(to=todo.to, message=text, sender_id=sender_id)
-            await self._send_part(message.message_id, n, request, api_key, location)
+            await self._send_part(message.message_id, n, request, api_key, location,
+                                  channel=channel)
 
     async def _send_part(self, message_id: str, n: int, request: CastSendRequest,
-                         api_key: str, location: LocationSettings) -> None:
+                         api_key: str, location: LocationSettings, *,
+                         channel: Channel) -> None:
         for _ in range(MAX_RATE_LIMITED_IN_A_ROW):
             # Recorded before the lane, not between the lane and the call: the lane counts
             # a call when it grants it, so the request must follow the grant at once. (A
             # crash while waiting in the lane leaves a part marked sending that never
             # left: harmless with idempotency; without it, the message fails as "may
             # have been delivered", the safe side.)
-            await self.store.part_sending(message_id, n, request.to, key=location.cast_key)
+            await self.store.part_sending(message_id, n, request.to, channel=channel,
+                                          key=location.cast_key)
             await self.lane.acquire(api_key, location.rate_limit_per_second)
             try:
-                answer = await self.cast.send(request, api_key=api_key,
+                answer = await self.cast.send(request, api_key=api_key, channel=channel,
                                               idempotency_key=idempotency_key(message_id, n))
+            except AccountError as refused:
+                if refused.code == "cast_channel_not_allowed":
+                    self.channels.forget(api_key)  # the list changed since it was read
+                raise
             except RateLimited as limited:
                 self.lane.pause(limited.retry_after or 1.0)
                 log.warning("Cast rate limit hit; lane paused",

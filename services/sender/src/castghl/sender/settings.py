@@ -7,7 +7,14 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from castghl.common.settings import BrokerSettings, GhlApiSettings, HttpUrl, MongoSettings, Port
+from castghl.common.settings import (
+    BrokerSettings,
+    CastApiSettings,
+    GhlApiSettings,
+    HttpUrl,
+    MongoSettings,
+    Port,
+)
 from castghl.sender.optouts import ConsentWords
 
 
@@ -22,7 +29,7 @@ Words = Annotated[tuple[Annotated[str, Field(max_length=40)], ...], NoDecode,
                   BeforeValidator(_parse_words)]
 
 
-class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
+class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings, CastApiSettings):
     host: str = "0.0.0.0"  # noqa: S104 - health port inside a container; not published
     port: Port = 3004
 
@@ -34,8 +41,6 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     # bounds how stale they get when an announcement is lost.
     location_cache_seconds: float = Field(60.0, ge=0, le=3600)
 
-    cast_api_url: HttpUrl = HttpUrl("https://api.cast.ph")
-    cast_api_key: SecretStr
     cast_sender_id: str | None = Field(None, max_length=20)
     cast_rate_limit_per_second: float = Field(30.0, gt=0, le=1000)
     cast_rate_burst: int = Field(50, ge=1, le=10_000)
@@ -45,7 +50,6 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     cast_max_message_chars: int = Field(450, ge=10, le=10_000)
     cast_max_parts_per_message: int = Field(3, ge=1, le=20)
     cast_idempotency: bool = True
-    cast_http_timeout_seconds: float = Field(10.0, gt=0, le=120)
     cast_lane_concurrency: int = Field(64, ge=1, le=1000)
     outbound_max_attempts: int = Field(5, ge=1, le=50)
     # The status of a message whose receipts never came within CAST_RECEIPT_CHECK_DELAYS.
@@ -60,17 +64,13 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings):
     # Not needed by a default SMS provider; sent with inbound messages when set.
     ghl_conversation_provider_id: str | None = None
     status_concurrency: int = Field(16, ge=1, le=500)
+    # GHL's limit per location (and app) that every replica keeps together: calls with a
+    # location token in any 10 seconds.
+    ghl_location_calls_per_10s: int = Field(100, ge=2, le=100_000)
     # Whole replies that opt a number out of (or back into) a location's SMS, besides
     # STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT and START, UNSTOP.
     opt_out_words: Words = ()
     opt_in_words: Words = ()
-
-    @field_validator("cast_api_key")
-    @classmethod
-    def _looks_like_a_cast_key(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith("cast_"):
-            raise ValueError("must be a Cast API key (starts with cast_)")
-        return value
 
     @field_validator("opt_in_words")
     @classmethod

@@ -23,16 +23,21 @@ from castghl.common.ghl.api import GhlApi
 from castghl.common.messages import StatusUpdate
 from castghl.common.topology import ATTEMPT_HEADER, WorkQueue
 from castghl.common.worker import Done, Outcome, Retry
+from castghl.sender.ghl_rate import MAX_WAIT_SECONDS
 from castghl.sender.store import MessageStore
 from castghl.sender.tokens import Tokens, with_token
 
 log = logging.getLogger(__name__)
 
 WRITTEN = Counter("castghl_status_written_total", "Statuses GHL accepted", ["status"])
-# Longer than a write can take (a token look-up, GHL's timeout twice around a refresh):
-# a writer that died holds a status back no longer than this.
-WRITE_LEASE_SECONDS = 120.0
 BUSY_RETRY_SECONDS = 5.0
+
+
+def write_lease(ghl_timeout: float, oauth_timeout: float) -> float:
+    """Longer than a write can take — a token look-up and a rate-limit permit, GHL's
+    timeout twice around a refresh — so a live writer never loses its lease; a writer
+    that died holds its status back no longer than this."""
+    return 2 * ghl_timeout + 2 * oauth_timeout + 2 * MAX_WAIT_SECONDS + 5.0
 
 
 class DelayedStatusQueue:
@@ -53,14 +58,16 @@ class DelayedStatusQueue:
 
 
 class StatusReporter:
-    def __init__(self, store: MessageStore, tokens: Tokens, ghl: GhlApi) -> None:
+    def __init__(self, store: MessageStore, tokens: Tokens, ghl: GhlApi, *,
+                 lease_seconds: float) -> None:
         self.store = store
         self.tokens = tokens
         self.ghl = ghl
+        self.lease_seconds = lease_seconds
 
     async def process(self, update: StatusUpdate, attempt: int) -> Outcome:
         """Raises the error family when GHL did not take it; the Settler retries or parks."""
-        claim = await self.store.claim_status_write(update.message_id, WRITE_LEASE_SECONDS)
+        claim = await self.store.claim_status_write(update.message_id, self.lease_seconds)
         if claim == "done":
             return Done()
         if claim == "busy":

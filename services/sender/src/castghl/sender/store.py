@@ -360,3 +360,24 @@ class MongoSuppressions:
             {"_id": f"{location_id}:{phone.e164}", "state": "opted_out"}, projection=["_id"])
         return found is not None
 
+
+class MongoSchedules:
+    """`ghl_rate`: each location's GHL call schedule (ghl_rate.py), one integer per
+    location, changed only by compare-and-set."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.schedules: AsyncCollection[dict[str, Any]] = db["ghl_rate"]
+
+    async def tat(self, key: str) -> int | None:
+        doc = await self.schedules.find_one({"_id": key})
+        return int(doc["tat"]) if doc else None
+
+    async def swap(self, key: str, old: int | None, new: int) -> bool:
+        if old is None:
+            try:
+                await self.schedules.insert_one({"_id": key, "tat": new})
+            except DuplicateKeyError:
+                return False
+            return True
+        done = await self.schedules.update_one({"_id": key, "tat": old}, {"$set": {"tat": new}})
+        return done.modified_count == 1

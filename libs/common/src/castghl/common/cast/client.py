@@ -18,9 +18,12 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from castghl.common.cast.models import (
+    CastBalance,
     CastErrorBody,
     CastLogs,
+    CastProfile,
     CastReceipt,
+    CastSenderIds,
     CastSendRequest,
     CastSendResponse,
     Channel,
@@ -42,6 +45,9 @@ SEND_PATH: Final = "/api/sms/send"  # exists in both API versions; /api/v1/... i
 # Receipts, logs and the SIM channel exist in the newer API only (reference/cast.md).
 SIM_SEND_PATH: Final = "/api/v1/sim/send"
 LOGS_PATH: Final = "/api/v1/sms/logs"
+SENDER_IDS_PATH: Final = "/api/v1/account/sender-ids"
+BALANCE_PATH: Final = "/api/v1/account/balance"
+PROFILE_PATH: Final = "/api/v1/account/profile"
 # Logs per call: the most Cast gives in one page.
 LOGS_PAGE: Final = 500
 IDEMPOTENCY_HEADER: Final = "X-Idempotency-Key"
@@ -61,7 +67,8 @@ _ACCOUNT_MESSAGES: Final = {
     "USER_INACTIVE": "Cast SMS account is inactive; please contact your administrator",
     "IP_NOT_WHITELISTED": "Cast SMS server is not allowed to send (IP not whitelisted at "
                           "Cast.ph); please contact your administrator",
-    "CHANNEL_NOT_ALLOWED": "Cast SMS account may not send SMS on this channel",
+    "CHANNEL_NOT_ALLOWED": "Cast SMS: this location's Cast account may not send on the "
+                           "channel of its sender ID; please contact your administrator",
 }
 # Old Cast API answers carry no error_code: fall back on the HTTP status.
 _ACCOUNT_BY_STATUS: Final = {401: "INVALID_API_KEY", 402: "INSUFFICIENT_CREDITS",
@@ -183,6 +190,20 @@ class CastClient:
         response = await self._get(LOGS_PATH, api_key, {"limit": str(limit),
                                                         "offset": str(offset)})
         return _read(CastLogs, response).logs
+
+    async def sender_ids(self, *, api_key: str) -> CastSenderIds | None:
+        """The account's sender IDs with their channels; None where Cast's API has no
+        such list (the older API answers 404)."""
+        response = await self._get(SENDER_IDS_PATH, api_key, {})
+        return None if response.status_code == 404 else _read(CastSenderIds, response)
+
+    async def balance(self, *, api_key: str) -> CastBalance | None:
+        response = await self._get(BALANCE_PATH, api_key, {})
+        return None if response.status_code == 404 else _read(CastBalance, response)
+
+    async def profile(self, *, api_key: str) -> CastProfile | None:
+        response = await self._get(PROFILE_PATH, api_key, {})
+        return None if response.status_code == 404 else _read(CastProfile, response)
 
     async def _get(self, path: str, api_key: str, params: dict[str, str]) -> httpx.Response:
         try:

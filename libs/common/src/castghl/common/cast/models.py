@@ -56,6 +56,41 @@ class CastLogs(BaseModel):
     logs: list[CastReceipt] = []
 
 
+class CastSenderId(BaseModel):
+    """One of `GET /api/v1/account/sender-ids`; `channel` is `sms` or `sim` today, kept as
+    given so that a channel this bridge does not know is refused with its name."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sender_id: str
+    label: str | None = None
+    channel: str = "sms"
+
+
+class CastSenderIds(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sender_ids: list[CastSenderId] = []
+
+
+class CastBalance(BaseModel):
+    """`GET /api/v1/account/balance`: credits are SMS parts. `sandbox` marks a test key,
+    whose sends go nowhere (reference/cast.md, "Basics")."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    credits: float
+    currency: str = "PHP"
+    sandbox: bool = False
+
+
+class CastProfile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = None
+    sandbox: bool = False
+
+
 class CastErrorBody(BaseModel):
     """Every Cast error: `error_code` is absent in the old API, so branch on it only if set."""
 

@@ -1,0 +1,125 @@
+"""GHL's rate limit per location — 100 calls in any 10 seconds — kept by every replica
+together, so the bridge stays within it instead of learning it from 429s
+(docs/architecture.md, "Rate limits").
+
+A GCRA (generic cell rate algorithm) per location: one number, the location's
+"theoretical arrival time" (`tat`, integer microseconds), kept in Mongo and advanced by
+compare-and-set, so replicas share one schedule with no lock. A GCRA with interval T and
+tolerance τ admits at most 1 + ⌊(t + τ) / T⌋ calls in any t seconds; with a burst of b
+calls (τ = (b − 1)·T) and T = W / (L − b), that is at most L in any window W. The
+burst is a fifth of the limit: a status or a reply goes at once, and a flood settles
+into an even pace.
+
+Every GHL call with a location token fetches the token first (`with_token`), so tokens
+come with a permit (`PacedTokens`): status writes, contact upserts, DND and replies all
+count. A call waits for its permit up to `MAX_WAIT_SECONDS`; a longer wait goes back to
+the queue as `RateLimited`, which the Settler turns into a delayed retry that costs no
+attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import Counter
+
+from castghl.common.errors import RateLimited
+from castghl.sender.locks import KeyedLocks
+from castghl.sender.tokens import Tokens
+
+log = logging.getLogger(__name__)
+
+MICROS = 1_000_000
+# Longer waits hold a status worker's prefetch slot from other locations: defer instead.
+MAX_WAIT_SECONDS = 2.0
+WAITS = Counter("castghl_ghl_rate_waits_total",
+                "GHL calls that waited for their location's rate limit (waited in-process, "
+                "or deferred to a retry tier)", ["outcome"])
+
+
+@dataclass(frozen=True)
+class Gcra:
+    interval_us: int
+    tolerance_us: int
+
+    @classmethod
+    def within(cls, calls: int, seconds: float) -> Gcra:
+        """At most `calls` in any `seconds`, a fifth of them allowed at once."""
+        burst = max(1, calls // 5)
+        interval = seconds / max(1, calls - burst)
+        return cls(round(interval * MICROS), round((burst - 1) * interval * MICROS))
+
+    def admit(self, tat: int | None, now: int) -> tuple[int, int]:
+        """(the new tat, 0) when a call may go at `now`; else (`tat`, microseconds to
+        wait)."""
+        start = now if tat is None else max(tat, now)
+        if start - now > self.tolerance_us:
+            return (tat or now), start - now - self.tolerance_us
+        return start + self.interval_us, 0
+
+
+class Schedules(Protocol):
+    async def tat(self, key: str) -> int | None: ...
+
+    async def swap(self, key: str, old: int | None, new: int) -> bool:
+        """Set `new` only if the stored tat is still `old` (None: none stored yet)."""
+        ...
+
+
+class LocationRate:
+    def __init__(self, schedules: Schedules, gcra: Gcra, *,
+                 max_wait: float = MAX_WAIT_SECONDS,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.schedules = schedules
+        self.gcra = gcra
+        self.max_wait = max_wait
+        self.clock = clock
+        self.sleep = sleep
+        # Callers of one replica take turns per location: they would only collide on the
+        # compare-and-set, and each collision costs another round trip to Mongo.
+        self.turns = KeyedLocks()
+
+    async def acquire(self, location_id: str) -> None:
+        """Return when a call for the location may go; raise RateLimited if that is
+        further off than `max_wait`."""
+        async with self.turns.hold(location_id):
+            waited = False
+            while True:
+                tat = await self.schedules.tat(location_id)
+                new, wait_us = self.gcra.admit(tat, int(self.clock() * MICROS))
+                if wait_us > self.max_wait * MICROS:
+                    WAITS.labels("deferred").inc()
+                    raise RateLimited("this location's GHL rate limit is used up for now",
+                                      retry_after=wait_us / MICROS,
+                                      code="ghl_location_rate")
+                if wait_us:
+                    waited = True
+                    await self.sleep(wait_us / MICROS)
+                    continue
+                if await self.schedules.swap(location_id, tat, new):
+                    if waited:
+                        WAITS.labels("waited").inc()
+                    return
+
+
+class PacedTokens:
+    """Tokens that come with a permit from the location's GHL rate limit: each GHL call
+    fetches its token (or the refreshed one after a 401) just before it is made."""
+
+    def __init__(self, tokens: Tokens, rate: LocationRate) -> None:
+        self.tokens = tokens
+        self.rate = rate
+
+    async def token(self, location_id: str) -> str:
+        await self.rate.acquire(location_id)
+        return await self.tokens.token(location_id)
+
+    async def refresh(self, location_id: str, stale_token: str) -> str:
+        await self.rate.acquire(location_id)
+        return await self.tokens.refresh(location_id, stale_token)
