@@ -2,7 +2,7 @@
 unit tests use and against the Mongo adapters on a real Mongo wire server — so the fakes
 cannot drift from what production does (MongoDB's semantics are the reference).
 
-Every test takes `messages`, `inbound`, `suppressions` or `schedules`, each parametrized over both
+Every test takes one of the stores (`messages`, `inbound`, …), each parametrized over both
 implementations.
 """
 
@@ -19,22 +19,27 @@ from pymongo import AsyncMongoClient
 from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
 from castghl.sender import store as store_module
+from castghl.sender.credits import AccountStore
 from castghl.sender.ghl_rate import Schedules
 from castghl.sender.optouts import Suppressions
 from castghl.sender.store import (
     InboundStore,
     MessageStore,
+    MongoAccounts,
     MongoInboundStore,
     MongoMessageStore,
     MongoSchedules,
     MongoSuppressions,
+    MongoUsage,
     Part,
 )
 from tests.unit.sender.fakes import (
+    MemoryAccounts,
     MemoryInboundStore,
     MemoryMessageStore,
     MemorySchedules,
     MemorySuppressions,
+    MemoryUsage,
 )
 
 IMPLEMENTATIONS = ["memory", "mongo"]
@@ -96,6 +101,15 @@ async def schedules(request: pytest.FixtureRequest) -> AsyncIterator[Schedules]:
         return
     async for db in _database(request):
         yield MongoSchedules(db)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def accounts(request: pytest.FixtureRequest) -> AsyncIterator[AccountStore]:
+    if request.param == "memory":
+        yield MemoryAccounts()
+        return
+    async for db in _database(request):
+        yield MongoAccounts(db)
 
 
 # --- messages: claim ------------------------------------------------------------------------
@@ -561,3 +575,66 @@ async def test_swaps_at_the_same_moment_let_one_through(schedules: Schedules) ->
     won = await asyncio.gather(*(schedules.swap("loc1", TAT, TAT + n) for n in range(1, 9)))
     assert sum(won) == 1
     assert await schedules.tat("loc1") == TAT + won.index(True) + 1
+
+
+# --- Cast accounts ----------------------------------------------------------------------------
+
+async def test_an_account_is_checked_once_per_period_whoever_asks(
+        accounts: AccountStore) -> None:
+    assert await accounts.claim_check("fp1", 300, now=1000.0)
+    assert not await accounts.claim_check("fp1", 300, now=1000.0)
+    assert not await accounts.claim_check("fp1", 300, now=1299.0)
+    assert await accounts.claim_check("fp2", 300, now=1299.0)
+    assert await accounts.claim_check("fp1", 300, now=1300.0)
+    won = await asyncio.gather(*(accounts.claim_check("fp3", 300, now=2000.0)
+                                 for _ in range(5)))
+    assert sum(won) == 1
+
+
+async def test_a_balance_is_recorded_and_the_one_before_returned(
+        accounts: AccountStore) -> None:
+    await accounts.claim_check("fp1", 300, now=1000.0)
+    assert await accounts.record("fp1", label="Main (fp1)", credits=800, sandbox=True,
+                                 now=1000.0) is None
+    assert await accounts.record("fp1", label="Main (fp1)", credits=450, sandbox=True,
+                                 now=1300.0) == 800
+    [account] = await accounts.accounts_list()
+    assert (account.fingerprint, account.label, account.credits, account.sandbox) == (
+        "fp1", "Main (fp1)", 450, True)
+
+
+# --- counted once -------------------------------------------------------------------------------
+
+async def test_a_part_is_accepted_and_a_message_decided_once_for_usage(
+        messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    await messages.part_sending("m1", 0, PhMobile.parse("+639171234567"))
+    assert await messages.part_accepted("m1", 0, "CAST-A")
+    assert not await messages.part_accepted("m1", 0, "CAST-A")
+    assert (await messages.decide("m1", "delivered", None)).decided_now
+    assert not (await messages.decide("m1", "failed", FAILED)).decided_now
+
+
+async def test_usage_adds_up_per_location_and_philippine_day(mongo_uri: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    try:
+        usage = MongoUsage(client.get_default_database())
+        await usage.ensure_indexes()
+        memory = MemoryUsage()
+        # 2026-11-30 16:30 UTC is already 1 December in Manila.
+        late = 1_796_056_200.0
+        for log in (usage, memory):
+            await log.add("loc1", late, {"parts_sent": 2})
+            await log.add("loc1", late + 60, {"parts_sent": 1, "delivered": 1})
+            await log.add("loc2", late, {"failed": 1})
+            await log.add("loc1", late - 3600, {"parts_sent": 1})  # 30 November, Manila
+        docs = {doc["_id"]: {k: doc.get(k) for k in ("parts_sent", "delivered", "failed")}
+                async for doc in usage.usage.find({})}
+        assert docs == {
+            "loc1:2026-12-01": {"parts_sent": 3, "delivered": 1, "failed": None},
+            "loc1:2026-11-30": {"parts_sent": 1, "delivered": None, "failed": None},
+            "loc2:2026-12-01": {"parts_sent": None, "delivered": None, "failed": 1},
+        }
+        assert memory.days[("loc1", "2026-12-01")] == {"parts_sent": 3, "delivered": 1}
+    finally:
+        await client.close()

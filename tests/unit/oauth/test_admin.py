@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
+from datetime import date
 from typing import Any
 
 import httpx
@@ -43,6 +44,19 @@ class FakeAccounts:
                                          for s, c in entries])
 
 
+class FakeUsage:
+    """Rows per location, as the sender's `usage` collection holds them."""
+
+    def __init__(self, rows: dict[str, list[dict[str, object]]] | None = None) -> None:
+        self.rows = rows or {}
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def days(self, location_id: str, first: str, last: str) -> list[dict[str, object]]:
+        self.asked.append((location_id, first, last))
+        return [row for row in self.rows.get(location_id, [])
+                if first <= str(row["day"]) <= last]
+
+
 def checks(accounts: FakeAccounts | None = None) -> SenderIdCheck:
     return SenderIdCheck(accounts or FakeAccounts(), DEFAULT_CAST_KEY)
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -63,7 +77,7 @@ async def client(store: FakeStore) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     answers.install(app)
     app.include_router(admin_router(store, KEY, DefaultKeyFor(everyone=True), FakeNotices(),
-                                    sender_ids=checks(), clock=Clock()))
+                                    sender_ids=checks(), usage=FakeUsage(), clock=Clock()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://admin") as client:
         yield client
@@ -109,7 +123,8 @@ async def test_each_installation_shows_its_state_key_and_token_source(
     app = FastAPI()
     # Only co9's locations may use the operator's default key: co1's have to bring one.
     app.include_router(admin_router(store, KEY, DefaultKeyFor(companies=frozenset({"co9"})),
-                                    FakeNotices(), sender_ids=checks(), clock=Clock()))
+                                    FakeNotices(), sender_ids=checks(), usage=FakeUsage(),
+                                    clock=Clock()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://admin") as client:
         listed = (await client.get("/admin/installations", headers=AUTH)).json()
@@ -196,11 +211,13 @@ async def test_unknown_or_uninstalled_locations_cannot_be_configured(
 # --- sender IDs are checked with the location's Cast account ---------------------------------
 
 async def admin_with(store: FakeStore, accounts: FakeAccounts,
-                     default_key_for: DefaultKeyFor | None = None) -> httpx.AsyncClient:
+                     default_key_for: DefaultKeyFor | None = None,
+                     usage: FakeUsage | None = None) -> httpx.AsyncClient:
     app = FastAPI()
     answers.install(app)
     app.include_router(admin_router(store, KEY, default_key_for or DefaultKeyFor(everyone=True),
-                                    FakeNotices(), sender_ids=checks(accounts), clock=Clock()))
+                                    FakeNotices(), sender_ids=checks(accounts),
+                                    usage=usage or FakeUsage(), clock=Clock()))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin")
 
 
@@ -259,3 +276,48 @@ async def test_without_a_key_or_a_list_the_sender_id_is_taken_as_given(
                                       json={"sender_id": "ANYTHING"})
             assert answer.status_code == 200, answer.text
     assert accounts.asked == [CAST_KEY]
+
+
+async def test_a_location_on_a_cast_sandbox_key_is_flagged(store: FakeStore) -> None:
+    store.put(installation("trial", prefs=LocationPrefs(cast_api_key="cast_test_" + "9" * 64)))
+    async with await admin_with(store, FakeAccounts()) as client:
+        listed = (await client.get("/admin/installations", headers=AUTH)).json()
+    flagged = {i["location_id"]: i["cast_sandbox"] for i in listed["installations"]}
+    assert flagged == {"loc1": False, "loc2": False, "gone": False, "trial": True}
+
+
+# --- usage, per Philippine day ------------------------------------------------------------------
+
+def row(day: str, parts: int, delivered: int, failed: int) -> dict[str, object]:
+    return {"day": day, "parts_sent": parts, "delivered": delivered, "failed": failed}
+
+
+async def test_usage_shows_each_day_and_the_totals_to_bill_by(store: FakeStore) -> None:
+    usage = FakeUsage({"loc1": [row("2026-10-01", 9, 9, 0), row("2026-11-02", 5, 3, 1),
+                                row("2026-11-03", 2, 1, 1)],
+                       "loc2": [row("2026-11-02", 100, 100, 0)]})
+    async with await admin_with(store, FakeAccounts(), usage=usage) as client:
+        answer = await client.get("/admin/installations/loc1/usage", headers=AUTH,
+                                  params={"since": "2026-11-01", "until": "2026-11-30"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["days"] == [row("2026-11-02", 5, 3, 1), row("2026-11-03", 2, 1, 1)]
+    assert body["totals"] == {"parts_sent": 7, "delivered": 4, "failed": 2}
+    assert body["timezone"] == "Asia/Manila"
+
+
+async def test_usage_defaults_to_the_last_31_days_and_refuses_bad_days(
+        store: FakeStore) -> None:
+    usage = FakeUsage()
+    async with await admin_with(store, FakeAccounts(), usage=usage) as client:
+        assert (await client.get("/admin/installations/loc1/usage",
+                                 headers=AUTH)).status_code == 200
+        [(_, first, last)] = usage.asked
+        assert (date.fromisoformat(last) - date.fromisoformat(first)).days == 30
+        for params in ({"since": "1 Nov"}, {"since": "2026-11-30", "until": "2026-11-01"}):
+            answer = await client.get("/admin/installations/loc1/usage", headers=AUTH,
+                                      params=params)
+            assert answer.status_code == 400
+        assert (await client.get("/admin/installations/nobody/usage",
+                                 headers=AUTH)).status_code == 404
+        assert (await client.get("/admin/installations/loc1/usage")).status_code == 401

@@ -33,8 +33,10 @@ from castghl.common.messages import (
 )
 from castghl.common.phone import PhMobile
 from castghl.common.topology import WorkQueue
+from castghl.common.usage import usage_day
 from castghl.common.worker import Exhausted, Outcome, Settler
 from castghl.sender import store
+from castghl.sender.credits import Account
 from castghl.sender.optouts import Consent
 from castghl.sender.store import Claim, FinalStatus, MessageRecord, Part
 
@@ -90,11 +92,13 @@ class MemoryMessageStore:
         record.channel, record.key, record.sent_ts = channel, key, self.clock()
         self.sent_to.append((to, self.clock(), record.location_id))
 
-    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None:
+    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> bool:
         if (record := self.records.get(message_id)) is None:
-            return
-        part = record.parts.setdefault(n, Part("accepted"))
+            return False
+        part = record.parts.setdefault(n, Part("sending"))
+        first = part.state != "accepted"
         part.state, part.cast_message_id = "accepted", cast_message_id
+        return first
 
     async def receipt_wanted(self, message_id: str, check: int) -> bool:
         await asyncio.sleep(0)
@@ -131,9 +135,12 @@ class MemoryMessageStore:
                      error: StatusError | None) -> MessageRecord:
         await asyncio.sleep(0)
         record = self.records[message_id]
-        if record.status is None:
+        decided_now = record.status is None
+        if decided_now:
             record.status, record.error = status, error
-        return copy.deepcopy(record)
+        answer = copy.deepcopy(record)
+        answer.decided_now = decided_now
+        return answer
 
     async def status_queued(self, message_id: str) -> None:
         if (record := self.records.get(message_id)) is not None:
@@ -364,3 +371,55 @@ class MemorySchedules:
             return False
         self.tats[key] = new
         return True
+
+
+class MemoryAccounts:
+    """Mirrors `MongoAccounts`: one check per account and period, the last balance kept."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, object]] = {}
+
+    async def claim_check(self, fingerprint: str, every: float, now: float) -> bool:
+        await asyncio.sleep(0)
+        doc = self.docs.get(fingerprint)
+        if doc is not None and float(cast(float, doc["checked_ts"])) > now - every:
+            return False
+        if doc is None:
+            self.docs[fingerprint] = {"label": f"key {fingerprint}", "credits": None,
+                                      "sandbox": False}
+        self.docs[fingerprint]["checked_ts"] = now
+        return True
+
+    async def record(self, fingerprint: str, *, label: str, credits: float, sandbox: bool,
+                     now: float) -> float | None:
+        doc = self.docs[fingerprint]
+        before = doc.get("credits")
+        doc.update(label=label, credits=credits, sandbox=sandbox)
+        return None if before is None else float(cast(float, before))
+
+    async def accounts_list(self) -> list[Account]:
+        return [Account(fingerprint=f, label=str(d["label"]),
+                        credits=None if d["credits"] is None else float(cast(float,
+                                                                             d["credits"])),
+                        sandbox=bool(d["sandbox"]))
+                for f, d in self.docs.items()]
+
+
+class MemoryUsage:
+    """Mirrors `MongoUsage`: counts per location and Philippine day."""
+
+    def __init__(self) -> None:
+        self.days: dict[tuple[str, str], dict[str, int]] = {}
+
+    async def add(self, location_id: str, at: float, counts: dict[str, int]) -> None:
+        row = self.days.setdefault((location_id, usage_day(at)), {})
+        for name, n in counts.items():
+            row[name] = row.get(name, 0) + n
+
+    def total(self, location_id: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for (location, _), row in self.days.items():
+            if location == location_id:
+                for name, n in row.items():
+                    found[name] = found.get(name, 0) + n
+        return found

@@ -18,6 +18,7 @@ from .fakes import (
     FakeStatusQueue,
     MemoryMessageStore,
     MemorySuppressions,
+    MemoryUsage,
     Settled,
 )
 
@@ -52,7 +53,8 @@ class Harness:
         self.checks = FakeCheckQueue()
         self.lane = Lane(rate=10_000, burst=10_000, default_key_rate=10_000)
         locations = locations or FakeLocations()
-        final = FinalStatuses(self.store, self.statuses)
+        self.usage = MemoryUsage()
+        final = FinalStatuses(self.store, self.statuses, self.usage)
         self.desk = StillDesk(
             store=self.store, cast=self.cast, lane=self.lane, locations=locations,
             checks=self.checks, final=final,
@@ -61,7 +63,7 @@ class Harness:
         self.pipeline = OutboundPipeline(
             store=self.store, cast=self.cast, lane=self.lane, locations=locations,
             final=final, receipts=self.desk, opt_outs=self.suppressions,
-            channels=Channels(self.cast),
+            channels=Channels(self.cast), usage=self.usage,
             policy=OutboundPolicy(default_api_key=DEFAULT_KEY, default_sender_id="CASTDEMO",
                                   max_message_chars=450, max_parts=3,
                                   idempotency=idempotency))

@@ -309,3 +309,22 @@ async def test_channel_not_allowed_fails_plainly_and_reads_the_list_again() -> N
     assert h.status()[:2] == ("failed", "cast_channel_not_allowed")
     await h.process(sms(message_id="m2", message="again"), attempt=1)
     assert h.cast.sender_id_reads == 2
+
+
+# --- usage ---------------------------------------------------------------------------------
+
+async def test_usage_counts_parts_and_final_statuses_once_per_message() -> None:
+    h = Harness()
+    words = " ".join(f"word{i:03d}" for i in range(75))  # two parts
+    for _ in range(3):  # the webhook delivered three times
+        await h.process(sms(message=words), attempt=1)
+    await h.process(sms(message_id="m2", phone="+1 555 123 4567"), attempt=1)
+    assert h.usage.total("loc1") == {"parts_sent": 2, "delivered": 1, "failed": 1}
+
+
+async def test_a_part_accepted_again_after_a_lost_answer_counts_once() -> None:
+    h = Harness()
+    await h.store.claim(sms())
+    await h.store.part_sending("m1", 0, PhMobile.parse("09171234567"))
+    assert await h.store.part_accepted("m1", 0, "CAST1")
+    assert not await h.store.part_accepted("m1", 0, "CAST1")  # Cast replayed it

@@ -174,6 +174,13 @@ class LocationsReply(QueueMessage):
     locations: list[LocationSettings]
 
 
+class CastKeysReply(QueueMessage):
+    """`GET /internal/cast-keys`: the distinct Cast keys of installed locations that
+    have their own (the sender checks each account's credits)."""
+
+    api_keys: list[str]
+
+
 class LocationChanged(QueueMessage):
     """A notice on `Topology.location_changes`: what was cached of this location (or of
     every location of this company) is out of date."""

@@ -32,6 +32,7 @@ from castghl.common.answers import error_from
 from castghl.common.batching import Batcher
 from castghl.common.errors import BridgeError, ServiceUnavailable
 from castghl.common.messages import (
+    CastKeysReply,
     LocationChanged,
     LocationSettings,
     LocationsReply,
@@ -215,6 +216,10 @@ class OAuthClient:
             self._routes.put(to_number, reply.location_id,
                              self.monotonic() + self.timings.settings_ttl)
         return reply.location_id
+
+    async def cast_keys(self) -> list[str]:
+        """Every Cast key installed locations brought (not cached: asked rarely)."""
+        return (await self._call("GET", "/internal/cast-keys", CastKeysReply)).api_keys
 
     # --- the wire -------------------------------------------------------------------------
 

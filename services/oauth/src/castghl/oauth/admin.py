@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Protocol
 
 from fastapi import APIRouter, Depends, Request
@@ -33,6 +33,7 @@ from castghl.common.errors import (
     PermanentError,
 )
 from castghl.common.phone import InvalidPhoneNumber, PhMobile
+from castghl.common.usage import MANILA, parse_day, totals
 from castghl.common.validation import fields, whole_body
 from castghl.oauth.changes import Notices
 from castghl.oauth.installation import Installation, location_key
@@ -40,6 +41,8 @@ from castghl.oauth.refresh import utcnow
 from castghl.oauth.tenancy import DefaultKeyFor, cast_key, state_of
 
 MAX_INBOUND_NUMBERS: Final = 100
+# Cast's sandbox keys: mock answers, nothing sent (reference/cast.md, "Basics").
+SANDBOX_KEY_PREFIX: Final = "cast_test_"
 _SHOWN_INPUT: Final = 24
 
 # Cast allows 20 characters (its newer doc; the older one said 11).
@@ -98,6 +101,16 @@ class SenderIdCheck:
                                  code="invalid_settings")
 
 
+def is_sandbox_key(api_key: str | None) -> bool:
+    return api_key is not None and api_key.startswith(SANDBOX_KEY_PREFIX)
+
+
+class UsageReader(Protocol):
+    async def days(self, location_id: str, first: str, last: str) -> list[dict[str, Any]]:
+        """Usage rows (`castghl.common.usage.day_row`) from day `first` to `last`."""
+        ...
+
+
 class SettingsUpdate(BaseModel):
     """`PUT /admin/installations/{locationId}`: only the fields given change; `null`
     returns a field to the default (and removes a stored Cast key)."""
@@ -136,18 +149,22 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def view(inst: Installation, default_key_for: DefaultKeyFor) -> dict[str, Any]:
+def view(inst: Installation, default_key_for: DefaultKeyFor, keys: SenderIdCheck
+         ) -> dict[str, Any]:
     """An installation as the admin API shows it: no secrets.
 
     `state` is what the operator acts on (active, needs_reauth, not_set_up, uninstalled);
     `cast_key` says which Cast account its SMS go out on (own, default or none);
-    `token_source` where its GHL token comes from (its own install, or its agency's)."""
+    `token_source` where its GHL token comes from (its own install, or its agency's);
+    `cast_sandbox` that its key is a Cast sandbox key (`cast_test_…`): Cast answers but
+    sends nothing (reference/cast.md, "Basics")."""
     prefs = inst.prefs
     return {
         "location_id": inst.location_id, "company_id": inst.company_id, "kind": inst.kind,
         "state": state_of(inst, default_key_for).value, "status": inst.status.value,
         "cast_key": cast_key(inst, default_key_for).value if inst.kind == "location" else None,
         "token_source": "agency" if inst.minted else "install", "scopes": inst.scopes,
+        "cast_sandbox": is_sandbox_key(keys.key_for(inst, {}, default_key_for)),
         "token_expires_at": _iso(inst.expires_at), "refreshed_at": _iso(inst.refreshed_at),
         "installed_at": _iso(inst.installed_at), "updated_at": _iso(inst.updated_at),
         "uninstalled_at": _iso(inst.uninstalled_at), "changed_at": _iso(inst.changed_at),
@@ -166,7 +183,7 @@ def _refusal(exc: ValidationError) -> PermanentError:
 
 
 def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: DefaultKeyFor,
-                 notices: Notices, *, sender_ids: SenderIdCheck,
+                 notices: Notices, *, sender_ids: SenderIdCheck, usage: UsageReader,
                  clock: Callable[[], datetime] = utcnow) -> APIRouter:
     router = APIRouter(prefix="/admin", include_in_schema=False,
                        dependencies=[Depends(bearer(admin_api_key, "ADMIN_API_KEY"))])
@@ -180,11 +197,30 @@ def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: Defa
     @router.get("/installations")
     async def list_installations(limit: int = 1000) -> dict[str, Any]:
         found = await store.all(max(1, min(limit, 5000)))
-        return {"installations": [view(inst, default_key_for) for inst in found]}
+        return {"installations": [view(inst, default_key_for, sender_ids) for inst in found]}
 
     @router.get("/installations/{location_id}")
     async def get_installation(location_id: str) -> dict[str, Any]:
-        return view(await installed(location_id), default_key_for)
+        return view(await installed(location_id), default_key_for, sender_ids)
+
+    @router.get("/installations/{location_id}/usage")
+    async def get_usage(location_id: str, since: str | None = None,
+                        until: str | None = None) -> dict[str, Any]:
+        """Per Philippine day: SMS parts sent, messages delivered and failed — what the
+        location is billed by. Default: the last 31 days; at most USAGE_RETENTION."""
+        await installed(location_id)
+        today = clock().astimezone(MANILA).date()
+        try:
+            last = parse_day(until) if until else today
+            first = parse_day(since) if since else last - timedelta(days=30)
+        except ValueError:
+            raise InvalidRequest("since and until are days: YYYY-MM-DD") from None
+        if first > last:
+            raise InvalidRequest("since is after until")
+        rows = await usage.days(location_id, first.isoformat(), last.isoformat())
+        return {"location_id": location_id, "since": first.isoformat(),
+                "until": last.isoformat(), "timezone": "Asia/Manila",
+                "totals": totals(rows), "days": rows}
 
     @router.put("/installations/{location_id}")
     async def put_installation(location_id: str, request: Request) -> dict[str, Any]:
@@ -211,6 +247,6 @@ def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: Defa
         if updated is None:
             raise Conflict("this location was uninstalled meanwhile")
         await notices.location(location_id)  # the next message uses the new settings
-        return view(updated, default_key_for)
+        return view(updated, default_key_for, sender_ids)
 
     return router

@@ -3,8 +3,6 @@ subscribers and routes. Nothing connects before the lifespan starts."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import socket
 import uuid
@@ -18,10 +16,12 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from castghl.common import answers
+from castghl.common.background import running
 from castghl.common.broker import declare, make_broker
 from castghl.common.cast.client import CastClient
 from castghl.common.ghl.oauth import GhlOAuth
 from castghl.common.health import broker_check, health_router, mongo_check
+from castghl.common.usage import USAGE_COLLECTION
 from castghl.common.worker import Settler
 from castghl.oauth.admin import SenderIdCheck, admin_router
 from castghl.oauth.changes import ChangeNotices
@@ -36,6 +36,7 @@ from castghl.oauth.store import (
     EVENTS_COLLECTION,
     MongoEventLog,
     MongoInstallations,
+    MongoUsageReader,
 )
 from castghl.oauth.sweep import Sweep
 
@@ -93,15 +94,11 @@ def create_app(settings: OAuthSettings) -> FastAPI:
         await declare(broker, topology.lifecycle.all_queues())
         await broker.declare_exchange(topology.location_changes)
         await broker.start()
-        sweep = asyncio.create_task(
-            Sweep(store, tokens, timedelta(days=settings.refresh_idle_days)).run(
-                settings.sweep_interval_seconds))
+        sweep = Sweep(store, tokens, timedelta(days=settings.refresh_idle_days))
         try:
-            yield
+            async with running(sweep.run(settings.sweep_interval_seconds), "sweep"):
+                yield
         finally:
-            sweep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweep
             await broker.stop()  # waits for in-flight handlers (graceful_timeout)
             await http.aclose()
             await cast_http.aclose()
@@ -119,7 +116,8 @@ def create_app(settings: OAuthSettings) -> FastAPI:
                                           idempotency=False),
                                settings.cast_api_key.get_secret_value())
     app.include_router(admin_router(store, settings.admin_api_key.get_secret_value(),
-                                    default_key_for, notices, sender_ids=sender_ids))
+                                    default_key_for, notices, sender_ids=sender_ids,
+                                    usage=MongoUsageReader(database[USAGE_COLLECTION])))
     app.include_router(health_router({"mongo": mongo_check(mongo),
                                       "rabbitmq": broker_check(broker)}))
     return app

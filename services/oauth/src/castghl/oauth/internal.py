@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from castghl.common.answers import bearer
 from castghl.common.errors import BridgeError, InvalidRequest, ServiceUnavailable
 from castghl.common.messages import (
+    CastKeysReply,
     LocationsReply,
     LocationsRequest,
     RouteReply,
@@ -52,6 +53,8 @@ class Directory(Protocol):
     async def get_many(self, keys: list[str]) -> dict[str, Installation]: ...
 
     async def route(self, number: str) -> str | None: ...
+
+    async def cast_keys(self) -> list[str]: ...
 
 
 async def _answered(work: Awaitable[T]) -> T:
@@ -129,6 +132,10 @@ def internal_router(tokens: TokenService, directory: Directory, *, sender_api_ke
             location_settings(location_id, found.get(location_key(location_id)),
                               default_key_for)
             for location_id in asked.location_ids])
+
+    @router.get("/cast-keys")
+    async def cast_keys() -> CastKeysReply:
+        return CastKeysReply(api_keys=await _answered(directory.cast_keys()))
 
     @router.get("/routes/{number}")
     async def route(number: str) -> RouteReply:

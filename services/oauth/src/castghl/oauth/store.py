@@ -26,6 +26,7 @@ from castghl.common.crypto import TokenCipher
 from castghl.common.ghl.oauth import TokenGrant
 from castghl.common.messages import InstallStatus
 from castghl.common.phone import InvalidPhoneNumber, PhMobile
+from castghl.common.usage import day_row
 from castghl.oauth.installation import (
     EPOCH,
     Installation,
@@ -172,6 +173,13 @@ class MongoInstallations:
              "status": {"$in": _INSTALLED}},
             projection={"location_id": True})
         return doc.get("location_id") if doc is not None else None
+
+    async def cast_keys(self) -> list[str]:
+        """The distinct Cast keys installed locations brought, decrypted."""
+        cursor = self.collection.find(
+            {"kind": "location", "status": {"$in": _INSTALLED}}, projection={"prefs": True})
+        keys = {self._open(dig(doc, "prefs.cast_api_key_enc")) async for doc in cursor}
+        return sorted(key for key in keys if key)
 
     async def owners_of(self, numbers: list[str], except_key: str) -> dict[str, str]:
         """number → location id, for numbers another installed location already owns."""
@@ -371,3 +379,15 @@ class MongoEventLog:
             await self.collection.update_one(
                 {"_id": webhook_id}, {"$setOnInsert": {"expires_at": now + EVENT_MEMORY}},
                 upsert=True)
+
+
+class MongoUsageReader:
+    """The sender's `usage` collection (`castghl.common.usage`), read for the admin API."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.usage = collection
+
+    async def days(self, location_id: str, first: str, last: str) -> list[dict[str, Any]]:
+        cursor = self.usage.find({"location_id": location_id,
+                                  "day": {"$gte": first, "$lte": last}}).sort("day", ASCENDING)
+        return [day_row(doc) async for doc in cursor]

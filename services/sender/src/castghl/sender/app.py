@@ -24,6 +24,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from prometheus_client import Counter
 from pymongo import AsyncMongoClient
 
+from castghl.common.background import running
 from castghl.common.broker import declare, make_broker
 from castghl.common.cast.client import CastClient
 from castghl.common.ghl.api import GhlApi
@@ -39,6 +40,7 @@ from castghl.common.oauth_client import OAuthClient, OAuthTimings
 from castghl.common.topology import KIND_HEADER, RECEIPT_CHECK
 from castghl.common.worker import Settler, undecoded
 from castghl.sender.channels import Channels
+from castghl.sender.credits import CreditPolicy, CreditWatch
 from castghl.sender.final import FinalStatuses
 from castghl.sender.ghl_rate import Gcra, LocationRate, PacedTokens
 from castghl.sender.inbound import InboundDelivery
@@ -48,10 +50,12 @@ from castghl.sender.receipts import LaneCheckQueue, ReceiptDesk, ReceiptPolicy
 from castghl.sender.settings import SenderSettings
 from castghl.sender.status import DelayedStatusQueue, StatusReporter, write_lease
 from castghl.sender.store import (
+    MongoAccounts,
     MongoInboundStore,
     MongoMessageStore,
     MongoSchedules,
     MongoSuppressions,
+    MongoUsage,
 )
 
 SERVICE = "castghl-sender"
@@ -64,15 +68,15 @@ NOTICES = Counter("castghl_location_notices_total",
 
 
 def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMessageStore,
-               suppressions: MongoSuppressions, oauth: OAuthClient, cast_http: httpx.AsyncClient
-               ) -> tuple[OutboundPipeline, ReceiptDesk]:
+               suppressions: MongoSuppressions, usage: MongoUsage, oauth: OAuthClient,
+               cast_http: httpx.AsyncClient) -> tuple[OutboundPipeline, ReceiptDesk]:
     """The two users of the Cast lane: sends, and the receipt checks behind them."""
     topology = settings.topology()
     cast = CastClient(cast_http, str(settings.cast_api_url), idempotency=settings.cast_idempotency)
     lane = Lane(settings.cast_rate_limit_per_second, settings.cast_rate_burst,
                 settings.cast_key_rate_limit_per_second)
     final = FinalStatuses(store, DelayedStatusQueue(broker, topology.status,
-                                                    settings.ghl_status_delay_seconds))
+                                                    settings.ghl_status_delay_seconds), usage)
     desk = ReceiptDesk(
         store=store, cast=cast, lane=lane, locations=oauth,
         checks=LaneCheckQueue(broker, topology.outbound), final=final,
@@ -81,7 +85,7 @@ def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMe
                              default_api_key=settings.cast_api_key.get_secret_value()))
     pipeline = OutboundPipeline(
         store=store, cast=cast, lane=lane, locations=oauth, final=final, receipts=desk,
-        opt_outs=suppressions, channels=Channels(cast), policy=OutboundPolicy(
+        opt_outs=suppressions, channels=Channels(cast), usage=usage, policy=OutboundPolicy(
             default_api_key=settings.cast_api_key.get_secret_value(),
             default_sender_id=settings.cast_sender_id,
             max_message_chars=settings.cast_max_message_chars,
@@ -92,6 +96,17 @@ def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMe
     return pipeline, desk
 
 
+def _credit_watch(settings: SenderSettings, cast_http: httpx.AsyncClient, oauth: OAuthClient,
+                  accounts: MongoAccounts) -> CreditWatch:
+    """Every Cast account in use: the default key, and the keys locations brought."""
+    return CreditWatch(
+        cast=CastClient(cast_http, str(settings.cast_api_url), idempotency=False), keys=oauth,
+        store=accounts,
+        policy=CreditPolicy(default_api_key=settings.cast_api_key.get_secret_value(),
+                            every_seconds=settings.cast_balance_check_seconds,
+                            low_credits=settings.cast_low_credits))
+
+
 def create_app(settings: SenderSettings) -> FastAPI:
     topology = settings.topology()
     broker = make_broker(settings, SERVICE)
@@ -100,6 +115,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
     store = MongoMessageStore(mongo[settings.mongo_database])
     inbound_store = MongoInboundStore(mongo[settings.mongo_database])
     suppressions = MongoSuppressions(mongo[settings.mongo_database])
+    usage = MongoUsage(mongo[settings.mongo_database])
     cast_http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.cast_http_timeout_seconds, connect=5.0),
         limits=httpx.Limits(max_connections=settings.cast_lane_concurrency))
@@ -112,7 +128,8 @@ def create_app(settings: SenderSettings) -> FastAPI:
                                      settings_ttl=settings.location_cache_seconds))
 
     pipeline, desk = _cast_lane(settings, broker, store=store,
-                                suppressions=suppressions, oauth=oauth, cast_http=cast_http)
+                                suppressions=suppressions, usage=usage, oauth=oauth,
+                                cast_http=cast_http)
     ghl = GhlApi(ghl_http, str(settings.ghl_api_url))
     # Every GHL call with a location token fetches the token here, with a permit.
     paced = PacedTokens(oauth, LocationRate(
@@ -125,6 +142,8 @@ def create_app(settings: SenderSettings) -> FastAPI:
                               suppressions=suppressions, words=settings.consent_words(),
                               fallback=timedelta(days=settings.inbound_fallback_days),
                               conversation_provider_id=settings.ghl_conversation_provider_id)
+    credits = _credit_watch(settings, cast_http, oauth,
+                            MongoAccounts(mongo[settings.mongo_database]))
     outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,
                        settings.outbound_retry_delays, exhausted=pipeline.exhausted)
     receipt_checks = Settler(broker, topology.outbound, settings.outbound_max_attempts,
@@ -167,20 +186,20 @@ def create_app(settings: SenderSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await store.ensure_indexes()
-        await inbound_store.ensure_indexes()
+        for indexed in (store, inbound_store, usage):
+            await indexed.ensure_indexes()
         await broker.connect()
         await declare(broker, [q for work in (topology.outbound, topology.status,
                                               topology.inbound) for q in work.all_queues()])
         await broker.start()
         try:
-            yield
+            async with running(credits.run(), "credit-watch"):
+                yield
         finally:
             await broker.stop()  # waits for in-flight handlers (graceful_timeout)
             await desk.close()
-            await cast_http.aclose()
-            await ghl_http.aclose()
-            await oauth_http.aclose()
+            for http in (cast_http, ghl_http, oauth_http):
+                await http.aclose()
             await mongo.close()
 
     app = FastAPI(title="Cast SMS sender", lifespan=lifespan, docs_url=None, redoc_url=None,

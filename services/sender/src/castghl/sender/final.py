@@ -8,13 +8,14 @@ later one returns it unchanged.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 from prometheus_client import Counter
 
 from castghl.common.messages import StatusError, StatusUpdate
 from castghl.common.worker import Done, Outcome
-from castghl.sender.store import FinalStatus, MessageRecord, MessageStore
+from castghl.sender.store import FinalStatus, MessageRecord, MessageStore, UsageLog
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,16 @@ class StatusQueue(Protocol):
 
 
 class FinalStatuses:
-    def __init__(self, store: MessageStore, statuses: StatusQueue) -> None:
+    def __init__(self, store: MessageStore, statuses: StatusQueue, usage: UsageLog) -> None:
         self.store = store
         self.statuses = statuses
+        self.usage = usage
 
     async def decide(self, message_id: str, status: FinalStatus,
                      error: StatusError | None) -> Outcome:
         record = await self.store.decide(message_id, status, error)
+        if record.decided_now and record.status is not None:
+            await self.usage.add(record.location_id, time.time(), {record.status: 1})
         OUTCOMES.labels(record.status or status, record.error.code if record.error else "").inc()
         log.info("outbound message decided", extra={
             "status": record.status, "error_code": record.error.code if record.error else None})

@@ -17,6 +17,7 @@ the message fails saying the SMS may have been delivered.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,7 +45,7 @@ from castghl.sender.final import FinalStatuses
 from castghl.sender.lane import Lane
 from castghl.sender.locks import KeyedLocks
 from castghl.sender.optouts import OPTED_OUT
-from castghl.sender.store import MessageRecord, MessageStore
+from castghl.sender.store import MessageRecord, MessageStore, UsageLog
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def plan(message: OutboundSms, policy: OutboundPolicy) -> Plan:
 class OutboundPipeline:
     def __init__(self, *, store: MessageStore, cast: CastSender, lane: Lane,
                  locations: LocationSource, final: FinalStatuses, receipts: Receipts,
-                 opt_outs: OptOuts, channels: Channels, policy: OutboundPolicy) -> None:
+                 opt_outs: OptOuts, channels: Channels, usage: UsageLog,
+                 policy: OutboundPolicy) -> None:
         self.store = store
         self.cast = cast
         self.lane = lane
@@ -122,6 +124,7 @@ class OutboundPipeline:
         self.receipts = receipts
         self.opt_outs = opt_outs
         self.channels = channels
+        self.usage = usage
         self.policy = policy
         self.in_progress = KeyedLocks()
 
@@ -208,7 +211,8 @@ class OutboundPipeline:
                 log.warning("Cast rate limit hit; lane paused",
                             extra={"retry_after": limited.retry_after})
                 continue
-            await self.store.part_accepted(message_id, n, answer.message_id)
+            if await self.store.part_accepted(message_id, n, answer.message_id):
+                await self.usage.add(location.location_id, time.time(), {"parts_sent": 1})
             SENT_PARTS.inc()
             log.info("Cast accepted part", extra={"part": n, "cast_message_id":
                                                   answer.message_id, "parts": answer.parts})

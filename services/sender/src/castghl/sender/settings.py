@@ -52,6 +52,10 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings, CastApiSetti
     cast_idempotency: bool = True
     cast_lane_concurrency: int = Field(64, ge=1, le=1000)
     outbound_max_attempts: int = Field(5, ge=1, le=50)
+    # Each Cast account's balance is read this often (one replica per account and period).
+    cast_balance_check_seconds: float = Field(300.0, ge=1, le=86_400)
+    # Below this many credits (SMS parts), one WARNING each time a balance drops under it.
+    cast_low_credits: float = Field(500.0, ge=0)
     # The status of a message whose receipts never came within CAST_RECEIPT_CHECK_DELAYS.
     cast_receipt_unknown_as: Literal["delivered", "failed"] = "delivered"
 

@@ -27,6 +27,8 @@ from pymongo.errors import DuplicateKeyError
 from castghl.common.cast.models import Channel
 from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
+from castghl.common.usage import USAGE_COLLECTION, USAGE_RETENTION, usage_day
+from castghl.sender.credits import Account
 from castghl.sender.optouts import Consent
 
 # Long past any webhook GHL may still retry (72 h; the dedupe must outlive it) and the
@@ -64,6 +66,8 @@ class MessageRecord:
     sent_ts: float = 0.0
     receipt_check: int = 0
     created_ts: float = 0.0  # when its webhook was first seen
+    # Set by `decide` only: this call made the decision (usage counts it once).
+    decided_now: bool = False
 
     def accepted(self, n: int) -> bool:
         part = self.parts.get(n)
@@ -80,7 +84,9 @@ class MessageStore(Protocol):
     async def part_sending(self, message_id: str, n: int, to: PhMobile, *,
                            channel: Channel = "sms", key: CastKey = CastKey.DEFAULT
                            ) -> None: ...
-    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None: ...
+    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> bool:
+        """Record Cast's acceptance; true only the first time (usage counts it once)."""
+        ...
     async def receipt_wanted(self, message_id: str, check: int) -> bool: ...
     async def receipt_due(self, message_id: str, check: int) -> bool: ...
     async def due_receipts(self, limit: int) -> list[MessageRecord]: ...
@@ -157,11 +163,13 @@ class MongoMessageStore:
                       "channel": channel, "key": key.value, "updated_ts": now},
              "$inc": {f"parts.{n}.attempts": 1}})
 
-    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> None:
-        await self.messages.update_one(
-            {"_id": message_id},
+    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> bool:
+        # `part_sending` always wrote the state first, so `$ne` sees a field that exists.
+        result = await self.messages.update_one(
+            {"_id": message_id, f"parts.{n}.state": {"$ne": "accepted"}},
             {"$set": {f"parts.{n}.state": "accepted", f"parts.{n}.cast_id": cast_message_id,
                       "updated_ts": time.time()}})
+        return result.modified_count == 1
 
     async def receipt_wanted(self, message_id: str, check: int) -> bool:
         """Whether check number `check` still has something to do: the message is open and
@@ -202,13 +210,15 @@ class MongoMessageStore:
     async def decide(self, message_id: str, status: FinalStatus,
                      error: StatusError | None) -> MessageRecord:
         """Record the final status; the first decision wins and is returned."""
-        await self.messages.update_one(
+        result = await self.messages.update_one(
             {"_id": message_id, "status": None},
             {"$set": {"status": status, "error": error.model_dump() if error else None,
                       "updated_ts": time.time()}})
         doc = await self.messages.find_one({"_id": message_id})
         assert doc is not None
-        return _record(doc)
+        record = _record(doc)
+        record.decided_now = result.modified_count == 1
+        return record
 
     async def status_queued(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"status_queued": True}})
@@ -381,3 +391,69 @@ class MongoSchedules:
             return True
         done = await self.schedules.update_one({"_id": key, "tat": old}, {"$set": {"tat": new}})
         return done.modified_count == 1
+
+
+class MongoAccounts:
+    """`cast_accounts`: each Cast account's last balance, by key fingerprint (never the
+    key), and when it was last checked — the claim that lets one replica check it."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.accounts: AsyncCollection[dict[str, Any]] = db["cast_accounts"]
+
+    async def claim_check(self, fingerprint: str, every: float, now: float) -> bool:
+        taken = await self.accounts.update_one(
+            {"_id": fingerprint, "checked_ts": {"$lte": now - every}},
+            {"$set": {"checked_ts": now}})
+        if taken.modified_count == 1:
+            return True
+        try:
+            await self.accounts.insert_one({"_id": fingerprint, "checked_ts": now,
+                                            "label": f"key {fingerprint}", "credits": None,
+                                            "sandbox": False})
+        except DuplicateKeyError:
+            return False  # checked lately, by this replica or another
+        return True
+
+    async def record(self, fingerprint: str, *, label: str, credits: float, sandbox: bool,
+                     now: float) -> float | None:
+        before = await self.accounts.find_one({"_id": fingerprint})
+        await self.accounts.update_one(
+            {"_id": fingerprint},
+            {"$set": {"label": label, "credits": credits, "sandbox": "yes" if sandbox else "no",
+                      "balance_ts": now}})
+        credits_before = before.get("credits") if before else None
+        return float(credits_before) if credits_before is not None else None
+
+    async def accounts_list(self) -> list[Account]:
+        return [Account(fingerprint=str(doc["_id"]), label=str(doc.get("label") or ""),
+                        credits=(float(doc["credits"]) if doc.get("credits") is not None
+                                 else None),
+                        sandbox=doc.get("sandbox") == "yes")
+                async for doc in self.accounts.find({})]
+
+
+class UsageLog(Protocol):
+    async def add(self, location_id: str, at: float, counts: dict[str, int]) -> None: ...
+
+
+class MongoUsage:
+    """`usage`: parts sent and messages delivered or failed, per location and Philippine
+    day, kept USAGE_RETENTION (message records expire after RETENTION): what clients are
+    billed by. Read by the admin API (`castghl.common.usage`)."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.usage: AsyncCollection[dict[str, Any]] = db[USAGE_COLLECTION]
+
+    async def ensure_indexes(self) -> None:
+        await self.usage.create_index("expires_at", expireAfterSeconds=0)
+        await self.usage.create_index([("location_id", ASCENDING), ("day", ASCENDING)])
+
+    async def add(self, location_id: str, at: float, counts: dict[str, int]) -> None:
+        day = usage_day(at)
+        await self.usage.update_one(
+            {"_id": f"{location_id}:{day}"},
+            {"$inc": counts,
+             "$setOnInsert": {"location_id": location_id, "day": day,
+                              "expires_at": datetime.fromisoformat(day).replace(tzinfo=UTC)
+                              + USAGE_RETENTION}},
+            upsert=True)

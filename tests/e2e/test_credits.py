@@ -1,0 +1,74 @@
+"""Issue #13, credits end to end: each Cast account's balance is a gauge on the sender,
+and a balance falling below CAST_LOW_CREDITS logs one warning, however often it is read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from castghl.sandbox.infra import Infra
+from castghl.sandbox.stack import Stack
+
+from .conftest import FAST_SENDER, STATUS_TIMEOUT, make_stack, wait_until
+
+LOW = "Cast credits are running low"
+
+
+@pytest.fixture(scope="module")
+def stack(rabbitmq: Infra, mongo: Infra, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Stack]:
+    running = make_stack(rabbitmq, mongo, tmp_path_factory.mktemp("credits"),
+                         sender_env={**FAST_SENDER, "CAST_BALANCE_CHECK_SECONDS": "1",
+                                     "CAST_LOW_CREDITS": "500"},
+                         cast_knobs={"credits": 1000})
+    with running.running():
+        running.install()
+        yield running
+
+
+def credits_shown(stack: Stack) -> dict[str, float]:
+    [sender] = stack.sender_processes
+    metrics = httpx.get(f"{sender.url}/metrics", timeout=10).text
+    return {label: float(value) for label, value in re.findall(
+        r'^castghl_cast_credits\{account="([^"]*)"\} ([0-9.e+]+)$', metrics, re.M)}
+
+
+def warnings(stack: Stack) -> int:
+    [sender] = stack.sender_processes
+    return Path(sender.log_path).read_text().count(LOW)
+
+
+def test_credits_below_the_threshold_show_on_the_gauge_with_one_warning(stack: Stack) -> None:
+    wait_until(lambda: 1000 in credits_shown(stack).values(), "the balance on the gauge")
+    [account] = credits_shown(stack)
+    assert account.startswith("Cast Sandbox (")  # the account's name, never its key
+    assert "cast_" not in account
+    assert warnings(stack) == 0
+
+    stack.configure_cast(credits=400)
+    wait_until(lambda: credits_shown(stack) == {account: 400}, "the lower balance")
+    assert warnings(stack) == 1
+    # Still below on the next reads (a text costs one credit): no second warning.
+    sent = stack.send(phone="+639171234567", message="costs one credit")
+    stack.wait_for_statuses([sent["messageId"]], STATUS_TIMEOUT)
+    wait_until(lambda: credits_shown(stack) == {account: 399}, "the balance after a send")
+    assert warnings(stack) == 1
+
+
+def test_usage_per_day_counts_what_the_location_sent(stack: Stack) -> None:
+    before = stack.admin("GET", "/installations/loc_sandbox_1/usage").json()["totals"]
+    ids = [stack.send(phone="+639171234567", message=f"billable {n}")["messageId"]
+           for n in range(3)]
+    ids.append(stack.send(phone="+1 555 123 4567", message="not a PH number")["messageId"])
+    stack.wait_for_statuses(ids, STATUS_TIMEOUT)
+    stack.wait_quiet()
+    answer = stack.admin("GET", "/installations/loc_sandbox_1/usage")
+    assert answer.status_code == 200, answer.text
+    after = answer.json()["totals"]
+    assert {k: after[k] - before[k] for k in after} == {
+        "parts_sent": 3, "delivered": 3, "failed": 1}
