@@ -72,3 +72,20 @@ def test_usage_per_day_counts_what_the_location_sent(stack: Stack) -> None:
     after = answer.json()["totals"]
     assert {k: after[k] - before[k] for k in after} == {
         "parts_sent": 3, "delivered": 3, "failed": 1}
+
+
+def test_a_number_on_casts_opt_out_list_is_refused_without_a_cast_call(stack: Stack) -> None:
+    [sender] = stack.sender_processes
+    stack.configure_cast(opted_out=["09175550999"])
+    try:
+        wait_until(lambda: '"numbers": 1' in Path(sender.log_path).read_text(),
+                   "Cast's opt-out list copied")
+        sent = stack.send(phone="+63 917 555 0999", message="after the opt-out link")
+        [status] = stack.wait_for_statuses([sent["messageId"]], STATUS_TIMEOUT)[
+            sent["messageId"]]
+        assert status["status"] == "failed"
+        assert "Cast's opt-out link" in str(status["error"])
+        stack.wait_quiet()
+        assert stack.cast_sends_for([sent["messageId"]]) == {sent["messageId"]: []}
+    finally:
+        stack.configure_cast(opted_out=[])

@@ -638,3 +638,27 @@ async def test_usage_adds_up_per_location_and_philippine_day(mongo_uri: str) -> 
         assert memory.days[("loc1", "2026-12-01")] == {"parts_sent": 3, "delivered": 1}
     finally:
         await client.close()
+
+
+async def test_casts_opt_outs_hold_per_account_and_sender_id_until_cast_drops_them(
+        suppressions: Suppressions) -> None:
+    other = PhMobile.parse("+639181234567")
+    await suppressions.replace_cast_opt_outs("acct1", {(PERSON, None), (other, "PROMO")},
+                                             now=10.0)
+    assert await suppressions.why_suppressed("loc1", PERSON, account="acct1",
+                                             sender_id="CASTDEMO") == "cast"
+    assert await suppressions.why_suppressed("loc1", PERSON, account="acct2",
+                                             sender_id="CASTDEMO") is None
+    assert await suppressions.why_suppressed("loc1", other, account="acct1",
+                                             sender_id="PROMO") == "cast"
+    assert await suppressions.why_suppressed("loc1", other, account="acct1",
+                                             sender_id="CASTDEMO") is None
+    # A reply of STOP to the location is the reason given first.
+    await suppressions.record("loc1", PERSON, "opted_out", at=1.0, word="STOP")
+    assert await suppressions.why_suppressed("loc1", PERSON, account="acct1",
+                                             sender_id=None) == "reply"
+    await suppressions.replace_cast_opt_outs("acct1", {(other, "PROMO")}, now=20.0)
+    assert await suppressions.why_suppressed("loc2", PERSON, account="acct1",
+                                             sender_id=None) is None
+    assert await suppressions.why_suppressed("loc2", other, account="acct1",
+                                             sender_id="PROMO") == "cast"

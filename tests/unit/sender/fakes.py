@@ -37,7 +37,7 @@ from castghl.common.usage import usage_day
 from castghl.common.worker import Exhausted, Outcome, Settler
 from castghl.sender import store
 from castghl.sender.credits import Account
-from castghl.sender.optouts import Consent
+from castghl.sender.optouts import Consent, Suppressed
 from castghl.sender.store import Claim, FinalStatus, MessageRecord, Part
 
 M = TypeVar("M", bound=BaseModel)
@@ -341,6 +341,7 @@ class MemorySuppressions:
 
     def __init__(self) -> None:
         self.changes: dict[tuple[str, str], tuple[float, Consent]] = {}
+        self.cast: dict[str, set[tuple[str, str | None]]] = {}
 
     async def record(self, location_id: str, phone: PhMobile, consent: Consent, *,
                      at: float, word: str) -> Consent:
@@ -353,6 +354,20 @@ class MemorySuppressions:
     async def opted_out(self, location_id: str, phone: PhMobile) -> bool:
         found = self.changes.get((location_id, phone.e164))
         return found is not None and found[1] == "opted_out"
+
+    async def why_suppressed(self, location_id: str, phone: PhMobile, *, account: str,
+                             sender_id: str | None) -> Suppressed | None:
+        if await self.opted_out(location_id, phone):
+            return "reply"
+        listed = self.cast.get(account, set())
+        if (phone.e164, None) in listed or (sender_id and (phone.e164, sender_id) in listed):
+            return "cast"
+        return None
+
+    async def replace_cast_opt_outs(self, account: str,
+                                    numbers: set[tuple[PhMobile, str | None]],
+                                    now: float) -> None:
+        self.cast[account] = {(phone.e164, sender_id) for phone, sender_id in numbers}
 
 
 class MemorySchedules:

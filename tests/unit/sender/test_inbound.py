@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from castghl.common.cast.models import CastOptOut, CastUnsubscribed
 from castghl.common.ghl.api import GhlApi
 from castghl.common.messages import InboundSms, InstallStatus, LocationSettings, OutboundSms
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Park, Retry
 from castghl.sender.inbound import UNROUTABLE, InboundDelivery
-from castghl.sender.optouts import DND_NOT_SET, ConsentWords
+from castghl.sender.optouts import DND_NOT_SET, ConsentWords, sync_cast_opt_outs
 
 from .fakes import (
     FakeLocations,
@@ -339,3 +340,44 @@ async def test_a_dnd_that_fails_for_now_is_retried_before_the_reply_is_added() -
     assert "/conversations/messages/inbound" not in ghl.paths()
     assert await worker.process(reply("STOP", "CASTSTOP"), attempt=2) == Done()
     assert ghl.paths().count("/conversations/messages/inbound") == 1
+
+
+# --- Cast's own opt-out list ----------------------------------------------------------------
+
+class CastOptOutPages:
+    """`GET /api/v1/account/unsubscribed`, paged as Cast pages it."""
+
+    def __init__(self, numbers: list[tuple[str, str | None]] | None) -> None:
+        self.numbers = numbers
+        self.offsets: list[int] = []
+
+    async def unsubscribed(self, *, api_key: str, offset: int = 0,
+                           limit: int = 500) -> CastUnsubscribed | None:
+        self.offsets.append(offset)
+        if self.numbers is None:
+            return None
+        page = self.numbers[offset:offset + 2]  # small pages, to read several
+        return CastUnsubscribed(total=len(self.numbers), unsubscribed=[
+            CastOptOut(number=n, sender_id=s) for n, s in page])
+
+
+async def test_casts_opt_out_list_is_copied_page_by_page_and_lifted_when_gone() -> None:
+    suppressions = MemorySuppressions()
+    cast = CastOptOutPages([("09171234567", None), ("09181234567", "PROMO"),
+                            ("not a number", None)])
+    assert await sync_cast_opt_outs(cast, suppressions, "cast_key", "acct1", 10.0) == 2
+    assert cast.offsets == [0, 2]
+    person = PhMobile.parse("09171234567")
+    assert await suppressions.why_suppressed("loc1", person, account="acct1",
+                                             sender_id="ANY") == "cast"
+    assert await suppressions.why_suppressed("loc1", person, account="acct2",
+                                             sender_id="ANY") is None
+    cast.numbers = [("09181234567", "PROMO")]
+    await sync_cast_opt_outs(cast, suppressions, "cast_key", "acct1", 20.0)
+    assert await suppressions.why_suppressed("loc1", person, account="acct1",
+                                             sender_id="ANY") is None
+
+
+async def test_an_api_without_the_list_copies_nothing() -> None:
+    suppressions = MemorySuppressions()
+    assert await sync_cast_opt_outs(CastOptOutPages(None), suppressions, "k", "a", 1.0) == 0

@@ -17,7 +17,8 @@ from castghl.common.errors import (
 from castghl.common.messages import CastKey, InstallStatus, LocationSettings
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Retry
-from castghl.sender.optouts import OPTED_OUT
+from castghl.sender.credits import fingerprint
+from castghl.sender.optouts import CAST_UNSUBSCRIBED, OPTED_OUT
 from castghl.sender.outbound import (
     MAX_RATE_LIMITED_IN_A_ROW,
     RATE_LIMITED_RUNS,
@@ -328,3 +329,22 @@ async def test_a_part_accepted_again_after_a_lost_answer_counts_once() -> None:
     await h.store.part_sending("m1", 0, PhMobile.parse("09171234567"))
     assert await h.store.part_accepted("m1", 0, "CAST1")
     assert not await h.store.part_accepted("m1", 0, "CAST1")  # Cast replayed it
+
+
+async def test_a_number_on_casts_opt_out_list_gets_no_cast_call() -> None:
+    h = Harness()
+    person = PhMobile.parse("09171234567")
+    await h.suppressions.replace_cast_opt_outs(fingerprint(DEFAULT_KEY), {(person, None)},
+                                               now=1.0)
+    await h.process(sms(), attempt=1)
+    assert h.cast.sent == []
+    assert h.status() == ("failed", "cast_unsubscribed", CAST_UNSUBSCRIBED)
+
+
+async def test_an_opt_out_from_one_sender_id_spares_the_others() -> None:
+    h = Harness()
+    person = PhMobile.parse("09171234567")
+    await h.suppressions.replace_cast_opt_outs(fingerprint(DEFAULT_KEY), {(person, "PROMO")},
+                                               now=1.0)
+    await h.process(sms(), attempt=1)  # sent as CASTDEMO
+    assert len(h.cast.sent) == 1

@@ -10,6 +10,7 @@ the broker gracefully, letting in-flight messages finish (or return to the queue
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,6 +46,7 @@ from castghl.sender.final import FinalStatuses
 from castghl.sender.ghl_rate import Gcra, LocationRate, PacedTokens
 from castghl.sender.inbound import InboundDelivery
 from castghl.sender.lane import Lane
+from castghl.sender.optouts import sync_cast_opt_outs
 from castghl.sender.outbound import OutboundPipeline, OutboundPolicy
 from castghl.sender.receipts import LaneCheckQueue, ReceiptDesk, ReceiptPolicy
 from castghl.sender.settings import SenderSettings
@@ -97,11 +99,13 @@ def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMe
 
 
 def _credit_watch(settings: SenderSettings, cast_http: httpx.AsyncClient, oauth: OAuthClient,
-                  accounts: MongoAccounts) -> CreditWatch:
-    """Every Cast account in use: the default key, and the keys locations brought."""
+                  accounts: MongoAccounts, suppressions: MongoSuppressions) -> CreditWatch:
+    """Every Cast account in use (the default key, and the keys locations brought): its
+    credits, and its opt-out list."""
+    cast = CastClient(cast_http, str(settings.cast_api_url), idempotency=False)
     return CreditWatch(
-        cast=CastClient(cast_http, str(settings.cast_api_url), idempotency=False), keys=oauth,
-        store=accounts,
+        cast=cast, keys=oauth, store=accounts,
+        also=[functools.partial(sync_cast_opt_outs, cast, suppressions)],
         policy=CreditPolicy(default_api_key=settings.cast_api_key.get_secret_value(),
                             every_seconds=settings.cast_balance_check_seconds,
                             low_credits=settings.cast_low_credits))
@@ -143,7 +147,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
                               fallback=timedelta(days=settings.inbound_fallback_days),
                               conversation_provider_id=settings.ghl_conversation_provider_id)
     credits = _credit_watch(settings, cast_http, oauth,
-                            MongoAccounts(mongo[settings.mongo_database]))
+                            MongoAccounts(mongo[settings.mongo_database]), suppressions)
     outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,
                        settings.outbound_retry_delays, exhausted=pipeline.exhausted)
     receipt_checks = Settler(broker, topology.outbound, settings.outbound_max_attempts,

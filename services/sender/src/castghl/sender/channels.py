@@ -11,7 +11,6 @@ on; the admin API refuses such a sender ID when it is set.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Final, Protocol
 from castghl.common.cast.channels import channel_of, unknown_sender_id
 from castghl.common.cast.models import CastSenderIds, Channel
 from castghl.common.singleflight import SingleFlight
+from castghl.sender.credits import fingerprint
 
 CACHE_SECONDS: Final = 300.0
 # A missing sender ID reads the list again only if the cached one is older than this.
@@ -49,7 +49,7 @@ class Channels:
         """`permit` is awaited before each call to Cast (the lane's rate limits)."""
         if sender_id is None:
             return "sms"
-        key = hashlib.sha256(api_key.encode()).hexdigest()  # never keep the key itself
+        key = fingerprint(api_key)  # never keep the key itself
         cached = self._cache.get(key)
         age = self.clock() - cached.at if cached else None
         if cached is None or age is None or age > CACHE_SECONDS:
@@ -64,7 +64,7 @@ class Channels:
 
     def forget(self, api_key: str) -> None:
         """Cast refused a channel the list gave: the list changed; read it again next time."""
-        self._cache.pop(hashlib.sha256(api_key.encode()).hexdigest(), None)
+        self._cache.pop(fingerprint(api_key), None)
 
     async def _read(self, key: str, api_key: str, permit: Callable[[], Awaitable[None]]
                     ) -> _Cached:

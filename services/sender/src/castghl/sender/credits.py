@@ -1,4 +1,5 @@
-"""Cast credits, per account: polled, shown as a gauge, warned about once per crossing.
+"""Cast credits, per account: polled, shown as a gauge, warned about once per crossing;
+and each account's opt-out list copied with them (optouts.py).
 
 Every Cast key in use is a prepaid account — the operator's default key, and each
 location's own key — and when one runs dry every location on it fails at once. Each
@@ -25,7 +26,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -83,6 +84,10 @@ class AccountStore(Protocol):
     async def accounts_list(self) -> list[Account]: ...
 
 
+# More work done per account with each check: (api key, fingerprint, now) → anything.
+AccountCheck = Callable[[str, str, float], Awaitable[object]]
+
+
 @dataclass(frozen=True)
 class CreditPolicy:
     default_api_key: str
@@ -92,7 +97,9 @@ class CreditPolicy:
 
 class CreditWatch:
     def __init__(self, *, cast: CastAccounts, keys: KeysInUse, store: AccountStore,
-                 policy: CreditPolicy, clock: Callable[[], float] = time.time) -> None:
+                 policy: CreditPolicy, also: Sequence[AccountCheck] = (),
+                 clock: Callable[[], float] = time.time) -> None:
+        self.also = also
         self.cast = cast
         self.keys = keys
         self.store = store
@@ -131,6 +138,8 @@ class CreditWatch:
             if print_ not in self._names:
                 profile = await self.cast.profile(api_key=api_key)
                 self._names[print_] = profile.name if profile else None
+            for check in self.also:
+                await check(api_key, print_, now)
         except BridgeError as error:
             log.warning("Cast balance not read", extra={"account": print_,
                                                         "error_code": error.code})

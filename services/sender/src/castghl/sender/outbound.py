@@ -41,10 +41,11 @@ from castghl.common.messages import (
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Outcome, Retry
 from castghl.sender.channels import Channels
+from castghl.sender.credits import fingerprint
 from castghl.sender.final import FinalStatuses
 from castghl.sender.lane import Lane
 from castghl.sender.locks import KeyedLocks
-from castghl.sender.optouts import OPTED_OUT
+from castghl.sender.optouts import CAST_UNSUBSCRIBED, OPTED_OUT, Suppressed
 from castghl.sender.store import MessageRecord, MessageStore, UsageLog
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ ACCOUNT_ALERTS = Counter("castghl_account_alerts_total",
 REFUSED = Counter("castghl_outbound_refused_total",
                   "Outbound webhooks dropped: no active installation of this app", ["reason"])
 OPTED_OUT_SENDS = Counter("castghl_outbound_opted_out_total",
-                          "Outbound SMS failed without a Cast call: the recipient replied STOP")
+                          "Outbound SMS failed without a Cast call: the recipient opted out "
+                          "(by a reply of STOP, or through Cast's opt-out link)", ["source"])
 RATE_LIMITED_RUNS = Counter("castghl_cast_rate_limited_runs_total",
                             "Messages that met MAX_RATE_LIMITED_IN_A_ROW 429s in a row")
 # A 429 pauses the lane and the same part waits in-process; past this many in a row the
@@ -76,7 +78,8 @@ class LocationSource(Protocol):
 
 
 class OptOuts(Protocol):
-    async def opted_out(self, location_id: str, phone: PhMobile) -> bool: ...
+    async def why_suppressed(self, location_id: str, phone: PhMobile, *, account: str,
+                             sender_id: str | None) -> Suppressed | None: ...
 
 
 class Receipts(Protocol):
@@ -169,13 +172,11 @@ class OutboundPipeline:
     async def _send(self, message: OutboundSms, record: MessageRecord,
                     location: LocationSettings) -> None:
         todo = plan(message, self.policy)
-        # A message already on its way when the person opted out is finished, not cut.
-        if not record.parts and await self.opt_outs.opted_out(message.location_id, todo.to):
-            OPTED_OUT_SENDS.inc()
-            raise PermanentError("the recipient replied STOP", code="opted_out",
-                                 user_message=OPTED_OUT)
         api_key = self._cast_key(location)
         sender_id = location.sender_id or self.policy.default_sender_id
+        # A message already on its way when the person opted out is finished, not cut.
+        if not record.parts:
+            await self._check_consent(message.location_id, todo.to, api_key, sender_id)
         channel = await self.channels.channel(
             api_key, sender_id, lambda: self.lane.acquire(api_key, location.rate_limit_per_second))
         for n, text in enumerate(todo.parts):
@@ -186,6 +187,19 @@ class OutboundPipeline:
             request = CastSendRequest(to=todo.to, message=text, sender_id=sender_id)
             await self._send_part(message.message_id, n, request, api_key, location,
                                   channel=channel)
+
+    async def _check_consent(self, location_id: str, to: PhMobile, api_key: str,
+                             sender_id: str | None) -> None:
+        why = await self.opt_outs.why_suppressed(location_id, to, account=fingerprint(api_key),
+                                                 sender_id=sender_id)
+        if why is None:
+            return
+        OPTED_OUT_SENDS.labels(why).inc()
+        if why == "reply":
+            raise PermanentError("the recipient replied STOP", code="opted_out",
+                                 user_message=OPTED_OUT)
+        raise PermanentError("the recipient is on Cast's opt-out list", code="cast_unsubscribed",
+                             user_message=CAST_UNSUBSCRIBED)
 
     async def _send_part(self, message_id: str, n: int, request: CastSendRequest,
                          api_key: str, location: LocationSettings, *,

@@ -29,7 +29,7 @@ from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
 from castghl.common.usage import USAGE_COLLECTION, USAGE_RETENTION, usage_day
 from castghl.sender.credits import Account
-from castghl.sender.optouts import Consent
+from castghl.sender.optouts import Consent, Suppressed
 
 # Long past any webhook GHL may still retry (72 h; the dedupe must outlive it) and the
 # inbound routing window (INBOUND_FALLBACK_DAYS, at most 30).
@@ -369,6 +369,35 @@ class MongoSuppressions:
         found = await self.suppressions.find_one(
             {"_id": f"{location_id}:{phone.e164}", "state": "opted_out"}, projection=["_id"])
         return found is not None
+
+    async def why_suppressed(self, location_id: str, phone: PhMobile, *, account: str,
+                             sender_id: str | None) -> Suppressed | None:
+        keys = [f"{location_id}:{phone.e164}", _cast_key(account, None, phone)]
+        if sender_id is not None:
+            keys.append(_cast_key(account, sender_id, phone))
+        found = [doc async for doc in self.suppressions.find(
+            {"_id": {"$in": keys}, "state": "opted_out"}, projection=["_id"])]
+        if any(doc["_id"] == keys[0] for doc in found):
+            return "reply"
+        return "cast" if found else None
+
+    async def replace_cast_opt_outs(self, account: str,
+                                    numbers: set[tuple[PhMobile, str | None]],
+                                    now: float) -> None:
+        for phone, sender_id in numbers:
+            await self.suppressions.update_one(
+                {"_id": _cast_key(account, sender_id, phone)},
+                {"$set": {"state": "opted_out", "source": "cast", "account": account,
+                          "phone": phone.e164, "sync_ts": now}},
+                upsert=True)
+        # Whoever Cast no longer lists may be texted again.
+        await self.suppressions.update_many(
+            {"account": account, "source": "cast", "sync_ts": {"$lt": now}},
+            {"$set": {"state": "opted_in"}})
+
+
+def _cast_key(account: str, sender_id: str | None, phone: PhMobile) -> str:
+    return f"cast:{account}:{sender_id or '*'}:{phone.e164}"
 
 
 class MongoSchedules:

@@ -26,6 +26,7 @@ from castghl.common.cast.models import (
     CastSenderIds,
     CastSendRequest,
     CastSendResponse,
+    CastUnsubscribed,
     Channel,
 )
 from castghl.common.errors import (
@@ -48,6 +49,8 @@ LOGS_PATH: Final = "/api/v1/sms/logs"
 SENDER_IDS_PATH: Final = "/api/v1/account/sender-ids"
 BALANCE_PATH: Final = "/api/v1/account/balance"
 PROFILE_PATH: Final = "/api/v1/account/profile"
+UNSUBSCRIBED_PATH: Final = "/api/v1/account/unsubscribed"
+UNSUBSCRIBED_PAGE: Final = 500
 # Logs per call: the most Cast gives in one page.
 LOGS_PAGE: Final = 500
 IDEMPOTENCY_HEADER: Final = "X-Idempotency-Key"
@@ -204,6 +207,13 @@ class CastClient:
     async def profile(self, *, api_key: str) -> CastProfile | None:
         response = await self._get(PROFILE_PATH, api_key, {})
         return None if response.status_code == 404 else _read(CastProfile, response)
+
+    async def unsubscribed(self, *, api_key: str, offset: int = 0,
+                           limit: int = UNSUBSCRIBED_PAGE) -> CastUnsubscribed | None:
+        """One page of the numbers that left the account through Cast's opt-out link."""
+        response = await self._get(UNSUBSCRIBED_PATH, api_key,
+                                   {"limit": str(limit), "offset": str(offset)})
+        return None if response.status_code == 404 else _read(CastUnsubscribed, response)
 
     async def _get(self, path: str, api_key: str, params: dict[str, str]) -> httpx.Response:
         try:

@@ -91,6 +91,25 @@ class CastProfile(BaseModel):
     sandbox: bool = False
 
 
+class CastOptOut(BaseModel):
+    """One number that unsubscribed through Cast's opt-out link: from one sender ID, or
+    (`sender_id` null) from every sender ID of the account."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    number: str
+    sender_id: str | None = None
+
+
+class CastUnsubscribed(BaseModel):
+    """`GET /api/v1/account/unsubscribed?limit&offset`, one page."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    total: int = 0
+    unsubscribed: list[CastOptOut] = []
+
+
 class CastErrorBody(BaseModel):
     """Every Cast error: `error_code` is absent in the old API, so branch on it only if set."""
 
