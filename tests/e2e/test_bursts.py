@@ -14,13 +14,16 @@ from pathlib import Path
 import httpx
 
 from castghl.sandbox.infra import Infra
-from castghl.sandbox.stack import Stack
+from castghl.sandbox.stack import Stack, in_flight
 
 from .conftest import STATUS_TIMEOUT, make_stack, wait_until
 
 PHONE = "+639171234567"
 # Cast's per-IP limit as the simulator enforces it by default (reference/cast.md).
 CAST_RATE, CAST_BURST = 30, 50
+# What a sender may hold at once: the prefetch limits of its lane, status and reply
+# consumers (CAST_LANE_CONCURRENCY, STATUS_CONCURRENCY, INBOUND_CONCURRENCY defaults).
+PREFETCH_TOTAL = 64 + 16 + 8
 
 
 def reached_cast(stack: Stack, ids: list[str]) -> int:
@@ -46,6 +49,10 @@ def test_three_senders_hold_the_cast_rate_limit_in_a_burst(
             burst.add_sender(wait=False)
         for sender in burst.sender_processes[3:]:
             sender.wait_ready()
+        # A sender takes at most its prefetch limits' worth of messages, however many wait.
+        held = [in_flight(httpx.get(f"{sender.url}/metrics", timeout=10).text)
+                for sender in burst.sender_processes[3:] for _ in range(3)]
+        assert max(held) <= PREFETCH_TOTAL, held
         statuses = burst.wait_for_statuses(ids, STATUS_TIMEOUT)
         assert all(s and s[0]["status"] == "delivered" for s in statuses.values())
         burst.wait_quiet()

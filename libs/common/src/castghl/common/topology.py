@@ -91,6 +91,13 @@ class WorkQueue:
     def all_queues(self) -> list[RabbitQueue]:
         return [self.parked, self.queue, *self.tiers.values()]
 
+    def side_queues(self) -> list[RabbitQueue]:
+        """The retry tiers and the parking queue: what a consumer of `queue` publishes to.
+        A service declares these before it starts, never the queue it consumes: FastStream
+        keeps the first channel a queue was declared on, and a consumer on that channel
+        would run without its own prefetch limit."""
+        return [self.parked, *self.tiers.values()]
+
 
 Delays = tuple[float, ...]
 

@@ -91,7 +91,7 @@ def create_app(settings: OAuthSettings) -> FastAPI:
         await events.ensure_indexes()
         await broker.connect()
         # The Settler publishes to the tiers and the parking queue: declare them all.
-        await declare(broker, topology.lifecycle.all_queues())
+        await declare(broker, topology.lifecycle.side_queues())
         await broker.declare_exchange(topology.location_changes)
         await broker.start()
         sweep = Sweep(store, tokens, timedelta(days=settings.refresh_idle_days))

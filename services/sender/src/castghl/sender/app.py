@@ -194,7 +194,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
             await indexed.ensure_indexes()
         await broker.connect()
         await declare(broker, [q for work in (topology.outbound, topology.status,
-                                              topology.inbound) for q in work.all_queues()])
+                                              topology.inbound) for q in work.side_queues()])
         await broker.start()
         try:
             async with running(credits.run(), "credit-watch"):

@@ -175,14 +175,14 @@ class MongoMessageStore:
         """Whether check number `check` still has something to do: the message is open and
         the check is newer than the last one marked, or is that one, not yet answered (a
         copy delivered again after a crash)."""
-        # `$eq: None` means `None` on MongoDB; the emulator misses a bare `None` beside an
-        # `$or` (docs/architecture.md, "Mongo").
-        found = await self.messages.find_one(
-            {"_id": message_id, "status": {"$eq": None},
-             "$or": [{"receipt_check": {"$lt": check}},
-                     {"receipt_check": check, "receipt_due": "yes"}]},
-            {"_id": 1})
-        return found is not None
+        # Read by `_id` and decided here: the emulator scans the whole collection for a
+        # filter with `$or` (36 ms against 1 ms at 2,000 messages; docs/architecture.md).
+        doc = await self.messages.find_one(
+            {"_id": message_id}, {"status": 1, "receipt_check": 1, "receipt_due": 1})
+        if doc is None or doc.get("status") is not None:
+            return False
+        last = int(doc.get("receipt_check") or 0)
+        return last < check or (last == check and doc.get("receipt_due") == "yes")
 
     async def receipt_due(self, message_id: str, check: int) -> bool:
         """Mark check number `check` of the message's receipts as due; false when it (or a
