@@ -1,5 +1,9 @@
 """Issue #13, credits end to end: each Cast account's balance is a gauge on the sender,
-and a balance falling below CAST_LOW_CREDITS logs one warning, however often it is read.
+and a balance falling below CAST_LOW_CREDITS logs one warning, however often it is read;
+usage per day; Cast's own opt-out list.
+
+This stack reads each Cast account every second, so the Cast simulator is never quiet:
+tests here wait for the outcome they check, never for `Stack.wait_quiet`.
 """
 
 from __future__ import annotations
@@ -65,8 +69,9 @@ def test_usage_per_day_counts_what_the_location_sent(stack: Stack) -> None:
     ids = [stack.send(phone="+639171234567", message=f"billable {n}")["messageId"]
            for n in range(3)]
     ids.append(stack.send(phone="+1 555 123 4567", message="not a PH number")["messageId"])
+    # Usage is counted before a status is queued, so every status in GHL means every
+    # count is in. (No wait_quiet here: this stack reads Cast's balance every second.)
     stack.wait_for_statuses(ids, STATUS_TIMEOUT)
-    stack.wait_quiet()
     answer = stack.admin("GET", "/installations/loc_sandbox_1/usage")
     assert answer.status_code == 200, answer.text
     after = answer.json()["totals"]
@@ -85,7 +90,7 @@ def test_a_number_on_casts_opt_out_list_is_refused_without_a_cast_call(stack: St
             sent["messageId"]]
         assert status["status"] == "failed"
         assert "Cast's opt-out link" in str(status["error"])
-        stack.wait_quiet()
+        # Failed before any Cast call: nothing can follow the status.
         assert stack.cast_sends_for([sent["messageId"]]) == {sent["messageId"]: []}
     finally:
         stack.configure_cast(opted_out=[])
