@@ -90,7 +90,10 @@ def test_a_sender_killed_mid_burst_loses_nothing_and_texts_nothing_twice(
     assert all(s and s[0]["status"] == "delivered" for s in statuses.values()), [
         i for i, s in statuses.items() if not s]
     assert {i: len(v) for i, v in sends.items() if len(v) != 1} == {}
-    assert all(len(s) == 1 for s in statuses.values())
+    # A replica killed after GHL took a status and before it recorded that leaves the
+    # write to be made again once its lease runs out: GHL may see the same status twice,
+    # never a different one (docs/architecture.md, "Statuses after a crash").
+    assert all({entry["status"] for entry in s} == {"delivered"} for s in statuses.values())
 
 
 def test_a_sender_stopped_with_sigterm_mid_burst_drains_and_hands_over(
