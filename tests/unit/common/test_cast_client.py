@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from castghl.common.cast.client import MAX_RETRY_AFTER_SECONDS, SEND_PATH, CastClient
-from castghl.common.cast.models import CastSendRequest
+from castghl.common.cast.models import CastReceipt, CastSendRequest
 from castghl.common.errors import (
     AccountError,
     BridgeError,
@@ -373,3 +373,16 @@ async def test_extra_fields_in_an_acceptance_are_ignored() -> None:
     sent = await client(answer).send(REQUEST, api_key="cast_test_x", idempotency_key="k")
 
     assert (sent.message_id, sent.parts) == ("CAST7", 3)
+
+
+@pytest.mark.parametrize(("sent_at", "ts"), [
+    ("2026-12-01T00:00:00Z", 1_796_083_200.0),
+    ("2026-12-01T08:00:00+08:00", 1_796_083_200.0),
+    ("2026-12-01T00:00:00", 1_796_083_200.0),  # no zone: UTC
+    ("1 Dec 2026", None),
+    (None, None),
+])
+def test_a_receipt_row_reads_its_send_time_or_none(sent_at: str | None,
+                                                   ts: float | None) -> None:
+    row = CastReceipt.model_validate({"message_id": "c1", "status": "sent", "sent_at": sent_at})
+    assert row.sent_ts == ts

@@ -7,6 +7,7 @@ import copy
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Generic, TypeVar, cast
 
 from faststream.rabbit import RabbitBroker
@@ -196,6 +197,11 @@ class FakeCast:
     # The account's sender IDs, as (sender ID, channel); None: an API without the list.
     senders: list[tuple[str, str]] | None = None
     sender_id_reads: int = 0
+    # Other sends on the same account, listed around ours by `/sms/logs`: `later` ones
+    # newer (above ours), `earlier` ones a day older (below ours).
+    later: int = 0
+    earlier: int = 0
+    unlisted: bool = False  # ours not in the listing (yet), only in status look-ups
 
     async def sender_ids(self, *, api_key: str) -> CastSenderIds | None:
         self.sender_id_reads += 1
@@ -229,8 +235,14 @@ class FakeCast:
         self.reads.append(f"logs:{offset}")
         if self.read_error is not None:
             raise self.read_error
-        newest_first = [f"CAST{n}" for n in range(len(self.sent), 0, -1)]
-        return [self.receipt_of(cast_id) for cast_id in newest_first[offset:offset + limit]]
+        day_before = datetime.fromtimestamp(time.time() - 86_400, UTC).isoformat()
+        newest_first = (
+            [self.receipt_of(f"LATER{n}") for n in range(self.later)]
+            + [self.receipt_of(f"CAST{n}") for n in range(len(self.sent), 0, -1)
+               if not self.unlisted]
+            + [self.receipt_of(f"EARLIER{n}").model_copy(update={"sent_at": day_before})
+               for n in range(self.earlier)])
+        return newest_first[offset:offset + limit]
 
 
 @dataclass

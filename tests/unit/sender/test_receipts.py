@@ -177,13 +177,50 @@ async def test_a_redelivered_webhook_after_the_send_asks_no_second_chain() -> No
 
 async def test_many_open_parts_are_read_from_the_logs_a_page_at_a_time() -> None:
     h = Harness()
-    ids = [f"m{n}" for n in range(FEW_PARTS + 3)]
-    for message_id in ids:
-        await h.settled.process(sms(message_id=message_id), attempt=1)
+    ids = await many_due(h)
     await h.checks_come_due()
     assert h.cast.reads == ["logs:0"]
     assert len(h.statuses.queued) == len(ids)
     assert {u.status for u in h.statuses.queued} == {"delivered"}
+
+
+async def many_due(h: Harness) -> list[str]:
+    ids = [f"m{n}" for n in range(FEW_PARTS + 3)]
+    for message_id in ids:
+        await h.settled.process(sms(message_id=message_id), attempt=1)
+    return ids
+
+
+async def test_parts_under_many_newer_sends_are_found_deeper_in_the_logs() -> None:
+    # A burst's first messages come due after 1,200 more were sent on the account.
+    h = Harness()
+    h.cast.later = 1_200
+    ids = await many_due(h)
+    await h.checks_come_due()
+    assert h.cast.reads == ["logs:0", "logs:500", "logs:1000"]
+    assert len(h.statuses.queued) == len(ids)
+    assert {u.status for u in h.statuses.queued} == {"delivered"}
+
+
+async def test_the_pages_stop_at_rows_older_than_the_oldest_send_asked_for() -> None:
+    h = Harness()
+    h.cast.unlisted, h.cast.earlier = True, 5_000
+    ids = await many_due(h)
+    await h.checks_come_due()
+    # Page 0 already reaches a day back: the parts it lacks are asked for one by one.
+    assert h.cast.reads == ["logs:0"] + [f"status:CAST{n}" for n in range(1, len(ids) + 1)]
+    assert {u.status for u in h.statuses.queued} == {"delivered"}
+
+
+async def test_the_pages_stop_where_one_look_up_per_part_is_cheaper() -> None:
+    h = Harness()
+    h.cast.unlisted, h.cast.later = True, 100_000
+    ids = await many_due(h)
+    await h.checks_come_due()
+    pages = [read for read in h.cast.reads if read.startswith("logs:")]
+    assert len(pages) == len(ids) + 1
+    assert h.cast.reads[len(pages):] == [f"status:CAST{n}" for n in range(1, len(ids) + 1)]
+    assert len(h.statuses.queued) == len(ids)
 
 
 async def test_a_rate_limited_read_pauses_the_lane_and_decides_nothing() -> None:

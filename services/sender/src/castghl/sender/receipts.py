@@ -10,7 +10,8 @@ Check n, when it arrives and the message is still open, first schedules check n 
 then marks n due in the message's record, and is acknowledged at once, so waiting checks
 never hold the lane's prefetch away from sends. The desk then asks Cast for every due
 message at once, behind the sends (`Lane.acquire_behind_sends`): a few parts one by one,
-many through `/sms/logs` pages of 500. For each message:
+many through `/sms/logs` pages of 500, as deep as the oldest of them (`_page`). For each
+message:
 - every part `delivered` → `delivered`;
 - a part `undelivered` or `failed` → `failed`, with the carrier's reason in words a GHL
   user understands;
@@ -27,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -62,6 +63,8 @@ ROUND_LIMIT: Final = 2_000
 FEW_PARTS: Final = 5
 # After Cast failed to answer, the desk waits this long before asking again.
 TROUBLE_PAUSE_SECONDS: Final = 5.0
+# Cast stamps `sent_at` with its own clock: the pages stop this far before our oldest send.
+SEND_CLOCK_SLACK_SECONDS: Final = 300.0
 # After the last check, one more in case the replica making it died before deciding.
 BACKSTOP_SECONDS: Final = 60.0
 
@@ -232,25 +235,38 @@ class ReceiptDesk:
                   if part.cast_message_id and part.receipt not in {"delivered", "undelivered",
                                                                     "failed"}}
         # SIM receipts are read one by one, where Cast documents them (`/sim/status`).
-        sims = [cast_id for cast_id, channel in wanted.items() if channel == "sim"]
+        sims = {cast_id for cast_id, channel in wanted.items() if channel == "sim"}
+        paged = set() if len(wanted) - len(sims) <= FEW_PARTS else set(wanted) - sims
         found: dict[str, CastReceipt] = {}
-        one_by_one = sims if len(wanted) - len(sims) > FEW_PARTS else list(wanted)
-        for cast_id in one_by_one:
+        if paged:
+            oldest = min(record.sent_ts for record in records)
+            found = await self._page(api_key, paged, oldest - SEND_CLOCK_SLACK_SECONDS)
+        # Whatever the pages did not hold, one by one.
+        for cast_id in [cast_id for cast_id in wanted if cast_id not in found]:
             await self.lane.acquire_behind_sends()
             receipt = await self.cast.receipt(cast_id, api_key=api_key,
                                               channel=wanted[cast_id])
             if receipt is not None:
                 found[cast_id] = receipt
-        paged = set(wanted) - set(one_by_one)
-        # Newest first: a page more than the open parts could fill, and a little slack
-        # for other traffic on the same account.
-        for page in range(math.ceil(len(paged) / LOGS_PAGE) + 2):
-            if paged <= found.keys():
+        return found
+
+    async def _page(self, api_key: str, wanted: set[str], since: float) -> dict[str, CastReceipt]:
+        """Rows of `/sms/logs` for `wanted`, newest first, as deep as pays off.
+
+        The parts asked for may lie under many newer sends (a burst's first messages come
+        due after the rest were sent), so the pages go on until every part is found, the
+        rows are older than the oldest send asked for, or the log ends. Once more pages
+        have been read than parts are missing, one look-up per part is cheaper: stop."""
+        found: dict[str, CastReceipt] = {}
+        for page in itertools.count():
+            missing = len(wanted) - len(found)
+            if missing == 0 or page > missing:
                 break
             await self.lane.acquire_behind_sends()
             rows = await self.cast.recent(api_key=api_key, offset=page * LOGS_PAGE)
-            found.update({row.message_id: row for row in _ours(rows, paged)})
-            if len(rows) < LOGS_PAGE:
+            found.update({row.message_id: row for row in rows if row.message_id in wanted})
+            last = rows[-1].sent_ts if rows else None
+            if len(rows) < LOGS_PAGE or (last is not None and last < since):
                 break
         return found
 
@@ -276,7 +292,3 @@ class ReceiptDesk:
             return "delivered", None
         return "failed", StatusError(
             code="no_receipt", message="Cast SMS: the carrier never confirmed delivery")
-
-
-def _ours(rows: Iterable[CastReceipt], wanted: set[str]) -> Iterable[CastReceipt]:
-    return (row for row in rows if row.message_id in wanted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -43,10 +44,21 @@ class CastReceipt(BaseModel):
     status: str
     dlr_status: str | None = None
     error_message: str | None = None
+    # Kept as text: a form this bridge cannot read must not cost the receipt itself.
+    sent_at: str | None = None
 
     @property
     def final(self) -> bool:
         return self.status in FINAL_RECEIPTS
+
+    @property
+    def sent_ts(self) -> float | None:
+        """`sent_at` as a Unix time, or None when absent or unreadable."""
+        try:
+            at = datetime.fromisoformat(self.sent_at or "")
+        except ValueError:
+            return None
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 class CastLogs(BaseModel):
