@@ -237,17 +237,29 @@ def _refuse(_: httpx.Request) -> httpx.Response:
 
 @pytest.mark.parametrize("answer", [
     _refuse,
+    lambda _: httpx.Response(502, json={"unexpected": True}),
+    lambda _: httpx.Response(503, content=b"restarting"),
+    lambda _: httpx.Response(200, json={"tokens": []}),
+], ids=["timeout", "proxy-502", "bare-503", "location-left-out"])
+async def test_no_answer_is_the_service_being_unavailable(
+        answer: Callable[[httpx.Request], httpx.Response]) -> None:
+    # An outage: waited out without using an attempt (castghl.common.outages).
+    with pytest.raises(ServiceUnavailable):
+        await client(FakeService(answer)).token("loc1")
+
+
+@pytest.mark.parametrize("answer", [
     lambda _: httpx.Response(200, content=b"not json"),
     lambda _: httpx.Response(200, content=b""),
     lambda _: httpx.Response(500, content=b"Internal Server Error"),
-    lambda _: httpx.Response(502, json={"unexpected": True}),
-    lambda _: httpx.Response(200, json={"tokens": []}),
-], ids=["timeout", "garbage", "empty", "bare-500", "no-code", "location-left-out"])
-async def test_no_usable_answer_is_the_service_being_unavailable(
+    lambda _: httpx.Response(400, json={"code": "new_in_a_later_version", "detail": "?"}),
+], ids=["garbage", "empty", "bare-500", "unknown-code"])
+async def test_an_answer_that_cannot_be_used_is_retried_as_an_attempt(
         answer: Callable[[httpx.Request], httpx.Response]) -> None:
-    with pytest.raises(ServiceUnavailable) as caught:
+    # The service is up and answers something waiting will not change: attempts count.
+    with pytest.raises(RetryableError) as caught:
         await client(FakeService(answer)).token("loc1")
-    assert isinstance(caught.value, RetryableError)
+    assert not isinstance(caught.value, ServiceUnavailable)
 
 
 async def test_location_settings_are_cached_for_their_ttl_and_dropped_on_notice() -> None:

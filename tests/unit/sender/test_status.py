@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from pymongo.errors import AutoReconnect
 
 from castghl.common.errors import PermanentError, RetryableError
 from castghl.common.ghl.api import GhlApi
@@ -163,3 +164,22 @@ async def test_ghl_rejecting_the_body_parks_it_with_the_reason() -> None:
     outcome = await worker.process(FAILED, attempt=1)
     assert isinstance(outcome, Park)
     assert outcome.code == "ghl_http_422"
+
+
+async def test_a_status_ghl_took_is_recorded_through_a_store_outage_not_written_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("castghl.common.outages.OUTLAST_PAUSES", (0.0,))
+    seen: list[httpx.Request] = []
+    worker, store = await reporter(ghl(seen=seen))
+    record = store.mark_status_written
+    outage = [AutoReconnect("primary stepped down")] * 3
+
+    async def flaky(message_id: str) -> None:
+        if outage:
+            raise outage.pop()
+        await record(message_id)
+
+    monkeypatch.setattr(store, "mark_status_written", flaky)
+    assert await worker.process(FAILED, attempt=1) == Done()
+    assert len(seen) == 1
+    assert await store.status_written("m1")

@@ -13,6 +13,7 @@ import hmac
 import logging
 import math
 from collections.abc import Callable
+from typing import Final
 
 import httpx
 from fastapi import FastAPI, Request
@@ -79,10 +80,17 @@ def bearer(secret: str, name: str) -> Callable[[Request], None]:
     return admit
 
 
+# What a proxy or server answers for a service that is down or restarting.
+GATEWAY_STATUSES: Final = frozenset({502, 503, 504})
+
+
 def error_from(response: httpx.Response) -> BridgeError:
     """The family member a non-2xx answer of one of our services stands for."""
     try:
         said = ErrorAnswer.model_validate_json(response.content)
     except ValidationError:
-        return ServiceUnavailable(f"answered {response.status_code} without an error code")
+        detail = f"answered {response.status_code} without an error code"
+        if response.status_code in GATEWAY_STATUSES:
+            return ServiceUnavailable(detail)  # a proxy's answer for a service away
+        return RetryableError(detail, code="service_bad_answer")
     return BridgeError.from_code(said.code, said.detail)

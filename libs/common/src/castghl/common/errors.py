@@ -46,10 +46,11 @@ class BridgeError(Exception):
     @staticmethod
     def from_code(code: str, detail: str) -> BridgeError:
         """The family member another service answered with, as the same class. A code
-        this side does not know is that service failing: retry later."""
+        this side does not know is that service failing in a way it named: retry, and
+        count the attempt (it may never stop failing, unlike an outage)."""
         known = BridgeError._by_code.get(code)
         if known is None:
-            return ServiceUnavailable(detail, code=code)
+            return RetryableError(detail, code=code)
         return known(detail)
 
 
@@ -107,10 +108,18 @@ class AccountError(PermanentError):
 # --- our own services ----------------------------------------------------------------------
 
 class ServiceUnavailable(RetryableError):
-    """Another service of the bridge did not answer (down, overloaded, restarting)."""
+    """An outage of the bridge's own infrastructure: another of its services did not
+    answer (down, overloaded, restarting), or a store is away. It says nothing about the
+    message in hand, so it is waited out and never counted as an attempt (Settler)."""
 
     code = "service_unavailable"
     user_message = "Cast SMS could not reach one of its own services; it will try again."
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """This service's MongoDB did not answer (a restart, a failover, a network cut)."""
+
+    code = "store_unavailable"
 
 
 class InvalidRequest(PermanentError):

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from castghl.common.answers import error_from
 from castghl.common.batching import Batcher
-from castghl.common.errors import BridgeError, ServiceUnavailable
+from castghl.common.errors import BridgeError, RetryableError, ServiceUnavailable
 from castghl.common.messages import (
     CastKeysReply,
     LocationChanged,
@@ -239,5 +239,6 @@ class OAuthClient:
         try:
             return reply_type.model_validate_json(response.content)
         except ValidationError as exc:
-            raise ServiceUnavailable(f"unreadable answer from the OAuth service on {path}"
-                                     ) from exc
+            # It answered, so it is up: a version mismatch, say, which waiting cannot fix.
+            raise RetryableError(f"unreadable answer from the OAuth service on {path}",
+                                 code="service_bad_answer") from exc

@@ -22,8 +22,15 @@ from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
 from castghl.common.broker import publish
-from castghl.common.errors import BridgeError, PermanentError, RateLimited
+from castghl.common.errors import (
+    BridgeError,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    ServiceUnavailable,
+)
 from castghl.common.logging import log_context
+from castghl.common.outages import OUTAGE_WAITS, as_outage
 from castghl.common.topology import ATTEMPT_HEADER, PARKED_REASON_HEADER, WorkQueue
 from castghl.common.validation import describe
 
@@ -43,7 +50,8 @@ class Done:
 @dataclass(frozen=True)
 class Retry:
     """Try again after `delay` seconds. `counts` is False for waits that are not failures
-    (rate limits, GHL's status race), which must not use up the attempt budget."""
+    (rate limits, GHL's status race, an outage of our own infrastructure), which must not
+    use up the attempt budget."""
 
     delay: float
     code: str
@@ -87,7 +95,9 @@ def outcome_for(error: BridgeError, attempt: int, backoff: Sequence[float]) -> O
         return Park(error.code, error.detail)
     delay = backoff[min(attempt - 1, len(backoff) - 1)]
     retry_after = getattr(error, "retry_after", None)
-    return Retry(max(delay, retry_after or 0), error.code)
+    # An outage of our own infrastructure is not the message failing (castghl.common.outages).
+    return Retry(max(delay, retry_after or 0), error.code,
+                 counts=not isinstance(error, ServiceUnavailable))
 
 
 def gave_up(retry: Retry, attempt: int) -> Park:
@@ -129,13 +139,18 @@ class Settler:
         mapped by `outcome_for`, with the attempt budget applied. No broker needed."""
         try:
             outcome = await handle(parsed, attempt)
-        except BridgeError as error:
+        except Exception as exc:
+            error = exc if isinstance(exc, BridgeError) else as_outage(exc)
+            if error is None:
+                log.exception("unexpected failure while handling a message",
+                              extra={"queue": self.work.name, "attempt": attempt})
+                error = RetryableError("unexpected", code="unexpected")
+            elif isinstance(error, ServiceUnavailable):
+                OUTAGE_WAITS.labels(error.code).inc()
+                log.warning("infrastructure away; the message waits without using an "
+                            "attempt", extra={"queue": self.work.name,
+                                              "error_code": error.code})
             outcome = outcome_for(error, attempt, self.backoff)
-        except Exception:
-            log.exception("unexpected failure while handling a message",
-                          extra={"queue": self.work.name, "attempt": attempt})
-            outcome = Retry(self.backoff[min(attempt - 1, len(self.backoff) - 1)],
-                            "unexpected")
         if isinstance(outcome, Retry) and outcome.counts and attempt >= self.max_attempts:
             outcome = await self._give_up(parsed, outcome, attempt)
         return outcome

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -38,6 +39,7 @@ from castghl.common.messages import (
     OutboundSms,
     StatusError,
 )
+from castghl.common.outages import outlast
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Outcome, Retry
 from castghl.sender.channels import Channels
@@ -225,7 +227,9 @@ class OutboundPipeline:
                 log.warning("Cast rate limit hit; lane paused",
                             extra={"retry_after": limited.retry_after})
                 continue
-            if await self.store.part_accepted(message_id, n, answer.message_id):
+            # Cast took it: without this record a retry would send it again.
+            if await outlast(partial(self.store.part_accepted, message_id, n,
+                                     answer.message_id), what="part_accepted"):
                 await self.usage.add(location.location_id, time.time(), {"parts_sent": 1})
             SENT_PARTS.inc()
             log.info("Cast accepted part", extra={"part": n, "cast_message_id":

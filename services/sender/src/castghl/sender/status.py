@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 from faststream.rabbit import RabbitBroker
 from prometheus_client import Counter
@@ -21,6 +22,7 @@ from castghl.common.broker import publish
 from castghl.common.errors import BridgeError
 from castghl.common.ghl.api import GhlApi
 from castghl.common.messages import StatusUpdate
+from castghl.common.outages import outlast
 from castghl.common.topology import ATTEMPT_HEADER, WorkQueue
 from castghl.common.worker import Done, Outcome, Retry
 from castghl.sender.ghl_rate import MAX_WAIT_SECONDS
@@ -83,7 +85,9 @@ class StatusReporter:
                                                           "attempt": attempt,
                                                           "detail": error.detail})
             raise
-        await self.store.mark_status_written(update.message_id)
+        # GHL took it: a retry now would write it twice, so the record waits out the store.
+        await outlast(partial(self.store.mark_status_written, update.message_id),
+                      what="status_written")
         WRITTEN.labels(update.status).inc()
         log.info("status written to GHL", extra={"status": update.status})
         return Done()
