@@ -89,7 +89,7 @@ async def test_a_record_is_repeated_until_the_store_answers() -> None:
 
 async def test_a_record_that_fails_otherwise_fails_at_once() -> None:
     clock, write = Clock(), flaky(1, ValueError("a bug"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a bug"):
         await outlast(write, what="x", clock=clock, sleep=clock.sleep)
     assert clock.slept == []
 

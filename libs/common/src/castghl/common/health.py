@@ -2,15 +2,26 @@
 
 `/healthz` answers while the process serves HTTP (a liveness probe must not fail because
 RabbitMQ is down: restarting us would not fix RabbitMQ). `/readyz` runs the service's
-readiness checks — broker connected, Mongo answering — and answers 503 naming the
-failing ones, so an orchestrator stops routing webhooks to a replica that cannot publish.
+readiness checks — broker connected, every consumer consuming, Mongo answering — and
+answers 503 naming the failing ones, so an orchestrator stops routing webhooks to a
+replica that cannot publish.
+
+A connected broker is not a working worker: after a reconnect, aio-pika's robust channels
+restore their consumers, but a consumer that was not restored (a FastStream issue has
+reported exactly that) leaves a process connected and idle. `consuming` looks at the
+channel the subscriber's queue is on now; `watch_consumers` ends a process whose
+consumer stays missing while the broker is connected, for its supervisor to restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -18,8 +29,14 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
+log = logging.getLogger(__name__)
+
 ReadinessCheck = Callable[[], Awaitable[bool]]
 CHECK_TIMEOUT_SECONDS = 2.0
+# A consumer missing this long on a connected broker is not coming back by itself (aio-pika
+# restores consumers within a second or two of reconnecting).
+CONSUMER_GRACE_SECONDS: Final = 30.0
+CONSUMER_LOOK_SECONDS: Final = 5.0
 
 
 async def _passes(check: ReadinessCheck) -> bool:
@@ -35,6 +52,56 @@ def broker_check(broker: RabbitBroker) -> ReadinessCheck:
         return await broker.ping(timeout=1.0)
 
     return connected
+
+
+def consuming(subscriber: Any) -> bool:
+    """Whether a started FastStream subscriber has its consumer on its queue's current AMQP
+    channel. Looks without awaiting anything: waiting on a channel that is reopening, and
+    being cancelled by a check's timeout, can cancel the reopening itself."""
+    queue, tag = getattr(subscriber, "_queue_obj", None), getattr(subscriber, "_consumer_tag",
+                                                                  None)
+    if queue is None or tag is None or queue.channel.is_closed:
+        return False
+    underlay = getattr(queue.channel, "_channel", None)  # aio-pika's open AMQP channel
+    return underlay is not None and tag in underlay.channel.consumers
+
+
+def consumers_check(broker: RabbitBroker) -> ReadinessCheck:
+    async def all_consuming() -> bool:
+        return all(consuming(subscriber) for subscriber in broker.subscribers)
+
+    return all_consuming
+
+
+def _stop_process() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # a graceful stop; the supervisor restarts it
+
+
+async def watch_consumers(broker: RabbitBroker, *, grace: float = CONSUMER_GRACE_SECONDS,
+                          every: float = CONSUMER_LOOK_SECONDS,
+                          on_lost: Callable[[], None] = _stop_process,
+                          clock: Callable[[], float] = time.monotonic) -> None:
+    """Stop the process when a consumer stays missing for `grace` seconds while the broker
+    is connected. While it is not connected, restarting would not help: readiness says
+    so, and aio-pika keeps reconnecting."""
+    missing_since: float | None = None
+    while True:
+        await asyncio.sleep(every)
+        missing = [subscriber for subscriber in broker.subscribers if not consuming(subscriber)]
+        if not missing or not await broker.ping(timeout=every):
+            missing_since = None
+            continue
+        missing_since = missing_since or clock()
+        if clock() - missing_since >= grace:
+            log.error("a consumer did not come back after the broker reconnected; stopping "
+                      "for the supervisor to restart this process",
+                      extra={"queues": [_queue_name(s) for s in missing]})
+            on_lost()
+            return
+
+
+def _queue_name(subscriber: Any) -> str:
+    return str(getattr(getattr(subscriber, "queue", None), "name", subscriber))
 
 
 def mongo_check(client: AsyncMongoClient[Any]) -> ReadinessCheck:

@@ -20,7 +20,13 @@ from castghl.common.background import running
 from castghl.common.broker import declare, make_broker
 from castghl.common.cast.client import CastClient
 from castghl.common.ghl.oauth import GhlOAuth
-from castghl.common.health import broker_check, health_router, mongo_check
+from castghl.common.health import (
+    broker_check,
+    consumers_check,
+    health_router,
+    mongo_check,
+    watch_consumers,
+)
 from castghl.common.usage import USAGE_COLLECTION
 from castghl.common.worker import Settler
 from castghl.oauth.admin import SenderIdCheck, admin_router
@@ -96,7 +102,8 @@ def create_app(settings: OAuthSettings) -> FastAPI:
         await broker.start()
         sweep = Sweep(store, tokens, timedelta(days=settings.refresh_idle_days))
         try:
-            async with running(sweep.run(settings.sweep_interval_seconds), "sweep"):
+            async with running(sweep.run(settings.sweep_interval_seconds), "sweep"), \
+                    running(watch_consumers(broker), "consumer-watch"):
                 yield
         finally:
             await broker.stop()  # waits for in-flight handlers (graceful_timeout)
@@ -119,5 +126,6 @@ def create_app(settings: OAuthSettings) -> FastAPI:
                                     default_key_for, notices, sender_ids=sender_ids,
                                     usage=MongoUsageReader(database[USAGE_COLLECTION])))
     app.include_router(health_router({"mongo": mongo_check(mongo),
+                                      "consumers": consumers_check(broker),
                                       "rabbitmq": broker_check(broker)}))
     return app

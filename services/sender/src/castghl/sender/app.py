@@ -29,7 +29,13 @@ from castghl.common.background import running
 from castghl.common.broker import declare, make_broker
 from castghl.common.cast.client import CastClient
 from castghl.common.ghl.api import GhlApi
-from castghl.common.health import broker_check, health_router, mongo_check
+from castghl.common.health import (
+    broker_check,
+    consumers_check,
+    health_router,
+    mongo_check,
+    watch_consumers,
+)
 from castghl.common.messages import (
     InboundSms,
     LocationChanged,
@@ -197,7 +203,8 @@ def create_app(settings: SenderSettings) -> FastAPI:
                                               topology.inbound) for q in work.side_queues()])
         await broker.start()
         try:
-            async with running(credits.run(), "credit-watch"):
+            async with running(credits.run(), "credit-watch"), \
+                    running(watch_consumers(broker), "consumer-watch"):
                 yield
         finally:
             await broker.stop()  # waits for in-flight handlers (graceful_timeout)
@@ -209,5 +216,6 @@ def create_app(settings: SenderSettings) -> FastAPI:
     app = FastAPI(title="Cast SMS sender", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.include_router(health_router({"rabbitmq": broker_check(broker),
+                                      "consumers": consumers_check(broker),
                                       "mongo": mongo_check(mongo)}))
     return app
