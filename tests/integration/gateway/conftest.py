@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from castghl.common import serve
 from castghl.common.topology import Topology
 from castghl.gateway.app import create_app
 from castghl.gateway.settings import GatewaySettings
@@ -71,7 +72,8 @@ def gateway(rabbitmq: Infra, signer: Signer) -> Iterator[RunningGateway]:
         ghl_webhook_rsa_public_key=_pem(signer.rsa_key),
         inbound_api_key=INBOUND_KEY,
     )
-    with serve_in_thread(create_app(settings)) as url:
+    # On the gateway's own server settings (its HTTP limits among them).
+    with serve_in_thread(create_app(settings), configure=serve.config) as url:
         yield RunningGateway(url, settings.topology(), signer)
 
 

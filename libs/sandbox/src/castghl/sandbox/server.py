@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import uvicorn
@@ -29,11 +29,18 @@ def run(app: ASGIApp, host: str, port: int) -> None:
     uvicorn.Server(_config(app, host, port)).run()
 
 
+Configure = Callable[[ASGIApp, str, int], uvicorn.Config]
+
+
 @contextmanager
-def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int | None = None
-                    ) -> Iterator[str]:
-    """Serve `app` on a free port in a daemon thread; yield its base URL."""
-    server = uvicorn.Server(_config(app, host, port or free_port(host)))
+def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int | None = None, *,
+                    configure: Configure = _config) -> Iterator[str]:
+    """Serve `app` on a free port in a daemon thread; yield its base URL. `configure`
+    gives the server's settings (a service's own, say); its loop is the thread's asyncio
+    loop whatever it names."""
+    config = configure(app, host, port or free_port(host))
+    config.loop = "asyncio"
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="sandbox-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60  # a loaded CI machine can be slow to start an app

@@ -15,6 +15,7 @@ plus uvicorn now does (bench/README.md, "Gateway stages").
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,6 +48,10 @@ Route = Callable[[Headers, bytes], Awaitable[bytes]]
 
 # Clocks differ a little; a time further ahead than this is not a clock's error.
 MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
+# A webhook body is at most MAX_BODY_BYTES (64 KiB): even a slow mobile link sends it in
+# well under this; a client trickling it holds a slot of `max_concurrent` no longer.
+BODY_TIMEOUT_SECONDS: Final = 10.0
+BUSY_RETRY_AFTER_SECONDS: Final = 1.0
 
 
 def json_answer(**fields: str) -> bytes:
@@ -61,6 +66,18 @@ ACCEPTED: Final = json_answer(status="accepted")
 class BodyTooLarge(InvalidRequest):
     code = "body_too_large"
     http_status = 413
+
+
+class BodyTooSlow(InvalidRequest):
+    code = "body_too_slow"
+    http_status = 408
+
+
+class GatewayBusy(RetryableError):
+    """This replica has as many webhooks in hand as it takes: GHL retries a 503."""
+
+    code = "gateway_busy"
+    http_status = 503
 
 
 class MethodNotAllowed(InvalidRequest):
@@ -147,18 +164,37 @@ class Intake:
 
 
 class WebhookApp:
-    """ASGI: `POST` to a webhook path runs its route; anything else goes to `rest`."""
+    """ASGI: `POST` to a webhook path runs its route; anything else goes to `rest`.
 
-    def __init__(self, routes: Mapping[str, Route], rest: ASGIApp, max_body_bytes: int) -> None:
+    At most `max_concurrent` webhooks are in hand at once (each may buffer a body of up to
+    `max_body_bytes`); beyond that the answer is 503 with `Retry-After`, which GHL and
+    Cast's gateway retry. A body must arrive whole within BODY_TIMEOUT_SECONDS (408)."""
+
+    def __init__(self, routes: Mapping[str, Route], rest: ASGIApp, *, max_body_bytes: int,
+                 max_concurrent: int) -> None:
         self.routes = dict(routes)
         self.rest = rest
         self.max_body_bytes = max_body_bytes
+        self.max_concurrent = max_concurrent
+        self.in_hand = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
         if route is None:
             await self.rest(scope, receive, send)
             return
+        if self.in_hand >= self.max_concurrent:
+            busy = GatewayBusy(f"{self.in_hand} webhooks in hand; try again shortly",
+                               retry_after=BUSY_RETRY_AFTER_SECONDS)
+            await refused(scope["path"], busy)(scope, receive, send)
+            return
+        self.in_hand += 1
+        try:
+            await self._handle(route, scope, receive, send)
+        finally:
+            self.in_hand -= 1
+
+    async def _handle(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1")
@@ -167,12 +203,21 @@ class WebhookApp:
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
-            body = await self._body(receive, headers)
+            try:
+                async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+                    body = await self._body(receive, headers)
+            except TimeoutError:
+                raise BodyTooSlow(f"body not received within {BODY_TIMEOUT_SECONDS:.0f} s"
+                                  ) from None
             if body is None:
                 return  # the client went away mid-body: nobody to answer
             answer = await route(headers, body)
         except BridgeError as error:
-            await refused(scope["path"], error)(scope, receive, send)
+            response = refused(scope["path"], error)
+            if isinstance(error, BodyTooLarge | BodyTooSlow):
+                # The rest of its body is never read: the connection cannot carry on.
+                response.headers["connection"] = "close"
+            await response(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),

@@ -36,6 +36,10 @@ class GatewaySettings(BrokerSettings):
     # within it are harmless: the messageId dedupe outlives it (docs/architecture.md).
     webhook_max_age_seconds: int = Field(72 * 3600, ge=300, le=30 * 86_400)
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    # Webhooks in hand at once per process, beyond which it answers 503 + Retry-After:
+    # 256 x 64 KiB bodies is 16 MiB at most, far inside the container's memory limit, and
+    # far above what one process needs (a webhook takes ~1 ms of its time; docs/deploy.md).
+    max_concurrent_requests: int = Field(256, ge=1, le=10_000)
     inbound_api_key: SecretStr = Field(min_length=16)
 
     @field_validator("ghl_webhook_public_key", "ghl_webhook_rsa_public_key")
