@@ -10,9 +10,10 @@ ARG PYTHON_IMAGE=python:3.12-slim
 
 # --- build: uv and the workspace's metadata, no code ---------------------------------------
 FROM ${PYTHON_IMAGE} AS build
-ARG UV_VERSION=0.13.9
+# uv pinned by version and hash (deploy/docker/uv-requirements.txt).
+COPY deploy/docker/uv-requirements.txt /tmp/uv-requirements.txt
 RUN python3 -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
-        "uv==${UV_VERSION}"
+        --require-hashes --only-binary=:all: -r /tmp/uv-requirements.txt
 # The venv lives at the path the runtime images use: its scripts and editable .pth files
 # name absolute paths. Bytecode is compiled here, once, because the runtime user cannot
 # write __pycache__ next to root-owned files.

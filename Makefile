@@ -4,6 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
 .PHONY: help setup test test-stress lint typecheck unit integration e2e demo bench compose-test \
+	update-uv \
 	clean
 
 help:
@@ -60,6 +61,10 @@ test-stress: lint typecheck
 
 demo: setup
 	$(RUN) castghl-demo
+
+# Pin uv for the image build by hash: make update-uv UV_VERSION=0.13.9
+update-uv:
+	bash deploy/docker/update-uv.sh $(UV_VERSION)
 
 bench: setup
 	$(RUN) python bench/run.py

@@ -33,13 +33,14 @@ from types import ModuleType
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from faststream.rabbit import RabbitBroker, RabbitQueue
+from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from starlette.types import ASGIApp
 
 from castghl.common import serve as common_serve
 from castghl.common.broker import Publisher, declare, make_broker, publish
 from castghl.common.settings import BrokerSettings
 from castghl.common.signatures import PublicKey, WebhookVerifier
+from castghl.common.topology import WorkQueue
 from castghl.gateway import app as gateway_app
 from castghl.gateway import inbound, webhooks
 from castghl.gateway import main as gateway_main
@@ -74,8 +75,11 @@ class FastStreamPublisher(Publisher):
     async def close(self) -> None:
         await self.broker.stop()
 
-    async def declare(self, queues: Iterable[RabbitQueue]) -> None:
-        await declare(self.broker, queues)
+    async def declare_routes(self, exchange: RabbitExchange, works: Iterable[WorkQueue]
+                             ) -> bool:
+        # FastStream's publish goes through the default exchange: the queues suffice.
+        await declare(self.broker, [q for work in works for q in (work.parked, work.queue)])
+        return True
 
     def connected(self) -> bool:
         return True
@@ -85,8 +89,8 @@ class FastStreamPublisher(Publisher):
         await publish(self.broker, queue, body, headers=headers, message_id=message_id)
 
 
-def fastapi_webhooks(routes: Mapping[str, Route], rest: FastAPI, max_body_bytes: int
-                     ) -> ASGIApp:
+def fastapi_webhooks(routes: Mapping[str, Route], rest: FastAPI, *, max_body_bytes: int,
+                     max_concurrent: int) -> ASGIApp:
     """The webhook routes as FastAPI routes on the same app, as they were: the body read
     from `request.stream()` under the cap, a dict answer serialised by FastAPI, refusals
     through the exception handler."""

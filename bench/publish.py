@@ -24,7 +24,7 @@ from aio_pika import DeliveryMode, Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from castghl.common.broker import Publisher, make_broker, publish
+from castghl.common.broker import Publisher, declare, make_broker, publish
 from castghl.common.settings import BrokerSettings
 from castghl.common.topology import Topology
 from castghl.sandbox import infra
@@ -78,7 +78,7 @@ async def main(url: str) -> None:
     }
     figures: dict[str, list[float]] = {name: [] for name in variants}
     try:
-        await publisher.declare(topology.outbound.all_queues())
+        await declare(broker, topology.outbound.all_queues())
         for _ in range(ROUNDS):
             for name, variant in variants.items():
                 figures[name].append(await cpu_per_publish(variant))

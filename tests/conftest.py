@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from castghl.sandbox import infra
 from castghl.sandbox.clock import SimClock
+from castghl.sandbox.relay import Relay
 
 LAYERS = ("unit", "integration", "e2e")
 
@@ -132,6 +134,19 @@ def rabbitmq(pytestconfig: pytest.Config) -> Iterator[infra.Infra]:
     found = _obtain(pytestconfig, "RabbitMQ", infra.rabbitmq)
     yield found
     found.stop()
+
+
+@pytest.fixture
+def relay(rabbitmq: infra.Infra) -> Iterator[tuple[Relay, str]]:
+    """A cuttable relay to RabbitMQ, and RabbitMQ's URL through it (clients reconnecting
+    every second)."""
+    url = urlsplit(rabbitmq.url)
+    relay = Relay(url.hostname or "127.0.0.1", url.port or 5672)
+    credentials = url.netloc.rpartition("@")[0]
+    through = urlunsplit((url.scheme, f"{credentials}@127.0.0.1:{relay.port}", url.path,
+                          "reconnect_interval=1", ""))
+    yield relay, through
+    relay.close()
 
 
 @pytest.fixture(scope="session")

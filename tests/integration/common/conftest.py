@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -97,7 +96,7 @@ class Rig:
                     backoff: Sequence[float] = BACKOFF,
                     exhausted: Exhausted | None = None, via: str | None = None) -> Settler:
         """A consumer of the work queue, wired as the services wire theirs (connected to
-        RabbitMQ `via` another URL, a `Cuttable` link's, say)."""
+        RabbitMQ `via` another URL, a relay's, say)."""
         broker = make_broker(BrokerSettings(rabbitmq_url=via or self.url), "test-worker")
         settler = Settler(broker, self.work, max_attempts, backoff, exhausted=exhausted)
 
@@ -235,48 +234,6 @@ class Rig:
 
     def metric(self, name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, {"queue": self.work.name, **labels}) or 0.0
-
-
-class Cuttable:
-    """A TCP link to RabbitMQ that the test can cut, as a broker restart or a network
-    failure cuts every connection: clients connect to `url` instead of the broker's."""
-
-    def __init__(self, broker_url: str) -> None:
-        self.target = urlsplit(broker_url)
-        self.links: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> Cuttable:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        netloc = self.target.netloc.rpartition("@")[0] + f"@127.0.0.1:{port}"
-        self.url = urlunsplit(self.target._replace(netloc=netloc))
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self.cut()
-        if self.server is not None:
-            self.server.close()
-
-    def cut(self) -> None:
-        for writer in self.links:
-            writer.transport.abort()
-        self.links.clear()
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(self.target.hostname,
-                                                             self.target.port or 5672)
-        self.links += [writer, up_writer]
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while chunk := await source.read(65536):
-                    sink.write(chunk)
-                    await sink.drain()
-            sink.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from typing import Any
 
 from castghl.common.health import consumers_check, watch_consumers
 from castghl.common.worker import Done, Outcome
+from castghl.sandbox.relay import Relay
 
-from .conftest import Cuttable, Job, Rig, eventually
+from .conftest import Job, Rig, eventually
 
 
 async def done(_: Job, __: int) -> Outcome:
@@ -17,18 +18,18 @@ async def done(_: Job, __: int) -> Outcome:
 
 
 async def test_after_the_connection_is_cut_the_consumer_is_missing_then_back(
-        rig: Rig) -> None:
-    async with Cuttable(rig.url) as link:
-        await rig.start(done, via=link.url)
-        ready = consumers_check(rig.brokers[-1])
-        assert await ready()
+        rig: Rig, relay: tuple[Relay, str]) -> None:
+    link, through = relay
+    await rig.start(done, via=through)
+    ready = consumers_check(rig.brokers[-1])
+    assert await ready()
 
-        link.cut()
-        await eventually(lambda: _not(ready()), "readiness to see the consumer gone")
-        await eventually(ready, "the consumer to come back after reconnecting")
-        await rig.send("after-the-cut")
-        await rig.deliveries("after-the-cut", 1)
-        await rig.stop()  # while the link still stands
+    link.cut()
+    await eventually(lambda: _not(ready()), "readiness to see the consumer gone")
+    await eventually(ready, "the consumer to come back after reconnecting")
+    await rig.send("after-the-cut")
+    await rig.deliveries("after-the-cut", 1)
+    await rig.stop()  # while the relay still stands
 
 
 async def _not(check: object) -> bool:

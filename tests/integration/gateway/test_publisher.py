@@ -1,23 +1,17 @@
 """The gateway's way to RabbitMQ: declared like FastStream, unready while cut off, back after.
 
-A relay between the gateway and RabbitMQ stands in for the network: cutting it drops the
-connection exactly as a broker restart or a lost link would.
+A relay between the gateway and RabbitMQ (the `relay` fixture) stands in for the network:
+cutting it drops the connection exactly as a broker restart or a lost link would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import httpx
-import pytest
 
 from castghl.common.broker import Publisher, declare, make_broker
 from castghl.common.settings import BrokerSettings
@@ -25,68 +19,12 @@ from castghl.common.topology import Topology
 from castghl.gateway.app import create_app
 from castghl.gateway.settings import GatewaySettings
 from castghl.sandbox.infra import Infra
+from castghl.sandbox.relay import Relay
 from castghl.sandbox.server import serve_in_thread
 
 from .conftest import INBOUND_KEY, Signer, _pem, drain
 
 PATH = "/webhooks/ghl/provider-outbound"
-
-
-class Relay:
-    """A TCP relay to one address that a test can cut, as a network failure would."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, name="relay", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._open += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        for end in (source, sink):
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        with self._lock:
-            ends, self._open = self._open, []
-        for end in ends:
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut()
-
-
-@pytest.fixture
-def relay(rabbitmq: Infra) -> Iterator[tuple[Relay, str]]:
-    """The relay, and RabbitMQ's URL through it (reconnecting every second)."""
-    url = urlsplit(rabbitmq.url)
-    relay = Relay(url.hostname or "127.0.0.1", url.port or 5672)
-    credentials = url.netloc.rpartition("@")[0]
-    through = urlunsplit((url.scheme, f"{credentials}@127.0.0.1:{relay.port}", url.path,
-                          "reconnect_interval=1", ""))
-    yield relay, through
-    relay.close()
 
 
 async def _until(condition: object, seconds: float = 30.0) -> None:
@@ -102,18 +40,20 @@ async def test_the_publisher_declares_queues_exactly_as_faststream_does(
     # The gateway declares with aio-pika, the workers with FastStream: either may start
     # first, so the arguments must be identical (RabbitMQ refuses a mismatch).
     topology = Topology(prefix=f"t{uuid.uuid4().hex[:10]}.")
-    queues = [*topology.outbound.all_queues(), *topology.inbound.all_queues()]
+    works = [topology.outbound, topology.inbound]
+    queues = [queue for work in works for queue in (work.parked, work.queue)]
     publisher = Publisher(rabbitmq.url, "test")
     broker = make_broker(BrokerSettings(rabbitmq_url=rabbitmq.url), "test")
     await publisher.connect()
     await broker.connect()
     try:
-        await publisher.declare(queues)
+        assert await publisher.declare_routes(topology.intake, works)
         await declare(broker, queues)
-        await publisher.declare(queues)
+        assert await publisher.declare_routes(topology.intake, works)
     finally:
         for queue in queues:
             await publisher.channel.queue_delete(queue.name)
+        await publisher.channel.exchange_delete(topology.intake.name)
         await broker.stop()
         await publisher.close()
 

@@ -20,10 +20,11 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq import spec
 from aiormq.exceptions import ChannelInvalidStateError
-from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit import Channel, RabbitBroker, RabbitExchange, RabbitQueue
 from pydantic import BaseModel
 
 from castghl.common.settings import BrokerSettings
+from castghl.common.topology import WorkQueue
 
 PUBLISH_TIMEOUT_SECONDS = 10.0
 PERSISTENT = 2  # AMQP delivery mode: written to disk (quorum queues store every message)
@@ -78,6 +79,14 @@ class NotConfirmed(Exception):
     """RabbitMQ answered a publish with something other than an ack."""
 
 
+async def _declare_queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQueue
+                         ) -> aio_pika.abc.AbstractQueue:
+    """Declared with aio-pika exactly as FastStream declares it (either may go first)."""
+    return await channel.declare_queue(
+        queue.name, durable=queue.durable, exclusive=queue.exclusive,
+        auto_delete=queue.auto_delete, arguments=dict(queue.arguments or {}))
+
+
 class Publisher:
     """Persistent, mandatory, confirmed publishes on one aio-pika channel of a robust
     connection, for a service that publishes and consumes nothing (the gateway).
@@ -89,10 +98,11 @@ class Publisher:
     `/readyz` tells an orchestrator to stop sending webhooks here.
     """
 
-    def __init__(self, url: str, service: str, *,
+    def __init__(self, url: str, service: str, *, exchange: str = "",
                  timeout: float = PUBLISH_TIMEOUT_SECONDS) -> None:
         self.url = url
         self.service = service
+        self.exchange = exchange  # "" is the default exchange
         self.timeout = timeout
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -114,12 +124,42 @@ class Publisher:
             raise RuntimeError("Publisher.connect() was not called")
         return self._channel
 
-    async def declare(self, queues: Iterable[RabbitQueue]) -> None:
-        """Declare queues exactly as FastStream does (same arguments: either may go first)."""
-        for queue in queues:
-            await self.channel.declare_queue(
-                queue.name, durable=queue.durable, exclusive=queue.exclusive,
-                auto_delete=queue.auto_delete, arguments=dict(queue.arguments or {}))
+    async def declare_routes(self, exchange: RabbitExchange, works: Iterable[WorkQueue]
+                             ) -> bool:
+        """Declare `exchange` and each work queue with its parking queue (exactly as
+        FastStream does: either may go first), the work queue bound by its name; False
+        when this user may not (the broker's definitions hold them instead), after
+        checking that the queues exist.
+
+        On a channel of its own: a refusal closes the channel it happens on."""
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("Publisher.connect() was not called")
+        works = list(works)
+        wanted = [queue for work in works for queue in (work.parked, work.queue)]
+        try:
+            async with connection.channel() as channel:
+                declared = await channel.declare_exchange(
+                    exchange.name, aio_pika.ExchangeType(exchange.type.value),
+                    durable=exchange.durable)
+                for work in works:
+                    await _declare_queue(channel, work.parked)
+                    made = await _declare_queue(channel, work.queue)
+                    await made.bind(declared, routing_key=work.queue.name)
+        except aiormq.exceptions.ChannelAccessRefused:
+            pass
+        else:
+            return True
+        for queue in wanted:
+            try:
+                async with connection.channel() as channel:
+                    await channel.declare_queue(queue.name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise RuntimeError(
+                    f"RabbitMQ has no queue {queue.name!r} and the {self.service} user may "
+                    "not declare it: load the broker definitions (docs/deploy.md, "
+                    "\"RabbitMQ users\")") from None
+        return False
 
     def connected(self) -> bool:
         connection = self._connection
@@ -143,8 +183,8 @@ class Publisher:
             # sooner anyway), which also frees the channel's lock for the next publish.
             underlay = cast("aiormq.Channel", await channel.get_underlay_channel())
             confirmed = await underlay.basic_publish(
-                body, routing_key=queue.name, mandatory=True, properties=properties,
-                wait=False)
+                body, exchange=self.exchange, routing_key=queue.name, mandatory=True,
+                properties=properties, wait=False)
         # A nack raises DeliveryError and a return PublishError; anything but an ack
         # (a channel without confirms answers None) is no proof of storage either.
         if isinstance(confirmed, spec.Basic.Ack):

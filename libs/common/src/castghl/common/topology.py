@@ -149,6 +149,19 @@ class Topology:
         return WorkQueue(f"{self.prefix}app.lifecycle", self.lifecycle_backoff)
 
     @cached_property
+    def intake(self) -> RabbitExchange:
+        """Where the gateway publishes, and all it may write to: a direct exchange bound
+        to the intake queues by their names. Publishing through the default exchange
+        would need a permission that reaches every queue (RabbitMQ checks `write` on the
+        exchange, not on the queue)."""
+        return RabbitExchange(f"{self.prefix}castghl.intake", type=ExchangeType.DIRECT,
+                              durable=True)
+
+    def intake_queues(self) -> list[WorkQueue]:
+        """The queues webhooks go to, each routed from `intake` by its own name."""
+        return [self.outbound, self.inbound, self.lifecycle]
+
+    @cached_property
     def location_changes(self) -> RabbitExchange:
         """Fanout of `LocationChanged` notices: every sender drops what it cached of a
         location the moment the OAuth service changes it (install, uninstall, settings)."""

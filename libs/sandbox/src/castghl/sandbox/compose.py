@@ -22,6 +22,7 @@ when either is missing. Images follow PYTHON_IMAGE / RABBITMQ_IMAGE / MONGO_IMAG
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -46,6 +47,11 @@ from castghl.sandbox.stack import BridgeAt, in_flight
 from castghl.sandbox.stack import parts_sent as parts_sent_in
 
 PROJECT = "castghl-compose-test"
+# Issue #14's drills: a broker restart, readiness back within 30 s of a healthy broker,
+# and a database outage of at least a minute, each in the middle of a burst.
+BROKER_DOWN_SECONDS = 10.0
+READY_AGAIN_SECONDS = 30.0
+MONGO_DOWN_SECONDS = 60.0
 # The sandbox stack's fixed host ports: BASE_URL and GHL_MARKETPLACE_URL in
 # deploy/sandbox/sandbox.env name them, because the browser follows those redirects.
 PORTS = {"gateway": 3002, "oauth": 3003, "ghl-sim": 9101, "cast-sim": 9102}
@@ -169,25 +175,41 @@ def parts_sent(compose: Compose, container: str) -> float:
     return parts_sent_in(metrics(compose, container) or "")
 
 
+# Counts each named queue's ready messages by a passive declare (which needs no
+# permission), over the RABBITMQ_URL of the container it runs in.
+_DEPTHS = """
+import asyncio, os, sys, aio_pika
+async def depths():
+    total = 0
+    async with await aio_pika.connect(os.environ["RABBITMQ_URL"]) as connection:
+        for name in sys.argv[1:]:
+            try:
+                async with connection.channel() as channel:
+                    queue = await channel.declare_queue(name, passive=True)
+                    total += queue.declaration_result.message_count or 0
+            except aio_pika.exceptions.AMQPError:
+                pass  # gone meanwhile
+    print(total)
+asyncio.run(depths())
+"""
+
+
 def queued(compose: Compose) -> int:
     """Messages waiting in the broker's work queues and retry tiers, counted now (parked
     ones are going nowhere).
 
     The broker publishes no port. `rabbitmqctl list_queues` names every queue, but for a
     quorum queue it shows the counts the queue last reported, seconds old, which can say
-    0 while a status waits in its tier. So the count is asked of each queue itself, as on
-    processes (`infra.queue_depths`), from inside the compose network: the simulators'
-    image has the client.
+    0 while a status waits in its tier. So the count is asked of each queue itself, from
+    a sender's container (on the broker's network, as its own broker user).
     """
     [broker] = compose.containers("rabbitmq")
     listing = compose.docker_cli("exec", broker, "rabbitmqctl", "list_queues", "--quiet",
                                  "--no-table-headers", "name")
-    names = [name for name in listing.split() if not name.endswith(".parked")]
-    [probe] = compose.containers("cast-sim")
-    script = ("import sys;from castghl.sandbox import infra;"
-              "print(sum(infra.queue_depths(sys.argv[1],sys.argv[2:]).values()))")
-    url = sandbox_setting(compose.root, "RABBITMQ_URL")
-    return int(compose.docker_cli("exec", probe, "python", "-c", script, url, *names))
+    names = [name for name in listing.split()
+             if not name.endswith(".parked") and ".location-changes." not in f".{name}"]
+    probe = compose.containers("sender")[0]
+    return int(compose.docker_cli("exec", probe, "python", "-c", _DEPTHS, *names))
 
 
 @dataclass
@@ -225,33 +247,147 @@ class Kill:
         return max(grown, key=lambda name: grown[name]) if any(grown.values()) else "-"
 
 
-def kill_mid_burst(compose: Compose, bridge: ComposeBridge, case: Case,
-                   say: Callable[[str], None]) -> Kill:
-    """Fire the burst in the background; kill the lane's owner once some, not all, went."""
-    senders = compose.containers("sender")
-    before = {name: parts_sent(compose, name) for name in senders}
+def mid_burst(bridge: ComposeBridge, case: Case, act: Callable[[], None]) -> tuple[int, str]:
+    """Fire the burst in the background and `act` once some, not all, of it reached Cast;
+    how much had when the act began, and what went wrong with the timing ("" if nothing)."""
     firing = threading.Thread(target=fire, args=(bridge, case), daemon=True)
     firing.start()
-    kill = Kill(total=case.count)
     deadline = time.monotonic() + 60
+    sent_before, note = 0, ""
     while time.monotonic() < deadline:
-        sent = _sent_of(bridge, case)
-        if sent >= case.count // 4:
-            after = {name: parts_sent(compose, name) for name in senders}
-            kill.victim = max(senders, key=lambda name: after[name] - before[name])
-            kill.counters = after
-            kill.sent_before = _sent_of(bridge, case)
-            compose.docker_cli("kill", kill.victim)
-            say(f"docker kill {kill.victim} (owned the Cast lane) after "
-                f"{kill.sent_before}/{case.count} of the burst reached Cast")
+        sent_before = _sent_of(bridge, case)
+        if sent_before >= case.count // 4:
+            act()
             break
         time.sleep(0.1)
     else:
-        kill.note = "the burst never started reaching Cast"
+        note = "the burst never started reaching Cast"
     firing.join(120)
-    if kill.sent_before >= case.count:
-        kill.note = "the kill came after the whole burst was sent: not a mid-burst kill"
+    if sent_before >= case.count:
+        note = "the action came after the whole burst was sent: not mid-burst"
+    return sent_before, note
+
+
+def kill_mid_burst(compose: Compose, bridge: ComposeBridge, case: Case,
+                   say: Callable[[str], None]) -> Kill:
+    """Kill the lane's owner in the middle of a burst."""
+    senders = compose.containers("sender")
+    before = {name: parts_sent(compose, name) for name in senders}
+    kill = Kill(total=case.count)
+
+    def kill_the_owner() -> None:
+        after = {name: parts_sent(compose, name) for name in senders}
+        kill.victim = max(senders, key=lambda name: after[name] - before[name])
+        kill.counters = after
+        compose.docker_cli("kill", kill.victim)
+        say(f"docker kill {kill.victim} (owned the Cast lane) mid-burst")
+
+    kill.sent_before, kill.note = mid_burst(bridge, case, kill_the_owner)
     return kill
+
+
+def outage_mid_burst(compose: Compose, bridge: ComposeBridge, case: Case, *, service: str,
+                     down_for: float, say: Callable[[str], None]) -> str:
+    """Stop `service` (the broker, the database) for `down_for` seconds in the middle of a
+    burst, then start it again; "" or what went wrong with the timing."""
+    [container] = compose.containers(service)
+
+    def outage() -> None:
+        compose.docker_cli("stop", "--time", "10", container, timeout=120)
+        say(f"docker stop {container} mid-burst; starting it again in {down_for:.0f} s")
+        time.sleep(down_for)  # the outage itself: its length is the step's point
+        compose.docker_cli("start", container, timeout=120)
+
+    sent_before, note = mid_burst(bridge, case, outage)
+    say(f"{sent_before}/{case.count} of the burst had reached Cast when {service} stopped")
+    return note
+
+
+def healthy(compose: Compose, service: str, within: float = 180) -> None:
+    """Wait for `service`'s own health check to pass again."""
+    [container] = compose.containers(service)
+    deadline = time.monotonic() + within
+    while compose.docker_cli("inspect", "-f", "{{.State.Health.Status}}",
+                             container).strip() != "healthy":
+        if time.monotonic() > deadline:
+            raise ComposeTestError(f"{service} not healthy {within:.0f} s after its start")
+        time.sleep(1.0)
+
+
+def readiness_back(compose: Compose, within: float) -> list[str]:
+    """Every sender answers ready again (its consumers on the broker) within `within` s."""
+    deadline = time.monotonic() + within
+    waiting = compose.containers("sender")
+    while waiting and time.monotonic() < deadline:
+        waiting = [name for name in waiting if not _ready(compose, name)]
+        time.sleep(1.0)
+    return [f"{name} not ready {within:.0f} s after the broker came back" for name in waiting]
+
+
+def _ready(compose: Compose, container: str) -> bool:
+    try:
+        compose.docker_cli("exec", container, "python", "/app/healthcheck.py", timeout=15)
+    except subprocess.SubprocessError:
+        return False
+    return True
+
+
+# Run inside the gateway's container, as its broker user: each thing it must not be able
+# to do, and whether it could ("refused" is the expected answer for every one).
+_GATEWAY_REACH = """
+import asyncio, json, os, socket, urllib.error, urllib.request, aio_pika, aiormq
+prefix = os.environ.get("QUEUE_PREFIX", "")
+async def broker():
+    found = {}
+    connection = await aio_pika.connect(os.environ["RABBITMQ_URL"])
+    async with connection:
+        for what, act in {
+            "consume sms.outbound": lambda ch: ch.declare_queue(prefix + "sms.outbound",
+                passive=True),
+            "publish to ghl.status": lambda ch: ch.default_exchange.publish(
+                aio_pika.Message(b"{}"), routing_key=prefix + "ghl.status", mandatory=True),
+            "declare a queue": lambda ch: ch.declare_queue(prefix + "gateway.own"),
+        }.items():
+            try:
+                channel = await connection.channel(publisher_confirms=True,
+                                                   on_return_raises=True)
+                target = await act(channel)
+                if what.startswith("consume"):
+                    await target.consume(lambda message: None)
+                found[what] = "allowed"
+            except aiormq.exceptions.ChannelAccessRefused:
+                found[what] = "refused"
+            except Exception as exc:
+                found[what] = type(exc).__name__
+    return found
+found = asyncio.run(broker())
+try:  # every Cast key: only SENDER_API_KEY opens it, and the gateway has none
+    urllib.request.urlopen("http://oauth:3003/internal/cast-keys", timeout=5)
+    found["read the Cast keys from oauth"] = "allowed"
+except urllib.error.HTTPError as answer:
+    found["read the Cast keys from oauth"] = "refused" if answer.code == 401 else str(answer.code)
+except OSError:
+    found["read the Cast keys from oauth"] = "refused"
+for what, host, port in (("reach mongo", "mongo", 27017),):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        found[what] = "allowed"
+    except OSError:
+        found[what] = "refused"
+print(json.dumps(found))
+"""
+
+
+def least_privilege(compose: Compose, say: Callable[[str], None]) -> list[str]:
+    """What the most exposed container may not do: the gateway's broker user consuming
+    or publishing outside the intake, the gateway reading Cast keys from the oauth
+    service, or reaching Mongo at all."""
+    [gateway] = compose.containers("gateway")
+    found = json.loads(compose.docker_cli("exec", gateway, "python", "-c", _GATEWAY_REACH,
+                                          timeout=60))
+    say("from the gateway's container: " + ", ".join(f"{k}: {v}" for k, v in found.items()))
+    return [f"the gateway could {what} ({answer})" for what, answer in found.items()
+            if answer != "refused"]
 
 
 def _sent_of(bridge: ComposeBridge, case: Case) -> int:
@@ -267,6 +403,7 @@ class Plan:
     senders: int = 3
     burst: int = 40
     kill_burst: int = 150
+    outage_burst: int = 240
     keep: bool = False
 
 
@@ -369,6 +506,29 @@ def exercise(compose: Compose, bridge: ComposeBridge, root: Path, plan: Plan,
     if kill.note:
         problems.append(kill.note)
 
+    problems += least_privilege(compose, say)
+
+    restart = Case(f"burst of {plan.outage_burst}, broker restarted",
+                   {"phone": PHONE, "message": "Broker restart burst"}, count=plan.outage_burst)
+    if note := outage_mid_burst(compose, bridge, restart, service="rabbitmq",
+                                down_for=BROKER_DOWN_SECONDS, say=say):
+        problems.append(f"broker restart: {note}")
+    healthy(compose, "rabbitmq")
+    started = time.monotonic()
+    problems += readiness_back(compose, READY_AGAIN_SECONDS)
+    say(f"every sender ready (consuming) again {time.monotonic() - started:.1f} s after "
+        "the broker was healthy")
+    settle(bridge, [restart])
+    cases.append(restart)
+
+    stopped = Case(f"burst of {plan.outage_burst}, Mongo down {MONGO_DOWN_SECONDS:.0f} s",
+                   {"phone": PHONE, "message": "Mongo outage burst"}, count=plan.outage_burst)
+    if note := outage_mid_burst(compose, bridge, stopped, service="mongo",
+                                down_for=MONGO_DOWN_SECONDS, say=say):
+        problems.append(f"Mongo outage: {note}")
+    settle(bridge, [stopped])
+    cases.append(stopped)
+
     say("\n" + table([c.row() for c in cases]))
     fired = sum(len(c.sent) for c in cases)
     exactly_once = sum(1 for c in cases for m in c.sent
@@ -396,6 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--senders", type=int, default=3)
     parser.add_argument("--burst", type=int, default=40)
     parser.add_argument("--kill-burst", type=int, default=150)
+    parser.add_argument("--outage-burst", type=int, default=240)
     parser.add_argument("--keep", action="store_true", help="leave the stack up afterwards")
     parser.add_argument("--root", type=Path, default=Path.cwd(),
                         help="the repository (holds docker-compose.yaml)")
@@ -406,8 +567,8 @@ def main(argv: list[str] | None = None) -> None:
         print(text, flush=True)
 
     try:
-        ok = run(args.root.resolve(), Plan(args.senders, args.burst, args.kill_burst, args.keep),
-                 say)
+        ok = run(args.root.resolve(), Plan(args.senders, args.burst, args.kill_burst,
+                                           args.outage_burst, args.keep), say)
     except ComposeTestError as exc:
         print(f"compose-test: {exc}", file=sys.stderr)
         sys.exit(2)

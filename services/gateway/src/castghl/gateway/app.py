@@ -21,18 +21,18 @@ SERVICE = "castghl-gateway"
 
 
 def create_app(settings: GatewaySettings) -> ASGIApp:
-    publisher = Publisher(str(settings.rabbitmq_url), SERVICE)
     topology = settings.topology()
+    publisher = Publisher(str(settings.rabbitmq_url), SERVICE, exchange=topology.intake.name)
     intake = Intake(publisher, topology, WebhookVerifier(settings.public_keys()),
                     max_age_seconds=settings.webhook_max_age_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await publisher.connect()
-        # Declared here too, so webhooks route even before any worker has started.
-        await publisher.declare([*topology.outbound.all_queues(),
-                                 *topology.lifecycle.all_queues(),
-                                 *topology.inbound.all_queues()])
+        # Declared here where this user may (a broker without our definitions), so
+        # webhooks route even before any worker has started; with per-service users
+        # the broker's definitions hold them (docs/deploy.md, "RabbitMQ users").
+        await publisher.declare_routes(topology.intake, topology.intake_queues())
         yield
         await publisher.close()
 
@@ -45,4 +45,5 @@ def create_app(settings: GatewaySettings) -> ASGIApp:
     rest.include_router(health_router({"rabbitmq": rabbitmq_ready}))
     routes = {**webhook_routes(intake),
               **inbound_routes(intake, settings.inbound_api_key.get_secret_value())}
-    return WebhookApp(routes, rest, max_body_bytes=settings.max_body_bytes)
+    return WebhookApp(routes, rest, max_body_bytes=settings.max_body_bytes,
+                      max_concurrent=settings.max_concurrent_requests)
