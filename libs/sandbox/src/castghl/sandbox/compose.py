@@ -22,6 +22,7 @@ when either is missing. Images follow PYTHON_IMAGE / RABBITMQ_IMAGE / MONGO_IMAG
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +45,7 @@ import httpx
 from castghl.sandbox import scenarios
 from castghl.sandbox.infra import docker_available
 from castghl.sandbox.scenarios import PHONE, Case, fire, settle, table
+from castghl.sandbox.slowloris import cut_off, trickle
 from castghl.sandbox.stack import BridgeAt, in_flight
 from castghl.sandbox.stack import parts_sent as parts_sent_in
 
@@ -378,6 +381,72 @@ print(json.dumps(found))
 """
 
 
+# What production requires, as placeholders: enough for `docker compose config` to render.
+PRODUCTION_REQUIRED = ("BASE_URL", "GHL_CLIENT_ID", "GHL_CLIENT_SECRET", "GHL_APP_ID",
+                       "TOKEN_ENCRYPTION_KEYS", "ADMIN_API_KEY", "SENDER_API_KEY",
+                       "INBOUND_API_KEY", "CAST_API_KEY", "RABBITMQ_ADMIN_PASSWORD",
+                       "RABBITMQ_GATEWAY_PASSWORD", "RABBITMQ_SENDER_PASSWORD",
+                       "RABBITMQ_OAUTH_PASSWORD", "MONGO_ROOT_PASSWORD",
+                       "MONGO_SENDER_PASSWORD", "MONGO_OAUTH_PASSWORD")
+
+
+def production_config(compose: Compose, say: Callable[[str], None]) -> list[str]:
+    """The production override as compose renders it: no guest credentials, no published
+    broker or database port, MongoDB with authentication."""
+    with tempfile.TemporaryDirectory() as scratch:
+        env = Path(scratch) / "production.env"
+        env.write_text("".join(f"{name}=placeholder-{name.lower()}-0123456789\n"
+                               for name in PRODUCTION_REQUIRED)
+                       + f"CASTGHL_ENV_FILE={env}\n")
+        rendered = compose.docker_cli(
+            "compose", "-p", "castghl-production-config", "-f",
+            str(compose.root / "docker-compose.yaml"), "-f",
+            str(compose.root / "deploy" / "compose.production.yaml"), "--env-file", str(env),
+            "config", "--format", "json", timeout=60)
+    services = json.loads(rendered)["services"]
+    problems = [f"production: {name} publishes {services[name]['ports']}"
+                for name in ("rabbitmq", "mongo") if services[name].get("ports")]
+    if "guest" in rendered:
+        problems.append("production: the rendered configuration names the guest user")
+    if "MONGO_INITDB_ROOT_USERNAME" not in services["mongo"].get("environment", {}):
+        problems.append("production: MongoDB runs without authentication")
+    for name in ("sender", "oauth"):
+        if "@mongo" not in services[name]["environment"].get("MONGO_URI", ""):
+            problems.append(f"production: the {name} connects to MongoDB without a user")
+    say("production override rendered: " + ("as required" if not problems else "NOT as required"))
+    return problems
+
+
+SLOW_CLIENTS = 200
+SLOW_HEAD = b"POST /webhooks/ghl/provider-outbound HTTP/1.1\r\nhost: gateway\r\nx-slow: "
+
+
+def slow_clients(bridge: ComposeBridge, say: Callable[[str], None]) -> tuple[Case, list[str]]:
+    """SLOW_CLIENTS connections trickle a request head into the gateway while GHL's
+    webhooks come in: those are answered, and every slow one is cut off (408, closed)."""
+    case = Case(f"20 webhooks beside {SLOW_CLIENTS} slow clients",
+                {"phone": PHONE, "message": "Beside slow clients"}, count=20)
+
+    async def run() -> list[bytes]:
+        stop = asyncio.Event()
+        slow = [asyncio.create_task(trickle("127.0.0.1", PORTS["gateway"], SLOW_HEAD, stop))
+                for _ in range(SLOW_CLIENTS)]
+        try:
+            await asyncio.to_thread(fire, bridge, case)
+            return await asyncio.wait_for(asyncio.gather(*slow), 120)
+        finally:
+            stop.set()
+
+    started = time.monotonic()
+    answers = asyncio.run(run())
+    say(f"{SLOW_CLIENTS} slow clients trickling request heads: all cut off within "
+        f"{time.monotonic() - started:.1f} s; the 20 webhooks meanwhile answered "
+        f"{sorted({a for m in case.sent for a in m.answers})}")
+    if cut_off(answers, b"408"):
+        return case, []
+    return case, [f"slow clients not all answered 408 and closed: {sorted(set(answers))[:3]}"]
+
+
 def least_privilege(compose: Compose, say: Callable[[str], None]) -> list[str]:
     """What the most exposed container may not do: the gateway's broker user consuming
     or publishing outside the intake, the gateway reading Cast keys from the oauth
@@ -507,6 +576,12 @@ def exercise(compose: Compose, bridge: ComposeBridge, root: Path, plan: Plan,
         problems.append(kill.note)
 
     problems += least_privilege(compose, say)
+    problems += production_config(compose, say)
+
+    beside_slow, slow_problems = slow_clients(bridge, say)
+    problems += slow_problems
+    settle(bridge, [beside_slow])
+    cases.append(beside_slow)
 
     restart = Case(f"burst of {plan.outage_burst}, broker restarted",
                    {"phone": PHONE, "message": "Broker restart burst"}, count=plan.outage_burst)
