@@ -517,6 +517,8 @@ def run(root: Path, plan: Plan, say: Callable[[str], None]) -> bool:
             problems += exercise(compose, bridge, root, plan, say)
     except subprocess.CalledProcessError as exc:
         problems.append(f"`{' '.join(exc.cmd[1:4])} … {exc.cmd[-1]}` exited {exc.returncode}")
+    except (httpx.HTTPError, ComposeTestError, TimeoutError) as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")  # with the containers' logs below
     finally:
         if problems:
             say("\n== logs (last 25 lines per container) of the failed run")
