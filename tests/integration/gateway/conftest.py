@@ -19,6 +19,7 @@ from castghl.common import serve
 from castghl.common.topology import Topology
 from castghl.gateway.app import create_app
 from castghl.gateway.settings import GatewaySettings
+from castghl.sandbox import infra
 from castghl.sandbox.infra import Infra
 from castghl.sandbox.server import serve_in_thread
 
@@ -75,6 +76,8 @@ def gateway(rabbitmq: Infra, signer: Signer) -> Iterator[RunningGateway]:
     # On the gateway's own server settings (its HTTP limits among them).
     with serve_in_thread(create_app(settings), configure=serve.config) as url:
         yield RunningGateway(url, settings.topology(), signer)
+    # The queues it declared: quorum queues left behind weigh on a shared broker.
+    infra.delete_queues(rabbitmq.url, settings.topology().queue_names())
 
 
 @pytest.fixture

@@ -236,13 +236,18 @@ class FakeCast:
         if self.read_error is not None:
             raise self.read_error
         day_before = datetime.fromtimestamp(time.time() - 86_400, UTC).isoformat()
-        newest_first = (
-            [self.receipt_of(f"LATER{n}") for n in range(self.later)]
-            + [self.receipt_of(f"CAST{n}") for n in range(len(self.sent), 0, -1)
-               if not self.unlisted]
-            + [self.receipt_of(f"EARLIER{n}").model_copy(update={"sent_at": day_before})
-               for n in range(self.earlier)])
-        return newest_first[offset:offset + limit]
+        ours = [] if self.unlisted else [f"CAST{n}" for n in range(len(self.sent), 0, -1)]
+        window = range(offset, min(offset + limit, self.later + len(ours) + self.earlier))
+        rows = []
+        for i in window:  # only the page asked for: `later` may be large
+            if i < self.later:
+                rows.append(self.receipt_of(f"LATER{i}"))
+            elif i < self.later + len(ours):
+                rows.append(self.receipt_of(ours[i - self.later]))
+            else:
+                rows.append(self.receipt_of(f"EARLIER{i}").model_copy(
+                    update={"sent_at": day_before}))
+        return rows
 
 
 @dataclass

@@ -48,17 +48,21 @@ class BoundedHeads(HttpToolsProtocol):
     uvicorn arms no timer until after a first response and bounds no request head, so a
     client trickling a head a byte at a time (slow-loris) holds its connection for ever.
     Here a connection whose head is not whole within HEAD_TIMEOUT_SECONDS is answered 408
-    and closed; a head over MAX_HEAD_BYTES, 431. Bodies are the app's to time
-    (the gateway's webhooks: `WebhookApp`)."""
+    and closed; a head over MAX_HEAD_BYTES, 431. Bodies are the app's to time (the
+    gateway's webhooks: `WebhookApp`), except the rest of one answered before it was all
+    in (a 413): uvicorn reads it to throw it away, for at most HEAD_TIMEOUT_SECONDS."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
+        self._rest_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        self._body_done = True
         super().connection_made(transport)
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_done()
+        self._rest_done()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -76,7 +80,23 @@ class BoundedHeads(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_done()
+        self._body_done = False
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._body_done = True
+        self._rest_done()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._body_done and not self.transport.is_closing():
+            self._rest_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self.transport.close)
+
+    def _rest_done(self) -> None:
+        if self._rest_timer is not None:
+            self._rest_timer.cancel()
+            self._rest_timer = None
 
     def _await_head(self) -> None:
         self._head_done()

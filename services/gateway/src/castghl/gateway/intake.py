@@ -214,8 +214,10 @@ class WebhookApp:
             answer = await route(headers, body)
         except BridgeError as error:
             response = refused(scope["path"], error)
-            if isinstance(error, BodyTooLarge | BodyTooSlow):
-                # The rest of its body is never read: the connection cannot carry on.
+            if isinstance(error, BodyTooSlow):
+                # A client this slow does not keep its connection. (After a 413 the rest
+                # of the body is read and thrown away: closing at once would reset the
+                # connection under an honest client still sending, losing the answer.)
                 response.headers["connection"] = "close"
             await response(scope, receive, send)
             return
