@@ -14,7 +14,9 @@ from castghl.common.settings import (
     BrokerSettings,
     MongoSettings,
     load_settings,
+    startup_facts,
 )
+from castghl.sender.settings import SenderSettings
 
 
 class ExampleSettings(BrokerSettings, MongoSettings):
@@ -103,3 +105,27 @@ def test_each_service_refuses_to_start_without_its_settings(script: str, require
     assert lines[0].startswith(f"{script}: cannot start, bad settings: ")
     for name in [*required, "LOG_LEVEL"]:
         assert name in lines[0]
+
+
+@pytest.mark.parametrize(("urls", "key", "mode"), [
+    ({}, "cast_" + "a" * 64, "live"),
+    ({"CAST_API_URL": "http://cast-sim:9102"}, "cast_" + "a" * 64,
+     "sandbox (simulators or a Cast test key)"),
+    ({}, "cast_test_" + "a" * 64, "sandbox (simulators or a Cast test key)"),
+], ids=["live", "simulator", "test-key"])
+def test_the_start_up_line_says_live_or_sandbox_and_names_hosts_only(
+        monkeypatch: pytest.MonkeyPatch, urls: dict[str, str], key: str, mode: str) -> None:
+    for name in ("GHL_API_URL", "CAST_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"CAST_API_KEY": key, "OAUTH_URL": "http://oauth:3003",
+                        "SENDER_API_KEY": "s" * 16,
+                        "RABBITMQ_URL": "amqp://sender:secret-pw@rabbitmq:5672/",
+                        "MONGO_URI": "mongodb://sender:secret-pw@mongo:27017/cast-ghl",
+                        **urls}.items():
+        monkeypatch.setenv(name, value)
+    facts = startup_facts(SenderSettings())
+    assert facts["mode"] == mode
+    assert facts["rabbitmq"] == "rabbitmq:5672"
+    assert facts["mongo"] == "mongo:27017"
+    assert "secret-pw" not in str(facts)
+    assert key not in str(facts)

@@ -28,6 +28,7 @@ async def test_the_app_builds_and_routes_without_connecting_to_anything() -> Non
         assert install.status_code == 302
         assert install.headers["location"].startswith(
             "https://marketplace.gohighlevel.com/v2/oauth/chooselocation?")
+        assert (await client.head("/oauth/install")).status_code == 302  # curl -I
         assert (await client.get("/admin/installations")).status_code == 401
 
 

@@ -8,8 +8,10 @@ secret — and exits with status 2.
 
 from __future__ import annotations
 
+import logging
 import sys
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Final, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     AnyUrl,
@@ -128,6 +130,36 @@ def _variable(settings_cls: type[ServiceSettings], error: ErrorDetails) -> str:
 def describe_errors(settings_cls: type[ServiceSettings], exc: ValidationError) -> str:
     """'A is missing; B: Input should be a valid integer' — values are never echoed."""
     return fields(exc, name=lambda error: _variable(settings_cls, error))
+
+
+# The real hosts: anything else is a simulator or a test double.
+LIVE_HOSTS: Final = {"ghl_api_url": "services.leadconnectorhq.com", "cast_api_url": "api.cast.ph"}
+
+
+def startup_facts(settings: ServiceSettings) -> dict[str, str]:
+    """What an operator wants to read first in a service's log: live or sandbox, which
+    upstream hosts, which broker and database hosts. Hosts only, never a credential."""
+    facts: dict[str, str] = {}
+    for name in ("ghl_api_url", "cast_api_url", "oauth_url", "base_url", "rabbitmq_url",
+                 "mongo_uri"):
+        value = getattr(settings, name, None)
+        if value is not None:
+            where = urlsplit(str(value))
+            facts[name.removesuffix("_url").removesuffix("_uri")] = (
+                f"{where.hostname}:{where.port}" if where.port else str(where.hostname))
+    upstreams = [name for name in LIVE_HOSTS if hasattr(settings, name)]
+    live = all(urlsplit(str(getattr(settings, name))).hostname == LIVE_HOSTS[name]
+               for name in upstreams)
+    key = getattr(settings, "cast_api_key", None)
+    test_key = isinstance(key, SecretStr) and key.get_secret_value().startswith("cast_test_")
+    facts["mode"] = ("live" if live and not test_key else
+                     "sandbox (simulators or a Cast test key)") if upstreams else "n/a"
+    return facts
+
+
+def announce(settings: ServiceSettings) -> None:
+    """Log `startup_facts` once, as the process starts serving."""
+    logging.getLogger("castghl.start").info("starting", extra=startup_facts(settings))
 
 
 def load_settings(settings_cls: type[S], service: str) -> S:

@@ -213,7 +213,8 @@ class Installer:
 def install_router(installer: Installer) -> APIRouter:
     router = APIRouter(prefix="/oauth", include_in_schema=False)
 
-    @router.get("/install")
+    # HEAD too: `curl -I`, link checkers and proxies probing the route get the redirect.
+    @router.api_route("/install", methods=["GET", "HEAD"])
     async def install(agency: bool = False) -> RedirectResponse:
         return RedirectResponse(installer.authorize_redirect("Company" if agency
                                                              else "Location"), 302)

@@ -8,7 +8,7 @@ import sys
 
 from castghl.common.logging import configure_logging
 from castghl.common.serve import serve
-from castghl.common.settings import load_settings
+from castghl.common.settings import announce, load_settings
 from castghl.oauth.app import SERVICE, create_app, mongo_client
 from castghl.oauth.rotation import rotate_secrets
 from castghl.oauth.settings import OAuthSettings
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     settings = load_settings(OAuthSettings, SERVICE)
     configure_logging(SERVICE, settings.log_level)
+    announce(settings)
     if args == ["rotate-keys"]:
         count = asyncio.run(rotate_keys(settings))
         print(f"{SERVICE}: re-encrypted {count} stored secrets under the newest key")

@@ -15,7 +15,7 @@ import asyncio
 from castghl.common.logging import configure_logging
 from castghl.common.parking import count_parked, replay
 from castghl.common.serve import serve
-from castghl.common.settings import BrokerSettings, load_settings
+from castghl.common.settings import BrokerSettings, announce, load_settings
 from castghl.sender.app import SERVICE, create_app
 from castghl.sender.settings import SenderSettings
 
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     settings = load_settings(SenderSettings, SERVICE)
     configure_logging(SERVICE, settings.log_level)
+    announce(settings)
     serve(create_app(settings), settings.host, settings.port)
 
 

@@ -178,6 +178,9 @@ class ReceiptDesk:
         """Called on every delivery of the Cast lane: the first one means this process
         owns the lane (only its owner asks Cast), so the desk starts with a round, which
         takes up checks a previous owner marked due and died before answering."""
+        if self._runner is None:
+            log.info("this replica owns the Cast lane now (sms.outbound has one active "
+                     "consumer at a time)")
         if self._runner is None or self._runner.done():
             self._wake.set()
             self._runner = asyncio.create_task(self._run(), name="receipt-desk")
