@@ -21,7 +21,7 @@ app.createRole({
 app.createRole({
   role: "castghl_oauth",
   // `usage` is the sender's; the admin API's usage report reads it.
-  privileges: [...owns(["installations", "app_events"]),
+  privileges: [...owns(["installations", "app_events", "admin_audit"]),
                { resource: { db: dbName, collection: "usage" }, actions: ["find"] }],
   roles: [],
 });

@@ -13,8 +13,9 @@ from pymongo import AsyncMongoClient
 from castghl.common.crypto import TokenCipher, generate_key
 from castghl.common.ghl.oauth import TokenGrant
 from castghl.common.messages import InstallStatus
+from castghl.oauth.admin import audit_entry
 from castghl.oauth.installation import location_key
-from castghl.oauth.store import COLLECTION, MongoInstallations
+from castghl.oauth.store import AUDIT_COLLECTION, COLLECTION, MongoAuditLog, MongoInstallations
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -89,3 +90,22 @@ async def test_an_agency_location_is_recorded_before_its_token_and_own_installs_
         InstallStatus.ACTIVE, True, None)
     assert await store.uninstall_company("co1", NOW + timedelta(seconds=1), NOW) == 1
     assert (await store.get(location_key("own"))).status is InstallStatus.ACTIVE  # type: ignore[union-attr]
+
+
+async def test_the_audit_log_reads_newest_first_per_location(mongo_uri: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    audit = MongoAuditLog(client.get_default_database()[AUDIT_COLLECTION])
+    await audit.ensure_indexes()
+    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    try:
+        for minutes, location in ((0, "loc1"), (1, "loc2"), (2, "loc1")):
+            await audit.record(audit_entry(location, {"sender_id": f"S{minutes}"},
+                                           start + timedelta(minutes=minutes)))
+        newest = await audit.recent("loc1", 10)
+        assert [(e["changes"]["sender_id"], e["at"]) for e in newest] == [
+            ("S2", (start + timedelta(minutes=2)).isoformat()),
+            ("S0", start.isoformat())]
+        assert [e["location_id"] for e in await audit.recent(None, 2)] == ["loc1", "loc2"]
+        assert all("_id" not in e for e in newest)
+    finally:
+        await client.close()

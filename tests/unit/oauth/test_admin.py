@@ -44,6 +44,21 @@ class FakeAccounts:
                                          for s, c in entries])
 
 
+class FakeAudit:
+    """The audit log as a list, newest last; `recent` answers as MongoAuditLog does."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    async def record(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+
+    async def recent(self, location_id: str | None, limit: int) -> list[dict[str, Any]]:
+        found = [e for e in reversed(self.entries)
+                 if location_id is None or e["location_id"] == location_id]
+        return [{**e, "at": e["at"].isoformat()} for e in found[:limit]]
+
+
 class FakeUsage:
     """Rows per location, as the sender's `usage` collection holds them."""
 
@@ -73,11 +88,17 @@ def store() -> FakeStore:
 
 
 @pytest.fixture
-async def client(store: FakeStore) -> AsyncIterator[httpx.AsyncClient]:
+def audit() -> FakeAudit:
+    return FakeAudit()
+
+
+@pytest.fixture
+async def client(store: FakeStore, audit: FakeAudit) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     answers.install(app)
     app.include_router(admin_router(store, KEY, DefaultKeyFor(everyone=True), FakeNotices(),
-                                    sender_ids=checks(), usage=FakeUsage(), clock=Clock()))
+                                    sender_ids=checks(), usage=FakeUsage(), audit=audit,
+                                    clock=Clock()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://admin") as client:
         yield client
@@ -89,7 +110,7 @@ async def client(store: FakeStore) -> AsyncIterator[httpx.AsyncClient]:
 ], ids=["missing", "wrong", "no-scheme", "basic", "longer"])
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/admin/installations"), ("GET", "/admin/installations/loc1"),
-    ("PUT", "/admin/installations/loc1"),
+    ("PUT", "/admin/installations/loc1"), ("GET", "/admin/audit"),
 ])
 async def test_without_the_admin_key_nothing_is_shown_or_changed(
         client: httpx.AsyncClient, store: FakeStore, headers: dict[str, str], method: str,
@@ -124,7 +145,7 @@ async def test_each_installation_shows_its_state_key_and_token_source(
     # Only co9's locations may use the operator's default key: co1's have to bring one.
     app.include_router(admin_router(store, KEY, DefaultKeyFor(companies=frozenset({"co9"})),
                                     FakeNotices(), sender_ids=checks(), usage=FakeUsage(),
-                                    clock=Clock()))
+                                    audit=FakeAudit(), clock=Clock()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://admin") as client:
         listed = (await client.get("/admin/installations", headers=AUTH)).json()
@@ -217,7 +238,8 @@ async def admin_with(store: FakeStore, accounts: FakeAccounts,
     answers.install(app)
     app.include_router(admin_router(store, KEY, default_key_for or DefaultKeyFor(everyone=True),
                                     FakeNotices(), sender_ids=checks(accounts),
-                                    usage=usage or FakeUsage(), clock=Clock()))
+                                    usage=usage or FakeUsage(), audit=FakeAudit(),
+                                    clock=Clock()))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin")
 
 
@@ -321,3 +343,28 @@ async def test_usage_defaults_to_the_last_31_days_and_refuses_bad_days(
         assert (await client.get("/admin/installations/nobody/usage",
                                  headers=AUTH)).status_code == 404
         assert (await client.get("/admin/installations/loc1/usage")).status_code == 401
+
+
+async def test_a_change_is_audited_with_its_values_but_never_a_key(
+        client: httpx.AsyncClient, audit: FakeAudit) -> None:
+    new_key = "cast_" + "fedcba9876543210" * 4
+    answer = await client.put("/admin/installations/loc2", headers=AUTH,
+                              json={"rate_limit_per_second": 5, "cast_api_key": new_key})
+    assert answer.status_code == 200
+    await client.put("/admin/installations/loc1", headers=AUTH, json={"cast_api_key": None})
+    trail = (await client.get("/admin/audit", headers=AUTH)).json()["entries"]
+    assert [(e["location_id"], e["changes"], e["actor"]) for e in trail] == [
+        ("loc1", {"cast_api_key": "cleared"}, "admin-api"),
+        ("loc2", {"cast_api_key": "set", "rate_limit_per_second": 5}, "admin-api")]
+    assert new_key not in str(trail)
+    assert CAST_KEY not in str(trail)
+    only = (await client.get("/admin/audit?location_id=loc2", headers=AUTH)).json()["entries"]
+    assert [e["location_id"] for e in only] == ["loc2"]
+
+
+async def test_a_refused_change_leaves_no_audit_entry(client: httpx.AsyncClient,
+                                                      audit: FakeAudit) -> None:
+    answer = await client.put("/admin/installations/gone", headers=AUTH,
+                              json={"sender_id": "CASTPH"})
+    assert answer.status_code == 409
+    assert audit.entries == []

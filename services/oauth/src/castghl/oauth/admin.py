@@ -105,6 +105,30 @@ def is_sandbox_key(api_key: str | None) -> bool:
     return api_key is not None and api_key.startswith(SANDBOX_KEY_PREFIX)
 
 
+class AuditLog(Protocol):
+    """Who changed which location's settings, when, and to what (never a secret)."""
+
+    async def record(self, entry: dict[str, Any]) -> None: ...
+
+    async def recent(self, location_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """Newest first, with `at` as an ISO time."""
+        ...
+
+
+# Settings whose values never reach the audit log: it says only that they were set.
+SECRET_SETTINGS: Final = frozenset({"cast_api_key"})
+# The admin API has one credential, so one actor; the console will name its users.
+ADMIN_API_ACTOR: Final = "admin-api"
+
+
+def audit_entry(location_id: str, changes: dict[str, Any], now: datetime,
+                actor: str = ADMIN_API_ACTOR) -> dict[str, Any]:
+    shown = {name: ("set" if value else "cleared") if name in SECRET_SETTINGS else value
+             for name, value in sorted(changes.items())}
+    return {"at": now, "actor": actor, "location_id": location_id, "action": "settings",
+            "changes": shown}
+
+
 class UsageReader(Protocol):
     async def days(self, location_id: str, first: str, last: str) -> list[dict[str, Any]]:
         """Usage rows (`castghl.common.usage.day_row`) from day `first` to `last`."""
@@ -184,7 +208,7 @@ def _refusal(exc: ValidationError) -> PermanentError:
 
 def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: DefaultKeyFor,
                  notices: Notices, *, sender_ids: SenderIdCheck, usage: UsageReader,
-                 clock: Callable[[], datetime] = utcnow) -> APIRouter:
+                 audit: AuditLog, clock: Callable[[], datetime] = utcnow) -> APIRouter:
     router = APIRouter(prefix="/admin", include_in_schema=False,
                        dependencies=[Depends(bearer(admin_api_key, "ADMIN_API_KEY"))])
 
@@ -243,10 +267,17 @@ def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: Defa
                 taken = ", ".join(f"{number} (location {owner})"
                                   for number, owner in sorted(owners.items()))
                 raise Conflict(f"inbound numbers already in use: {taken}")
-        updated = await store.update_prefs(inst.key, changes, clock())
+        now = clock()
+        updated = await store.update_prefs(inst.key, changes, now)
         if updated is None:
             raise Conflict("this location was uninstalled meanwhile")
+        await audit.record(audit_entry(location_id, changes, now))
         await notices.location(location_id)  # the next message uses the new settings
         return view(updated, default_key_for, sender_ids)
+
+    @router.get("/audit")
+    async def get_audit(location_id: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """Settings changes, newest first: who, when, which location, what (no secret)."""
+        return {"entries": await audit.recent(location_id, max(1, min(limit, 1000)))}
 
     return router

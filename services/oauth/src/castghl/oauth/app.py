@@ -38,8 +38,10 @@ from castghl.oauth.lifecycle import Lifecycle, register_lifecycle
 from castghl.oauth.refresh import RefreshPolicy, TokenService
 from castghl.oauth.settings import OAuthSettings
 from castghl.oauth.store import (
+    AUDIT_COLLECTION,
     COLLECTION,
     EVENTS_COLLECTION,
+    MongoAuditLog,
     MongoEventLog,
     MongoInstallations,
     MongoUsageReader,
@@ -66,6 +68,7 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     database = mongo[settings.mongo_database]
     store = MongoInstallations(database[COLLECTION], settings.cipher())
     events = MongoEventLog(database[EVENTS_COLLECTION])
+    audit = MongoAuditLog(database[AUDIT_COLLECTION])
     http = httpx.AsyncClient(timeout=settings.ghl_http_timeout_seconds)
     cast_http = httpx.AsyncClient(timeout=settings.cast_http_timeout_seconds)
     client_secret = settings.ghl_client_secret.get_secret_value()
@@ -95,6 +98,7 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.ensure_indexes()
         await events.ensure_indexes()
+        await audit.ensure_indexes()
         await broker.connect()
         # The Settler publishes to the tiers and the parking queue: declare them all.
         await declare(broker, topology.lifecycle.side_queues())
@@ -124,7 +128,8 @@ def create_app(settings: OAuthSettings) -> FastAPI:
                                settings.cast_api_key.get_secret_value())
     app.include_router(admin_router(store, settings.admin_api_key.get_secret_value(),
                                     default_key_for, notices, sender_ids=sender_ids,
-                                    usage=MongoUsageReader(database[USAGE_COLLECTION])))
+                                    usage=MongoUsageReader(database[USAGE_COLLECTION]),
+                                    audit=audit))
     app.include_router(health_router({"mongo": mongo_check(mongo),
                                       "consumers": consumers_check(broker),
                                       "rabbitmq": broker_check(broker)}))

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
@@ -42,6 +42,8 @@ IdleCursor = tuple[int, str]
 Uninstalled = Literal["uninstalled", "stale", "unknown"]
 COLLECTION: Final = "installations"
 EVENTS_COLLECTION: Final = "app_events"
+AUDIT_COLLECTION: Final = "admin_audit"
+AUDIT_MEMORY: Final = timedelta(days=400)  # a year of changes, and a little
 # Longer than any webhook GHL may still retry (WEBHOOK_MAX_AGE_SECONDS, 72 h by default):
 # a retry that arrives late still finds its first delivery here.
 EVENT_MEMORY: Final = timedelta(days=7)
@@ -379,6 +381,26 @@ class MongoEventLog:
             await self.collection.update_one(
                 {"_id": webhook_id}, {"$setOnInsert": {"expires_at": now + EVENT_MEMORY}},
                 upsert=True)
+
+
+class MongoAuditLog:
+    """`admin_audit`: settings changes made through the admin API, kept AUDIT_MEMORY."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("location_id", ASCENDING), ("at", DESCENDING)])
+        await self.collection.create_index("at", expireAfterSeconds=int(
+            AUDIT_MEMORY.total_seconds()))
+
+    async def record(self, entry: dict[str, Any]) -> None:
+        await self.collection.insert_one(dict(entry))
+
+    async def recent(self, location_id: str | None, limit: int) -> list[dict[str, Any]]:
+        query = {} if location_id is None else {"location_id": location_id}
+        cursor = self.collection.find(query, {"_id": False}).sort("at", DESCENDING).limit(limit)
+        return [{**doc, "at": doc["at"].isoformat()} async for doc in cursor]
 
 
 class MongoUsageReader:
