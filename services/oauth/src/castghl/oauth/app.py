@@ -31,6 +31,8 @@ from castghl.common.usage import USAGE_COLLECTION
 from castghl.common.worker import Settler
 from castghl.oauth.admin import SenderIdCheck, admin_router
 from castghl.oauth.changes import ChangeNotices
+from castghl.oauth.console.routes import console_router
+from castghl.oauth.console.session import Sessions
 from castghl.oauth.install import Installer, install_router
 from castghl.oauth.install_state import StateSigner
 from castghl.oauth.internal import internal_router
@@ -126,10 +128,12 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     sender_ids = SenderIdCheck(CastClient(cast_http, str(settings.cast_api_url),
                                           idempotency=False),
                                settings.cast_api_key.get_secret_value())
-    app.include_router(admin_router(store, settings.admin_api_key.get_secret_value(),
-                                    default_key_for, notices, sender_ids=sender_ids,
-                                    usage=MongoUsageReader(database[USAGE_COLLECTION]),
-                                    audit=audit))
+    usage = MongoUsageReader(database[USAGE_COLLECTION])
+    admin_key = settings.admin_api_key.get_secret_value()
+    app.include_router(admin_router(store, admin_key, default_key_for, notices,
+                                    sender_ids=sender_ids, usage=usage, audit=audit))
+    app.include_router(console_router(store, usage, Sessions(admin_key),
+                                      default_key_for=default_key_for, sender_ids=sender_ids))
     app.include_router(health_router({"mongo": mongo_check(mongo),
                                       "consumers": consumers_check(broker),
                                       "rabbitmq": broker_check(broker)}))

@@ -1,0 +1,91 @@
+"""The console's HTML: plain server-rendered pages, every value escaped, no script."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any, Final
+
+from castghl.oauth.tenancy import State
+
+STATE_NAMES: Final[dict[str, str]] = {
+    State.ACTIVE.value: "Active", State.NEEDS_REAUTH.value: "Needs re-authorisation",
+    State.NOT_SET_UP.value: "Not set up", State.UNINSTALLED.value: "Uninstalled"}
+STATES: Final = tuple(STATE_NAMES)
+
+STYLE: Final = """
+:root { color-scheme: light; font-family: system-ui, sans-serif; color: #1a1a1a; }
+body { margin: 0; background: #f6f7f9; }
+header { background: #123c69; color: #fff; padding: .75rem 1.5rem; display: flex;
+         align-items: center; justify-content: space-between; }
+header a, header button { color: #fff; }
+main { padding: 1.5rem; max-width: 72rem; }
+h1 { font-size: 1.4rem; margin: 0 0 1rem; }
+table { border-collapse: collapse; background: #fff; width: 100%; }
+caption { text-align: left; padding: .5rem 0; color: #333; }
+th, td { border: 1px solid #c9ced6; padding: .4rem .6rem; text-align: left; }
+th { background: #e9edf2; }
+label { display: block; margin: .75rem 0 .25rem; font-weight: 600; }
+input, select, button { font: inherit; padding: .4rem .6rem; }
+button { background: #123c69; color: #fff; border: 0; border-radius: 3px; cursor: pointer; }
+header button { background: transparent; border: 1px solid #fff; }
+.error { color: #8a1111; font-weight: 600; }
+a:focus, button:focus, input:focus, select:focus { outline: 3px solid #f0b400; }
+"""
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def page(title: str, body: str, *, csrf: str | None = None) -> str:
+    """A whole page; with `csrf` (signed in) the header carries the sign-out form."""
+    signout = "" if csrf is None else (
+        '<form method="post" action="/console/sign-out">'
+        f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+        '<button type="submit">Sign out</button></form>')
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_e(title)} · Cast SMS console</title>"
+            "<link rel=\"stylesheet\" href=\"/console/console.css\"></head><body>"
+            f"<header><span>Cast SMS console</span>{signout}</header>"
+            f"<main><h1>{_e(title)}</h1>{body}</main></body></html>")
+
+
+def sign_in(csrf: str, error: str = "") -> str:
+    problem = f'<p class="error" role="alert">{_e(error)}</p>' if error else ""
+    return page("Sign in", problem + (
+        '<form method="post" action="/console/sign-in">'
+        f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+        '<label for="password">Admin key</label>'
+        '<input id="password" name="password" type="password" autocomplete="current-password"'
+        ' required autofocus>'
+        '<p><button type="submit">Sign in</button></p></form>'))
+
+
+def installations(rows: Sequence[Mapping[str, Any]], state: str | None, csrf: str) -> str:
+    options = "".join(
+        f'<option value="{s}"{" selected" if s == state else ""}>{STATE_NAMES[s]}</option>'
+        for s in STATES)
+    chooser = ('<form method="get" action="/console/installations">'
+               '<label for="state">State</label>'
+               f'<select id="state" name="state"><option value="">All</option>{options}</select>'
+               ' <button type="submit">Show</button></form>')
+    head = ("<tr><th scope=\"col\">Location</th><th scope=\"col\">Agency</th>"
+            "<th scope=\"col\">State</th><th scope=\"col\">Sender ID</th>"
+            "<th scope=\"col\">Own Cast key</th><th scope=\"col\">Delivered (7 days)</th>"
+            "<th scope=\"col\">Failed (7 days)</th><th scope=\"col\">Parts (7 days)</th></tr>")
+    body = "".join(_row(row) for row in rows) or (
+        '<tr><td colspan="8">No installation in this state.</td></tr>')
+    shown = STATE_NAMES.get(state or "", "all states")
+    return page("Installations", chooser + (
+        f"<table><caption>{len(rows)} installation(s), {_e(shown)}</caption>"
+        f"<thead>{head}</thead><tbody>{body}</tbody></table>"), csrf=csrf)
+
+
+def _row(row: Mapping[str, Any]) -> str:
+    cells: Iterable[Any] = (
+        row["location_id"], row["company_id"], STATE_NAMES.get(row["state"], row["state"]),
+        row["sender_id"] or "—", row["own_key"], row["delivered"], row["failed"],
+        row["parts"])
+    return "<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>"

@@ -1,0 +1,145 @@
+"""`/console`: the operator's pages, signed in with the admin key (docs/deploy.md, "Console").
+
+Every answer carries a strict Content-Security-Policy (no script at all, styles from this
+service only, no framing) and `Cache-Control: no-store`. Every POST must carry the form's
+CSRF token; the session cookie is HttpOnly, SameSite=Strict, and Secure behind https.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from castghl.common.usage import MANILA, totals
+from castghl.oauth.admin import SenderIdCheck, SettingsStore, UsageReader, view
+from castghl.oauth.console import pages
+from castghl.oauth.console.session import (
+    NONCE_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    Sessions,
+    Throttle,
+)
+from castghl.oauth.refresh import utcnow
+from castghl.oauth.tenancy import DefaultKeyFor
+
+HEADERS: Final = {
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; "
+                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+MAX_FORM_BYTES: Final = 4096
+
+
+def _html(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status, headers=HEADERS)
+
+
+def _redirect(to: str) -> RedirectResponse:
+    return RedirectResponse(to, status_code=303, headers=HEADERS)
+
+
+def _secure(request: Request) -> bool:
+    # Behind the proxy the scheme arrives in X-Forwarded-Proto.
+    return "https" in (request.url.scheme, request.headers.get("x-forwarded-proto", ""))
+
+
+def _cookie(response: Response, request: Request, name: str, value: str, age: int) -> None:
+    response.set_cookie(name, value, max_age=age, path="/console", httponly=True,
+                        samesite="strict", secure=_secure(request))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = (await request.body())[:MAX_FORM_BYTES]
+    return {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
+
+
+def console_router(store: SettingsStore, usage: UsageReader, sessions: Sessions, *,
+                   default_key_for: DefaultKeyFor, sender_ids: SenderIdCheck,
+                   throttle: Throttle | None = None,
+                   clock: Callable[[], datetime] = utcnow) -> APIRouter:
+    router = APIRouter(prefix="/console", include_in_schema=False)
+    throttle = throttle or Throttle()
+
+    def signed_in(request: Request) -> str | None:
+        return sessions.session_of(request.cookies.get(SESSION_COOKIE))
+
+    @router.get("/console.css")
+    async def style() -> Response:
+        return Response(pages.STYLE, media_type="text/css", headers=HEADERS)
+
+    @router.get("")
+    async def home(request: Request) -> Response:
+        return _redirect("/console/installations" if signed_in(request)
+                         else "/console/sign-in")
+
+    @router.get("/sign-in")
+    async def sign_in_form(request: Request) -> Response:
+        nonce = sessions.issue()  # a signed value: the sign-in form's own CSRF anchor
+        anchor = sessions.session_of(nonce) or ""
+        response = _html(pages.sign_in(sessions.csrf(anchor)))
+        _cookie(response, request, NONCE_COOKIE, nonce, 3600)
+        return response
+
+    @router.post("/sign-in")
+    async def sign_in(request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        nonce = sessions.session_of(request.cookies.get(NONCE_COOKIE))
+        form = await _form(request)
+        if nonce is None or not sessions.csrf_ok(nonce, form.get("csrf", "")):
+            return _html(pages.page("Refused", "<p>The form expired; "
+                                    '<a href="/console/sign-in">sign in again</a>.</p>'), 403)
+        if wait := throttle.wait(client):
+            response = _html(pages.sign_in(sessions.csrf(nonce), "Too many failed sign-ins; "
+                                           f"try again in {wait:.0f} seconds."), 429)
+            response.headers["Retry-After"] = str(int(wait))
+            return response
+        if not sessions.password_ok(form.get("password", "")):
+            throttle.failed(client)
+            return _html(pages.sign_in(sessions.csrf(nonce), "Wrong admin key."), 401)
+        signed = _redirect("/console/installations")
+        _cookie(signed, request, SESSION_COOKIE, sessions.issue(), SESSION_SECONDS)
+        signed.delete_cookie(NONCE_COOKIE, path="/console")
+        return signed
+
+    @router.post("/sign-out")
+    async def sign_out(request: Request) -> Response:
+        sid = signed_in(request)
+        form = await _form(request)
+        if sid is None or not sessions.csrf_ok(sid, form.get("csrf", "")):
+            return _html(pages.page("Refused", "<p>Not signed out: the form was not ours.</p>"),
+                         403)
+        response = _redirect("/console/sign-in")
+        response.delete_cookie(SESSION_COOKIE, path="/console")
+        return response
+
+    @router.get("/installations")
+    async def installations(request: Request, state: str | None = None) -> Response:
+        sid = signed_in(request)
+        if sid is None:
+            return _redirect("/console/sign-in")
+        wanted = state if state in pages.STATES else None
+        today = clock().astimezone(MANILA).date()
+        first = (today - timedelta(days=6)).isoformat()
+        rows: list[dict[str, Any]] = []
+        for inst in await store.all(5000):
+            shown = view(inst, default_key_for, sender_ids)
+            if inst.location_id is None or (wanted and shown["state"] != wanted):
+                continue  # an agency's own install, or another state
+            counted = totals(await usage.days(inst.location_id, first, today.isoformat()))
+            rows.append({
+                "location_id": inst.location_id, "company_id": inst.company_id,
+                "state": shown["state"], "sender_id": shown["settings"]["sender_id"],
+                "own_key": shown["settings"]["cast_api_key"] or "no",
+                "delivered": counted["delivered"], "failed": counted["failed"],
+                "parts": counted["parts_sent"]})
+        return _html(pages.installations(rows, wanted, sessions.csrf(sid)))
+
+    return router

@@ -1,0 +1,136 @@
+"""The console over HTTP: sign-in (throttled, CSRF-checked), the session cookie, and the
+installations page, which shows no secret."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from castghl.common.messages import InstallStatus
+from castghl.oauth.console.routes import console_router
+from castghl.oauth.console.session import FAILURES, SESSION_COOKIE, Sessions, Throttle
+from castghl.oauth.installation import LocationPrefs
+from castghl.oauth.tenancy import DefaultKeyFor
+
+from .fakes import Clock, FakeStore, installation
+from .test_admin import CAST_KEY, FakeUsage, checks
+
+KEY = "console-admin-key-0123456789"
+
+
+@pytest.fixture
+async def console() -> AsyncIterator[httpx.AsyncClient]:
+    store = FakeStore()
+    store.put(installation("loc1", prefs=LocationPrefs(cast_api_key=CAST_KEY,
+                                                       sender_id="CASTPH")))
+    store.put(installation("loc2"))
+    store.put(installation("gone", status=InstallStatus.UNINSTALLED, access="", refresh=None))
+    # The clock says 2026-11-25 (Manila): the 18th is outside the last 7 days, the 20th in.
+    usage = FakeUsage({"loc1": [
+        {"day": "2026-11-18", "parts_sent": 100, "delivered": 100, "failed": 0},
+        {"day": "2026-11-20", "parts_sent": 7, "delivered": 5, "failed": 1}]})
+    app = FastAPI()
+    app.include_router(console_router(store, usage, Sessions(KEY), throttle=Throttle(),
+                                      default_key_for=DefaultKeyFor(everyone=True),
+                                      sender_ids=checks(), clock=Clock()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="https://console.test") as client:
+        yield client
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, password: str = KEY) -> httpx.Response:
+    form = await client.get("/console/sign-in")
+    return await client.post("/console/sign-in",
+                             data={"csrf": csrf_of(form.text), "password": password})
+
+
+async def test_signing_in_sets_a_strict_session_cookie_and_shows_installations(
+        console: httpx.AsyncClient) -> None:
+    answer = await sign_in(console)
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"]
+    for flag in ("HttpOnly", "SameSite=strict", "Secure", "Path=/console"):
+        assert flag.lower() in cookie.lower(), cookie
+    page = await console.get("/console/installations")
+    assert page.status_code == 200
+    assert "loc1" in page.text
+    assert "CASTPH" in page.text
+    assert "cast_…cdef" in page.text  # masked
+    assert CAST_KEY not in page.text
+    assert KEY not in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+
+
+async def test_the_filter_shows_one_state_with_the_last_seven_days(
+        console: httpx.AsyncClient) -> None:
+    await sign_in(console)
+    page = (await console.get("/console/installations?state=active")).text
+    row = re.search(r"<tr><td>loc1</td>.*?</tr>", page)
+    assert row is not None
+    assert "<td>5</td><td>1</td><td>7</td>" in row.group(0)
+    assert "gone" not in page
+    uninstalled = (await console.get("/console/installations?state=uninstalled")).text
+    assert "gone" in uninstalled
+    assert "loc1" not in uninstalled
+
+
+async def test_without_a_session_every_page_sends_to_the_sign_in(
+        console: httpx.AsyncClient) -> None:
+    for path in ("/console", "/console/installations"):
+        answer = await console.get(path)
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/console/sign-in"
+    console.cookies.set(SESSION_COOKIE, "abc.9999999999.0000", path="/console")
+    answer = await console.get("/console/installations")
+    assert answer.headers["location"] == "/console/sign-in"
+
+
+async def test_a_wrong_key_is_refused_and_repeated_failures_are_throttled(
+        console: httpx.AsyncClient) -> None:
+    for _ in range(FAILURES):
+        answer = await sign_in(console, "wrong-key-0123456789")
+        assert answer.status_code == 401
+        assert "Wrong admin key" in answer.text
+    throttled = await sign_in(console)  # even the right key waits now
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) > 0
+    assert SESSION_COOKIE not in throttled.headers.get("set-cookie", "")
+
+
+async def test_a_form_without_its_csrf_token_is_refused(console: httpx.AsyncClient) -> None:
+    await console.get("/console/sign-in")
+    answer = await console.post("/console/sign-in", data={"password": KEY})
+    assert answer.status_code == 403
+    await sign_in(console)
+    refused = await console.post("/console/sign-out", data={"csrf": "forged"})
+    assert refused.status_code == 403
+    assert (await console.get("/console/installations")).status_code == 200
+
+
+async def test_signing_out_ends_the_session(console: httpx.AsyncClient) -> None:
+    await sign_in(console)
+    page = (await console.get("/console/installations")).text
+    answer = await console.post("/console/sign-out", data={"csrf": csrf_of(page)})
+    assert answer.status_code == 303
+    assert (await console.get("/console/installations")).status_code == 303
+
+
+def test_a_session_expires_and_a_changed_admin_key_ends_it() -> None:
+    now = [1_000_000.0]
+    sessions = Sessions(KEY, clock=lambda: now[0])
+    cookie = sessions.issue()
+    assert sessions.session_of(cookie) is not None
+    assert Sessions("another-admin-key-0123", clock=lambda: now[0]).session_of(cookie) is None
+    now[0] += 8 * 3600 + 1
+    assert sessions.session_of(cookie) is None
