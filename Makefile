@@ -4,7 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
 .PHONY: help setup test test-stress lint typecheck unit integration e2e demo bench compose-test \
-	update-uv \
+	update-uv screenshots \
 	clean
 
 help:
@@ -14,12 +14,17 @@ help:
 	@echo "make compose-test   build the images, run the sandbox stack in Docker with 3 senders"
 	@echo "                    and check it end to end (needs a Docker API; docs/deploy.md)"
 	@echo "make test-stress    the whole suite while stress-ng keeps every core busy"
+	@echo "make screenshots    the console's pages, from the browser tests, into docs/screenshots"
 	@echo "make unit | integration | e2e | lint | typecheck"
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
 		|| python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
+	@# The browser tests drive Debian's Chromium (never a browser Playwright downloads).
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -qq chromium >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "setup: the browser tests need Debian's chromium (apt-get install chromium)" >&2; exit 2; }
 
 lint: setup
 	$(RUN) ruff check .
@@ -61,6 +66,11 @@ test-stress: lint typecheck
 
 demo: setup
 	$(RUN) castghl-demo
+
+# The console's screenshots in docs/, from the browser tests' latest run.
+screenshots: setup
+	$(RUN) pytest -q -p no:xdist -m browser
+	mkdir -p docs/screenshots && cp var/screenshots/console-*.png docs/screenshots/
 
 # Pin uv for the image build by hash: make update-uv UV_VERSION=0.13.9
 update-uv:

@@ -1,0 +1,95 @@
+"""The console in a real browser: Chromium (Debian's, driven by Playwright) against the
+OAuth service on real RabbitMQ and the Mongo wire server. Screenshots of every page land in
+var/screenshots/ (`make screenshots` copies them into docs/)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from castghl.oauth.console.session import FAILURES
+
+from .conftest import ADMIN_KEY, Running, install
+
+pytestmark = pytest.mark.browser
+SHOTS = Path(__file__).resolve().parents[3] / "var" / "screenshots"
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Debian's chromium is not installed: `make setup` installs it")
+    async with async_playwright() as playwright:
+        # --no-sandbox: CI runs as root in a container, where Chromium's sandbox cannot.
+        browser = await playwright.chromium.launch(executable_path=executable,
+                                                   args=["--no-sandbox"])
+        yield browser
+        await browser.close()
+
+
+async def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
+
+
+async def sign_in(page: Page, base: str, key: str) -> None:
+    await page.goto(f"{base}/console/sign-in")
+    await page.get_by_label("Admin key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def test_an_operator_signs_in_sees_installations_and_signs_out(
+        service: Running, chromium: Browser) -> None:
+    await install(service.url)
+    page = await chromium.new_page()
+    await page.goto(f"{service.url}/console")
+    assert page.url.endswith("/console/sign-in")
+    await shot(page, "sign-in")
+    await sign_in(page, service.url, ADMIN_KEY)
+    assert page.url.endswith("/console/installations")
+    table = page.get_by_role("table")
+    await table.wait_for()
+    assert "loc_" in await table.inner_text()
+    html = await page.content()
+    assert ADMIN_KEY not in html
+    await shot(page, "installations")
+
+    await page.get_by_label("State").select_option("uninstalled")
+    await page.get_by_role("button", name="Show").click()
+    assert "state=uninstalled" in page.url
+    assert "No installation in this state" in await page.get_by_role("table").inner_text()
+
+    await page.get_by_role("button", name="Sign out").click()
+    assert page.url.endswith("/console/sign-in")
+    await page.goto(f"{service.url}/console/installations")
+    assert page.url.endswith("/console/sign-in")
+
+
+async def test_wrong_keys_are_refused_then_throttled(service: Running,
+                                                     chromium: Browser) -> None:
+    page = await chromium.new_page()
+    for _ in range(FAILURES):
+        await sign_in(page, service.url, "not-the-admin-key-000")
+        assert await page.get_by_role("alert").inner_text() == "Wrong admin key."
+    await sign_in(page, service.url, ADMIN_KEY)  # the right key, too soon
+    assert "Too many failed sign-ins" in await page.get_by_role("alert").inner_text()
+    assert page.url.endswith("/console/sign-in")
+    await shot(page, "throttled")
+
+
+async def test_a_form_posted_without_its_csrf_token_is_refused(service: Running,
+                                                               chromium: Browser) -> None:
+    page = await chromium.new_page()
+    await page.goto(f"{service.url}/console/sign-in")
+    # The page's own form with its token removed, as a forged form would lack it.
+    await page.eval_on_selector("input[name=csrf]", "e => e.remove()")
+    await page.get_by_label("Admin key").fill(ADMIN_KEY)
+    await page.get_by_role("button", name="Sign in").click()
+    assert "The form expired" in await page.inner_text("main")
+    await page.goto(f"{service.url}/console/installations")
+    assert page.url.endswith("/console/sign-in")
