@@ -4,14 +4,17 @@ var/screenshots/ (`make screenshots` copies them into docs/)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from castghl.oauth.console.session import FAILURES
+from castghl.sandbox.cast.knobs import DEFAULT_API_KEY
 
 from .conftest import ADMIN_KEY, Running, install
 
@@ -93,3 +96,25 @@ async def test_a_form_posted_without_its_csrf_token_is_refused(service: Running,
     assert "The form expired" in await page.inner_text("main")
     await page.goto(f"{service.url}/console/installations")
     assert page.url.endswith("/console/sign-in")
+
+
+async def test_an_operator_sets_a_key_and_sender_id_and_a_typo_is_refused(
+        service: Running, chromium: Browser, cast_sim: Any) -> None:
+    cast_sim.knobs.sender_ids = ["CASTPH"]  # what the location's Cast account lists
+    await install(service.url)
+    page = await chromium.new_page()
+    await sign_in(page, service.url, ADMIN_KEY)
+    await page.get_by_role("link", name=re.compile(r"^loc_")).first.click()
+    await page.get_by_label("New Cast API key").fill(DEFAULT_API_KEY)
+    await page.get_by_label("Sender ID").fill("CASTPH")
+    await page.get_by_role("button", name="Save").click()
+    assert "Saved" in await page.get_by_role("status").inner_text()
+    assert DEFAULT_API_KEY not in await page.content()  # write-only
+
+    await page.get_by_label("Sender ID").fill("CASTPHH")
+    await page.get_by_role("button", name="Save").click()
+    assert "not a sender ID of this location" in await page.get_by_role("alert").inner_text()
+    await shot(page, "installation")
+    changes = await page.get_by_role("table").inner_text()
+    assert "sender_id: CASTPH" in changes
+    assert "cast_api_key: set" in changes

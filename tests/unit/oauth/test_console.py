@@ -11,13 +11,14 @@ import pytest
 from fastapi import FastAPI
 
 from castghl.common.messages import InstallStatus
+from castghl.oauth.admin import SettingsEditor
 from castghl.oauth.console.routes import console_router
 from castghl.oauth.console.session import FAILURES, SESSION_COOKIE, Sessions, Throttle
 from castghl.oauth.installation import LocationPrefs
 from castghl.oauth.tenancy import DefaultKeyFor
 
-from .fakes import Clock, FakeStore, installation
-from .test_admin import CAST_KEY, FakeUsage, checks
+from .fakes import Clock, FakeNotices, FakeStore, installation
+from .test_admin import CAST_KEY, FakeAccounts, FakeAudit, FakeUsage, checks
 
 KEY = "console-admin-key-0123456789"
 
@@ -34,9 +35,14 @@ async def console() -> AsyncIterator[httpx.AsyncClient]:
         {"day": "2026-11-18", "parts_sent": 100, "delivered": 100, "failed": 0},
         {"day": "2026-11-20", "parts_sent": 7, "delivered": 5, "failed": 1}]})
     app = FastAPI()
+    # loc1's own Cast account lists CASTPH and CASTSIM; no other sender ID is accepted.
+    sender_ids = checks(FakeAccounts({CAST_KEY: [("CASTPH", "sms"), ("CASTSIM", "sim")]}))
+    everyone = DefaultKeyFor(everyone=True)
+    audit = FakeAudit()
+    editor = SettingsEditor(store, sender_ids, FakeNotices(), audit, everyone, Clock())
     app.include_router(console_router(store, usage, Sessions(KEY), throttle=Throttle(),
-                                      default_key_for=DefaultKeyFor(everyone=True),
-                                      sender_ids=checks(), clock=Clock()))
+                                      editor=editor, audit=audit, default_key_for=everyone,
+                                      sender_ids=sender_ids, clock=Clock()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="https://console.test") as client:
         yield client
@@ -76,7 +82,7 @@ async def test_the_filter_shows_one_state_with_the_last_seven_days(
         console: httpx.AsyncClient) -> None:
     await sign_in(console)
     page = (await console.get("/console/installations?state=active")).text
-    row = re.search(r"<tr><td>loc1</td>.*?</tr>", page)
+    row = re.search(r"<tr><td><a [^>]*>loc1</a></td>.*?</tr>", page)
     assert row is not None
     assert "<td>5</td><td>1</td><td>7</td>" in row.group(0)
     assert "gone" not in page
@@ -134,3 +140,65 @@ def test_a_session_expires_and_a_changed_admin_key_ends_it() -> None:
     assert Sessions("another-admin-key-0123", clock=lambda: now[0]).session_of(cookie) is None
     now[0] += 8 * 3600 + 1
     assert sessions.session_of(cookie) is None
+
+
+async def settings_form(console: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
+    page = (await console.get("/console/installations/loc1")).text
+    values = dict(re.findall(r'name="(sender_id|rate_limit_per_second)" [^>]*?value="([^"]*)"',
+                             page))
+    return page, {"csrf": csrf_of(page), "sender_id": values.get("sender_id", ""),
+                  "inbound_numbers": "", "rate_limit_per_second": ""}
+
+
+async def test_a_location_page_shows_its_settings_with_the_key_write_only(
+        console: httpx.AsyncClient) -> None:
+    await sign_in(console)
+    page, _ = await settings_form(console)
+    assert 'value="CASTPH"' in page
+    assert "cast_…cdef" in page
+    assert CAST_KEY not in page
+    assert 'name="cast_api_key" type="password"' in page
+    assert (await console.get("/console/installations/nowhere")).status_code == 404
+
+
+async def test_saving_a_sender_id_the_account_has_is_audited_as_the_console(
+        console: httpx.AsyncClient) -> None:
+    await sign_in(console)
+    _, form = await settings_form(console)
+    answer = await console.post("/console/installations/loc1",
+                                data={**form, "sender_id": "CASTSIM"})
+    assert answer.status_code == 200
+    assert "Saved" in answer.text
+    assert 'value="CASTSIM"' in answer.text
+    assert re.search(r"<td>console</td><td>[^<]*sender_id: CASTSIM", answer.text)
+
+
+async def test_an_unknown_sender_id_is_refused_with_the_reason_and_nothing_changes(
+        console: httpx.AsyncClient) -> None:
+    await sign_in(console)
+    _, form = await settings_form(console)
+    answer = await console.post("/console/installations/loc1",
+                                data={**form, "sender_id": "TYPO"})
+    assert answer.status_code == 422
+    assert "not a sender ID of this location" in answer.text
+    assert 'value="CASTPH"' in answer.text  # as it was
+    bad_rate = await console.post("/console/installations/loc1",
+                                  data={**form, "rate_limit_per_second": "fast"})
+    assert bad_rate.status_code == 422
+    assert "rate_limit_per_second" in bad_rate.text
+
+
+async def test_a_new_key_is_never_shown_and_a_settings_post_needs_its_csrf_token(
+        console: httpx.AsyncClient) -> None:
+    await sign_in(console)
+    _, form = await settings_form(console)
+    new_key = "cast_" + "fedcba9876543210" * 4
+    forged = await console.post("/console/installations/loc1",
+                                data={**form, "csrf": "forged", "cast_api_key": new_key})
+    assert forged.status_code == 403
+    answer = await console.post("/console/installations/loc1",
+                                data={**form, "sender_id": "", "cast_api_key": new_key})
+    assert answer.status_code == 200
+    assert new_key not in answer.text
+    assert "cast_…3210" in answer.text
+    assert "cast_api_key: set" in answer.text

@@ -206,17 +206,58 @@ def _refusal(exc: ValidationError) -> PermanentError:
     return PermanentError(fields(exc, unknown="unknown setting"), code="invalid_settings")
 
 
+@dataclass
+class SettingsEditor:
+    """The one way a location's settings change, from the admin API or the console:
+    checked (a sender ID against the location's Cast account, inbound numbers against
+    other locations), stored, audited, and announced to the senders."""
+
+    store: SettingsStore
+    sender_ids: SenderIdCheck
+    notices: Notices
+    audit: AuditLog
+    default_key_for: DefaultKeyFor
+    clock: Callable[[], datetime] = utcnow
+
+    async def installed(self, location_id: str) -> Installation:
+        inst = await self.store.get(location_key(location_id))
+        if inst is None:
+            raise NotFound("no installation for this location")
+        return inst
+
+    async def apply(self, location_id: str, update: SettingsUpdate, *,
+                    actor: str = ADMIN_API_ACTOR) -> Installation:
+        inst = await self.installed(location_id)
+        if not inst.installed:
+            raise Conflict("this location is uninstalled; reinstall the app first")
+        changes = update.model_dump(include=update.model_fields_set)
+        sender_id = changes.get("sender_id")
+        api_key = self.sender_ids.key_for(inst, changes, self.default_key_for)
+        if sender_id is not None and api_key is not None:
+            await self.sender_ids.check(api_key, sender_id)
+        if "inbound_numbers" in changes:
+            changes["inbound_numbers"] = changes["inbound_numbers"] or []
+            owners = await self.store.owners_of(changes["inbound_numbers"], inst.key)
+            if owners:
+                taken = ", ".join(f"{number} (location {owner})"
+                                  for number, owner in sorted(owners.items()))
+                raise Conflict(f"inbound numbers already in use: {taken}")
+        now = self.clock()
+        updated = await self.store.update_prefs(inst.key, changes, now)
+        if updated is None:
+            raise Conflict("this location was uninstalled meanwhile")
+        await self.audit.record(audit_entry(location_id, changes, now, actor))
+        await self.notices.location(location_id)  # the next message uses the new settings
+        return updated
+
+
 def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: DefaultKeyFor,
                  notices: Notices, *, sender_ids: SenderIdCheck, usage: UsageReader,
                  audit: AuditLog, clock: Callable[[], datetime] = utcnow) -> APIRouter:
     router = APIRouter(prefix="/admin", include_in_schema=False,
                        dependencies=[Depends(bearer(admin_api_key, "ADMIN_API_KEY"))])
-
-    async def installed(location_id: str) -> Installation:
-        inst = await store.get(location_key(location_id))
-        if inst is None:
-            raise NotFound("no installation for this location")
-        return inst
+    editor = SettingsEditor(store, sender_ids, notices, audit, default_key_for, clock)
+    installed = editor.installed
 
     @router.get("/installations")
     async def list_installations(limit: int = 1000) -> dict[str, Any]:
@@ -252,27 +293,7 @@ def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: Defa
             update = SettingsUpdate.model_validate_json(await request.body())
         except ValidationError as exc:
             raise _refusal(exc) from None
-        inst = await installed(location_id)
-        if not inst.installed:
-            raise Conflict("this location is uninstalled; reinstall the app first")
-        changes = update.model_dump(include=update.model_fields_set)
-        sender_id = changes.get("sender_id")
-        api_key = sender_ids.key_for(inst, changes, default_key_for)
-        if sender_id is not None and api_key is not None:
-            await sender_ids.check(api_key, sender_id)
-        if "inbound_numbers" in changes:
-            changes["inbound_numbers"] = changes["inbound_numbers"] or []
-            owners = await store.owners_of(changes["inbound_numbers"], inst.key)
-            if owners:
-                taken = ", ".join(f"{number} (location {owner})"
-                                  for number, owner in sorted(owners.items()))
-                raise Conflict(f"inbound numbers already in use: {taken}")
-        now = clock()
-        updated = await store.update_prefs(inst.key, changes, now)
-        if updated is None:
-            raise Conflict("this location was uninstalled meanwhile")
-        await audit.record(audit_entry(location_id, changes, now))
-        await notices.location(location_id)  # the next message uses the new settings
+        updated = await editor.apply(location_id, update)
         return view(updated, default_key_for, sender_ids)
 
     @router.get("/audit")

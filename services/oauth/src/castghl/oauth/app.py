@@ -29,7 +29,7 @@ from castghl.common.health import (
 )
 from castghl.common.usage import USAGE_COLLECTION
 from castghl.common.worker import Settler
-from castghl.oauth.admin import SenderIdCheck, admin_router
+from castghl.oauth.admin import SenderIdCheck, SettingsEditor, admin_router
 from castghl.oauth.changes import ChangeNotices
 from castghl.oauth.console.routes import console_router
 from castghl.oauth.console.session import Sessions
@@ -132,8 +132,10 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     admin_key = settings.admin_api_key.get_secret_value()
     app.include_router(admin_router(store, admin_key, default_key_for, notices,
                                     sender_ids=sender_ids, usage=usage, audit=audit))
-    app.include_router(console_router(store, usage, Sessions(admin_key),
-                                      default_key_for=default_key_for, sender_ids=sender_ids))
+    editor = SettingsEditor(store, sender_ids, notices, audit, default_key_for)
+    app.include_router(console_router(store, usage, Sessions(admin_key), editor=editor,
+                                      audit=audit, default_key_for=default_key_for,
+                                      sender_ids=sender_ids))
     app.include_router(health_router({"mongo": mongo_check(mongo),
                                       "consumers": consumers_check(broker),
                                       "rabbitmq": broker_check(broker)}))

@@ -26,6 +26,9 @@ caption { text-align: left; padding: .5rem 0; color: #333; }
 th, td { border: 1px solid #c9ced6; padding: .4rem .6rem; text-align: left; }
 th { background: #e9edf2; }
 label { display: block; margin: .75rem 0 .25rem; font-weight: 600; }
+label.inline { display: inline; }
+h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
+textarea { font: inherit; width: 20rem; }
 input, select, button { font: inherit; padding: .4rem .6rem; }
 button { background: #123c69; color: #fff; border: 0; border-radius: 3px; cursor: pointer; }
 header button { background: transparent; border: 1px solid #fff; }
@@ -84,8 +87,53 @@ def installations(rows: Sequence[Mapping[str, Any]], state: str | None, csrf: st
 
 
 def _row(row: Mapping[str, Any]) -> str:
+    link = (f'<a href="/console/installations/{_e(row["location_id"])}">'
+            f'{_e(row["location_id"])}</a>')
     cells: Iterable[Any] = (
-        row["location_id"], row["company_id"], STATE_NAMES.get(row["state"], row["state"]),
+        row["company_id"], STATE_NAMES.get(row["state"], row["state"]),
         row["sender_id"] or "—", row["own_key"], row["delivered"], row["failed"],
         row["parts"])
-    return "<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>"
+    return (f"<tr><td>{link}</td>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells)
+            + "</tr>")
+
+
+def installation(shown: Mapping[str, Any], trail: Sequence[Mapping[str, Any]], csrf: str,
+                 *, error: str = "", saved: bool = False) -> str:
+    """One location: its state, its settings as a form (the Cast key write-only), and the
+    last changes made to them."""
+    settings = shown["settings"]
+    status = (f'<p class="error" role="alert">{_e(error)}</p>' if error else
+              '<p role="status">Saved. The next message uses it.</p>' if saved else "")
+    numbers = "\n".join(settings["inbound_numbers"])
+    rate = "" if settings["rate_limit_per_second"] is None else settings["rate_limit_per_second"]
+    key = settings["cast_api_key"] or "none (the default account, where allowed)"
+    form = (
+        f'<form method="post" action="/console/installations/{_e(shown["location_id"])}">'
+        f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+        '<label for="sender_id">Sender ID</label>'
+        f'<input id="sender_id" name="sender_id" value="{_e(settings["sender_id"])}"'
+        ' maxlength="20" aria-describedby="sender_help">'
+        '<p id="sender_help">Checked against the location\'s Cast account; empty for the '
+        "account's default.</p>"
+        '<label for="cast_api_key">New Cast API key</label>'
+        '<input id="cast_api_key" name="cast_api_key" type="password" autocomplete="off"'
+        ' aria-describedby="key_help">'
+        f'<p id="key_help">Now: {_e(key)}. Leave empty to keep it.</p>'
+        '<p><input id="remove_key" name="remove_key" type="checkbox" value="1">'
+        ' <label for="remove_key" class="inline">Remove the location\'s own key</label></p>'
+        '<label for="rate">Rate (messages per second)</label>'
+        f'<input id="rate" name="rate_limit_per_second" inputmode="decimal" value="{_e(rate)}">'
+        '<label for="numbers">Inbound numbers, one per line</label>'
+        f'<textarea id="numbers" name="inbound_numbers" rows="3">{_e(numbers)}</textarea>'
+        '<p><button type="submit">Save</button></p></form>')
+    changes = "".join(
+        f"<tr><td>{_e(entry['at'])}</td><td>{_e(entry['actor'])}</td>"
+        f"<td>{_e(', '.join(f'{k}: {v}' for k, v in entry['changes'].items()))}</td></tr>"
+        for entry in trail) or '<tr><td colspan="3">No change yet.</td></tr>'
+    facts = (f"<p>Agency {_e(shown['company_id'])} · "
+             f"{_e(STATE_NAMES.get(shown['state'], shown['state']))}</p>")
+    return page(f"Location {shown['location_id']}", facts + status + form + (
+        "<h2>Changes</h2><table><caption>The last changes to these settings</caption>"
+        "<thead><tr><th scope=\"col\">When</th><th scope=\"col\">By</th>"
+        f"<th scope=\"col\">What</th></tr></thead><tbody>{changes}</tbody></table>"),
+        csrf=csrf)

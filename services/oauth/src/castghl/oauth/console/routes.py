@@ -14,9 +14,20 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
+from castghl.common.errors import BridgeError
 from castghl.common.usage import MANILA, totals
-from castghl.oauth.admin import SenderIdCheck, SettingsStore, UsageReader, view
+from castghl.common.validation import fields
+from castghl.oauth.admin import (
+    AuditLog,
+    SenderIdCheck,
+    SettingsEditor,
+    SettingsStore,
+    SettingsUpdate,
+    UsageReader,
+    view,
+)
 from castghl.oauth.console import pages
 from castghl.oauth.console.session import (
     NONCE_COOKIE,
@@ -61,12 +72,32 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
 
 
-def console_router(store: SettingsStore, usage: UsageReader, sessions: Sessions, *,
-                   default_key_for: DefaultKeyFor, sender_ids: SenderIdCheck,
-                   throttle: Throttle | None = None,
-                   clock: Callable[[], datetime] = utcnow) -> APIRouter:
-    router = APIRouter(prefix="/console", include_in_schema=False)
-    throttle = throttle or Throttle()
+CONSOLE_ACTOR: Final = "console"  # one credential, so one actor (docs/oauth.md)
+
+
+def update_from(form: dict[str, str], current: dict[str, Any]) -> SettingsUpdate:
+    """The settings form as an update of what it changes: an empty sender ID or rate
+    returns it to the default; an empty key field keeps the key; the inbound numbers are
+    the lines given. A field left as it was is no change (nor an audit entry)."""
+    data: dict[str, Any] = {
+        "sender_id": form.get("sender_id", "").strip() or None,
+        "inbound_numbers": [line.strip() for line in form.get("inbound_numbers", "").splitlines()
+                            if line.strip()]}
+    rate = form.get("rate_limit_per_second", "").strip()
+    try:
+        data["rate_limit_per_second"] = float(rate) if rate else None
+    except ValueError:
+        data["rate_limit_per_second"] = rate  # refused below, with the field named
+    data = {name: value for name, value in data.items() if value != current.get(name)}
+    if form.get("remove_key"):
+        data["cast_api_key"] = None
+    elif key := form.get("cast_api_key", "").strip():
+        data["cast_api_key"] = key
+    return SettingsUpdate.model_validate(data)
+
+
+def _sign_in_routes(router: APIRouter, sessions: Sessions, throttle: Throttle) -> None:
+    """The pages of no location: the style sheet, the entry, signing in and out."""
 
     def signed_in(request: Request) -> str | None:
         return sessions.session_of(request.cookies.get(SESSION_COOKIE))
@@ -120,6 +151,18 @@ def console_router(store: SettingsStore, usage: UsageReader, sessions: Sessions,
         response.delete_cookie(SESSION_COOKIE, path="/console")
         return response
 
+
+def console_router(store: SettingsStore, usage: UsageReader, sessions: Sessions, *,
+                   editor: SettingsEditor, audit: AuditLog,
+                   default_key_for: DefaultKeyFor, sender_ids: SenderIdCheck,
+                   throttle: Throttle | None = None,
+                   clock: Callable[[], datetime] = utcnow) -> APIRouter:
+    router = APIRouter(prefix="/console", include_in_schema=False)
+    _sign_in_routes(router, sessions, throttle or Throttle())
+
+    def signed_in(request: Request) -> str | None:
+        return sessions.session_of(request.cookies.get(SESSION_COOKIE))
+
     @router.get("/installations")
     async def installations(request: Request, state: str | None = None) -> Response:
         sid = signed_in(request)
@@ -141,5 +184,42 @@ def console_router(store: SettingsStore, usage: UsageReader, sessions: Sessions,
                 "delivered": counted["delivered"], "failed": counted["failed"],
                 "parts": counted["parts_sent"]})
         return _html(pages.installations(rows, wanted, sessions.csrf(sid)))
+
+    async def detail(location_id: str, sid: str, *, error: str = "", saved: bool = False,
+                     status: int = 200) -> Response:
+        try:
+            inst = await editor.installed(location_id)
+        except BridgeError:
+            return _html(pages.page("Not found", "<p>No installation for this location.</p>",
+                                    csrf=sessions.csrf(sid)), 404)
+        trail = await audit.recent(location_id, 10)
+        return _html(pages.installation(view(inst, default_key_for, sender_ids), trail,
+                                        sessions.csrf(sid), error=error, saved=saved), status)
+
+    @router.get("/installations/{location_id}")
+    async def installation(request: Request, location_id: str) -> Response:
+        sid = signed_in(request)
+        if sid is None:
+            return _redirect("/console/sign-in")
+        return await detail(location_id, sid)
+
+    @router.post("/installations/{location_id}")
+    async def save(request: Request, location_id: str) -> Response:
+        sid = signed_in(request)
+        form = await _form(request)
+        if sid is None or not sessions.csrf_ok(sid, form.get("csrf", "")):
+            return _html(pages.page("Refused", "<p>Not saved: the form was not ours.</p>"), 403)
+        try:
+            current = view(await editor.installed(location_id), default_key_for,
+                           sender_ids)["settings"]
+            update = update_from(form, current)
+            if update.model_fields_set:  # a form saved unchanged is no change to record
+                await editor.apply(location_id, update, actor=CONSOLE_ACTOR)
+        except ValidationError as exc:
+            return await detail(location_id, sid, error=fields(exc), status=422)
+        except BridgeError as error:  # a sender ID the account lacks, a number taken, …
+            return await detail(location_id, sid, error=error.detail,
+                                status=error.http_status)
+        return await detail(location_id, sid, saved=True)
 
     return router
