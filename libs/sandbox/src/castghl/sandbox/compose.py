@@ -474,6 +474,7 @@ class Plan:
     kill_burst: int = 150
     outage_burst: int = 240
     keep: bool = False
+    mongo_down: float = MONGO_DOWN_SECONDS
 
 
 @contextmanager
@@ -598,10 +599,10 @@ def exercise(compose: Compose, bridge: ComposeBridge, root: Path, plan: Plan,
     settle(bridge, [restart])
     cases.append(restart)
 
-    stopped = Case(f"burst of {plan.outage_burst}, Mongo down {MONGO_DOWN_SECONDS:.0f} s",
+    stopped = Case(f"burst of {plan.outage_burst}, Mongo down {plan.mongo_down:.0f} s",
                    {"phone": PHONE, "message": "Mongo outage burst"}, count=plan.outage_burst)
     if note := outage_mid_burst(compose, bridge, stopped, service="mongo",
-                                down_for=MONGO_DOWN_SECONDS, say=say):
+                                down_for=plan.mongo_down, say=say):
         problems.append(f"Mongo outage: {note}")
     settle(bridge, [stopped])
     cases.append(stopped)
@@ -634,6 +635,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", type=int, default=40)
     parser.add_argument("--kill-burst", type=int, default=150)
     parser.add_argument("--outage-burst", type=int, default=240)
+    parser.add_argument("--mongo-down", type=float, default=MONGO_DOWN_SECONDS,
+                        help="seconds Mongo stays stopped mid-burst (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="leave the stack up afterwards")
     parser.add_argument("--root", type=Path, default=Path.cwd(),
                         help="the repository (holds docker-compose.yaml)")
@@ -645,7 +648,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         ok = run(args.root.resolve(), Plan(args.senders, args.burst, args.kill_burst,
-                                           args.outage_burst, args.keep), say)
+                                           args.outage_burst, args.keep, args.mongo_down), say)
     except ComposeTestError as exc:
         print(f"compose-test: {exc}", file=sys.stderr)
         sys.exit(2)
