@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
+from castghl.common.errors import RetryableError
 from castghl.common.ghl.api import GhlApi
+from castghl.common.ghl.oauth import GhlOAuth
 
 
 async def test_the_message_id_is_one_quoted_path_segment() -> None:
@@ -19,3 +22,24 @@ async def test_the_message_id_is_one_quoted_path_segment() -> None:
     await api.update_status("token", "../../contacts/abc?x=1#y", "delivered")
     assert seen[0].raw_path == (b"/conversations/messages/..%2F..%2Fcontacts%2Fabc%3Fx%3D1%23y"
                                 b"/status")
+
+
+@pytest.mark.parametrize(("failure", "calls"), [
+    (httpx.ConnectError("refused"), 3),  # never sent: tried again, twice
+    (httpx.ReadTimeout("slow"), 1),  # may have been spent: never again
+], ids=["connect-error", "read-timeout"])
+async def test_a_token_call_is_repeated_only_when_it_never_left(
+        monkeypatch: pytest.MonkeyPatch, failure: httpx.TransportError, calls: int) -> None:
+    monkeypatch.setattr("castghl.common.ghl.oauth.CONNECT_RETRY_PAUSES", (0.0, 0.0))
+    made: list[httpx.Request] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        made.append(request)
+        raise failure
+
+    oauth = GhlOAuth(httpx.AsyncClient(transport=httpx.MockTransport(refuse)),
+                     "https://ghl.test", "client", "secret")
+    with pytest.raises(RetryableError) as raised:
+        await oauth.exchange_code("code-1", "https://bridge.test/oauth/callback")
+    assert raised.value.code == "ghl_unreachable"
+    assert len(made) == calls

@@ -133,7 +133,8 @@ class Installer:
                                 "happening, the app's operator should check the client ID "
                                 "and secret.") from None
         except RetryableError as exc:
-            log.warning("GHL unreachable during an install", extra={"error_code": exc.code})
+            log.warning("GHL unreachable during an install",
+                        extra={"error_code": exc.code, "detail": exc.detail})
             raise InstallFailed(502, "GoHighLevel could not be reached",
                                 "GoHighLevel did not answer. Try the install again in a "
                                 "minute.") from None

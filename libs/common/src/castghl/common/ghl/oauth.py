@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
@@ -63,6 +64,10 @@ class _InstalledPage(BaseModel):
     count: int = 0
 
 
+# Pauses before trying a token call again whose connection could not be made.
+CONNECT_RETRY_PAUSES: Final = (0.5, 1.0)
+
+
 class GhlOAuth:
     def __init__(self, http: httpx.AsyncClient, base_url: str, client_id: str,
                  client_secret: str) -> None:
@@ -76,10 +81,19 @@ class GhlOAuth:
         headers = {"Accept": "application/json", "Version": OAUTH_VERSION}
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"
-        try:
-            return await self.http.post(self.base + path, data=form, headers=headers)
-        except httpx.TransportError as exc:
-            raise transport_error(exc) from exc
+        pauses = iter(CONNECT_RETRY_PAUSES)
+        while True:
+            try:
+                return await self.http.post(self.base + path, data=form, headers=headers)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # The request never left: trying again cannot spend a single-use code
+                # twice, and a network blip must not fail a person's install.
+                pause = next(pauses, None)
+                if pause is None:
+                    raise transport_error(exc) from exc
+                await asyncio.sleep(pause)
+            except httpx.TransportError as exc:
+                raise transport_error(exc) from exc
 
     def _grant(self, response: httpx.Response, *, bearer: bool = False) -> TokenGrant:
         if bearer and response.status_code == 401:
