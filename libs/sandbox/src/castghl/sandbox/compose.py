@@ -306,6 +306,18 @@ def outage_mid_burst(compose: Compose, bridge: ComposeBridge, case: Case, *, ser
     return note
 
 
+def redeliver_refused(bridge: ComposeBridge, case: Case, say: Callable[[str], None]) -> None:
+    """GHL retries a webhook it got no 200 for (the gateway answers 503 while RabbitMQ is
+    away): so does the test, once the outage is over."""
+    refused = [m for m in case.sent if m.answers and m.answers[-1] != 200]
+    for message in refused:
+        answer = bridge.redeliver(message.message_id)
+        message.answers += [d["status_code"] for d in answer["deliveries"]]
+    if refused:
+        say(f"{len(refused)} webhook(s) answered 503 during the outage delivered again, as "
+            "GHL retries them")
+
+
 def healthy(compose: Compose, service: str, within: float = 180) -> None:
     """Wait for `service`'s own health check to pass again."""
     [container] = compose.containers(service)
@@ -596,6 +608,7 @@ def exercise(compose: Compose, bridge: ComposeBridge, root: Path, plan: Plan,
     problems += readiness_back(compose, READY_AGAIN_SECONDS)
     say(f"every sender ready (consuming) again {time.monotonic() - started:.1f} s after "
         "the broker was healthy")
+    redeliver_refused(bridge, restart, say)
     settle(bridge, [restart])
     cases.append(restart)
 
