@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 from castghl.sandbox import infra
 from castghl.sandbox.clock import SimClock
@@ -170,3 +172,17 @@ def mongo_uri(mongo: infra.Infra) -> Iterator[str]:
     client: MongoClient[dict[str, Any]]
     with MongoClient(mongo.url, serverSelectionTimeoutMS=3000) as client:
         client.drop_database(name)
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's Chromium, driven by Playwright (never a browser Playwright downloads)."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Debian's chromium is not installed: `make setup` installs it")
+    async with async_playwright() as playwright:
+        # --no-sandbox: CI runs as root in a container, where Chromium's sandbox cannot.
+        browser = await playwright.chromium.launch(executable_path=executable,
+                                                   args=["--no-sandbox"])
+        yield browser
+        await browser.close()

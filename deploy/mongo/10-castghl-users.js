@@ -18,11 +18,11 @@ app.createRole({
                     "cast_accounts", "usage"]),
   roles: [],
 });
+// The sender's data (usage, messages, accounts) reaches the oauth service's console and
+// admin API through the sender's operator API, never through these collections.
 app.createRole({
   role: "castghl_oauth",
-  // `usage` is the sender's; the admin API's usage report reads it.
-  privileges: [...owns(["installations", "app_events", "admin_audit"]),
-               { resource: { db: dbName, collection: "usage" }, actions: ["find"] }],
+  privileges: owns(["installations", "app_events", "admin_audit"]),
   roles: [],
 });
 app.createUser({ user: "sender", pwd: process.env.MONGO_SENDER_PASSWORD,

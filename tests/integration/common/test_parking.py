@@ -1,6 +1,7 @@
-"""Parked messages on real RabbitMQ: `count_parked` counts them, and `replay` (the operator's
-`castghl-sender replay QUEUE [--limit N]`) moves them back to their work queue with a fresh
-attempt count — published before acked, so a failed replay loses nothing."""
+"""Parked messages on real RabbitMQ: `count_parked` counts them, `survey` tells their
+reasons without taking them away, and `replay` (the operator's `castghl-sender replay
+QUEUE [--limit N]`, and the console's button) moves them back to their work queue with a
+fresh attempt count — published before acked, so a failed replay loses nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import aio_pika
 import pytest
 
 from castghl.common.errors import RetryableError
-from castghl.common.parking import Replayed, count_parked, replay
+from castghl.common.health import QueueDepth, queue_depths
+from castghl.common.parking import Replayed, count_parked, replay, survey
 from castghl.common.topology import ATTEMPT_HEADER, PARKED_REASON_HEADER
 from castghl.common.worker import Done, Outcome
 
@@ -120,3 +122,45 @@ async def test_counting_or_replaying_an_undeclared_queue_fails_loudly(rig: Rig) 
         await count_parked(rig.url, rig.work)
     with pytest.raises(aio_pika.exceptions.ChannelClosed):
         await replay(rig.url, rig.work)
+
+
+async def test_a_survey_groups_the_reasons_and_leaves_every_message_parked(rig: Rig) -> None:
+    await rig.declare_all()
+    await park_by_hand(rig, "a", "b")
+    await rig.send("c", headers={PARKED_REASON_HEADER: "location not installed"},
+                   to=rig.work.parked.name, message_id="ghl-c")
+    await rig.until_depth(rig.work.parked.name, 3)
+
+    found = await survey(rig.url, rig.work)
+    again = await survey(rig.url, rig.work)  # a second look sees the same
+
+    assert found == again
+    assert (found.queue, found.count, found.read) == (rig.work.parked.name, 3, 3)
+    assert [(r.reason, r.count) for r in found.reasons] == [
+        ("no location owns 09181234567", 2), ("location not installed", 1)]
+    assert found.reasons[0].sample["attempt"] == 4
+    assert await rig.depth(rig.work.parked.name) == 3
+    # Each is still the message it was: replay moves all three, in the original order.
+    assert await replay(rig.url, rig.work) == Replayed(rig.work.parked.name, 3, 0)
+    moved = await rig.take(rig.work.queue.name, 3)
+    assert [Job.model_validate_json(m.body).id for m in moved] == ["a", "b", "c"]
+
+
+async def test_a_survey_reads_at_most_its_limit_and_says_so(rig: Rig) -> None:
+    await rig.declare_all()
+    await park_by_hand(rig, "a", "b", "c")
+
+    found = await survey(rig.url, rig.work, limit=2)
+
+    assert (found.count, found.read) == (3, 2)
+    assert await count_parked(rig.url, rig.work) == 3
+
+
+async def test_queue_depths_name_messages_and_consumers_and_a_missing_queue(rig: Rig) -> None:
+    await rig.declare_all()
+    await park_by_hand(rig, "a")
+
+    depths = await queue_depths(rig.url, [rig.work.parked.name, "castghl-no-such-queue"])
+
+    assert depths == [QueueDepth(rig.work.parked.name, 1, 0),
+                      QueueDepth("castghl-no-such-queue", None, None)]

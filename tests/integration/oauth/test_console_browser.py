@@ -5,13 +5,11 @@ var/screenshots/ (`make screenshots` copies them into docs/)."""
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from castghl.oauth.console.session import FAILURES
 from castghl.sandbox.cast.knobs import DEFAULT_API_KEY
@@ -20,19 +18,6 @@ from .conftest import ADMIN_KEY, Running, install
 
 pytestmark = pytest.mark.browser
 SHOTS = Path(__file__).resolve().parents[3] / "var" / "screenshots"
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Debian's chromium is not installed: `make setup` installs it")
-    async with async_playwright() as playwright:
-        # --no-sandbox: CI runs as root in a container, where Chromium's sandbox cannot.
-        browser = await playwright.chromium.launch(executable_path=executable,
-                                                   args=["--no-sandbox"])
-        yield browser
-        await browser.close()
 
 
 async def shot(page: Page, name: str) -> None:

@@ -91,7 +91,8 @@ def bridge(rabbitmq: Infra, mongo_uri: str, ghl_sim: Any, cast_sim: Any
         rabbitmq_url=rabbitmq.url, mongo_uri=mongo_uri, queue_prefix=prefix,
         ghl_api_url=ghl_sim.url, oauth_url=f"http://127.0.0.1:{oauth_port}",
         sender_api_key=SENDER_KEY, cast_api_url=cast_sim.url, cast_api_key=DEFAULT_API_KEY,
-        ghl_status_delay_seconds=0.1, outbound_retry_delays=(0.2, 0.5),
+        admin_api_key="admin-key-0123456789", ghl_status_delay_seconds=0.1,
+        outbound_retry_delays=(0.2, 0.5),
         status_retry_delays=(0.2, 0.5), inbound_retry_delays=(0.2, 0.5),
         cast_receipt_check_delays=(0.2, 0.5, 1))
     with serve_in_thread(create_oauth(oauth), port=oauth_port) as oauth_url, \

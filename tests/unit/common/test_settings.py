@@ -88,7 +88,7 @@ def test_mongo_database_defaults_when_the_uri_names_none() -> None:
     ("script", "required"),
     [
         ("castghl-gateway", ["INBOUND_API_KEY"]),
-        ("castghl-sender", ["CAST_API_KEY"]),
+        ("castghl-sender", ["CAST_API_KEY", "ADMIN_API_KEY"]),
         ("castghl-oauth", ["BASE_URL", "GHL_CLIENT_ID", "GHL_CLIENT_SECRET", "GHL_APP_ID",
                            "TOKEN_ENCRYPTION_KEYS", "ADMIN_API_KEY", "CAST_API_KEY"]),
     ],
@@ -118,7 +118,7 @@ def test_the_start_up_line_says_live_or_sandbox_and_names_hosts_only(
     for name in ("GHL_API_URL", "CAST_API_URL"):
         monkeypatch.delenv(name, raising=False)
     for name, value in {"CAST_API_KEY": key, "OAUTH_URL": "http://oauth:3003",
-                        "SENDER_API_KEY": "s" * 16,
+                        "SENDER_API_KEY": "s" * 16, "ADMIN_API_KEY": "a" * 16,
                         "RABBITMQ_URL": "amqp://sender:secret-pw@rabbitmq:5672/",
                         "MONGO_URI": "mongodb://sender:secret-pw@mongo:27017/cast-ghl",
                         **urls}.items():

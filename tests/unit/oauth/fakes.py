@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import httpx
+
 from castghl.common.errors import BridgeError
 from castghl.common.ghl.errors import GhlUnauthorized
 from castghl.common.ghl.oauth import InvalidGrant, TokenGrant, UserType
@@ -24,6 +26,7 @@ from castghl.oauth.installation import (
     company_key,
     location_key,
 )
+from castghl.oauth.sender_api import SenderApi
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -295,3 +298,63 @@ class FakeNotices:
 
     async def company(self, company_id: str) -> None:
         self.sent.append(("company", company_id))
+
+
+class FakeSenderOps:
+    """The sender's operator API (`/ops`) over `httpx.MockTransport`, answering from what a
+    test put here; `down` makes every call fail as a refused connection."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.usage: list[dict[str, Any]] = []
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.parked: dict[str, list[dict[str, Any]]] = {}
+        self.accounts: list[dict[str, Any]] = []
+        self.down = False
+        self.replayed: list[str] = []
+
+    def api(self) -> SenderApi:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+        return SenderApi(http, "http://sender:3004", self.key)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.headers.get("authorization") != f"Bearer {self.key}":
+            return httpx.Response(401, json={"code": "unauthorized", "detail": "no key"})
+        path, query = request.url.path, request.url.params
+        answer: dict[str, Any] | None = None
+        if path == "/ops/usage":
+            answer = {"days": [
+                r for r in self.usage if query["since"] <= r["day"] <= query["until"]
+                and query.get("location_id", r["location_id"]) == r["location_id"]]}
+        elif path == "/ops/messages":
+            answer = {"messages": [m for m in self.messages.values()
+                                   if (m["to"] or "").endswith(query["phone"])]}
+        elif path.startswith("/ops/messages/"):
+            answer = self.messages.get(path.rsplit("/", 1)[1])
+        elif path == "/ops/parked":
+            answer = {"queues": [_survey(name, self.parked.get(name, []))
+                                 for name in ("outbound", "status", "inbound")]}
+        elif path.startswith("/ops/parked/") and request.method == "POST":
+            name = path.split("/")[3]
+            self.replayed.append(name)
+            answer = {"queue": name, "moved": sum(r["count"] for r in self.parked.pop(name, [])),
+                      "left": 0}
+        elif path == "/ops/accounts":
+            answer = {"low_credits": 500, "accounts": self.accounts}
+        elif path == "/ops/health":
+            answer = {"queues": [{"queue": "sms.outbound", "messages": 3, "consumers": 1}],
+                      "last_send_at": "2026-11-25T01:02:03+00:00",
+                      "last_status_written_at": None,
+                      "replica": {"rabbitmq": True, "consumers": True, "mongo": True}}
+        if answer is None:
+            return httpx.Response(404, json={"code": "not_found",
+                                             "detail": "no message with this messageId"})
+        return httpx.Response(200, json=answer)
+
+
+def _survey(name: str, reasons: list[dict[str, Any]]) -> dict[str, Any]:
+    count = sum(r["count"] for r in reasons)
+    return {"name": name, "queue": f"{name}.parked", "count": count, "read": count,
+            "reasons": reasons}

@@ -1,63 +1,16 @@
 """The console over HTTP: sign-in (throttled, CSRF-checked), the session cookie, and the
-installations page, which shows no secret."""
+installations page, which shows no secret. The `console` fixture is in conftest.py."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
-from fastapi import FastAPI
 
-from castghl.common.messages import InstallStatus
-from castghl.oauth.admin import SettingsEditor
-from castghl.oauth.console.routes import console_router
-from castghl.oauth.console.session import FAILURES, SESSION_COOKIE, Sessions, Throttle
-from castghl.oauth.installation import LocationPrefs
-from castghl.oauth.tenancy import DefaultKeyFor
+from castghl.oauth.console.session import FAILURES, SESSION_COOKIE, Sessions
 
-from .fakes import Clock, FakeNotices, FakeStore, installation
-from .test_admin import CAST_KEY, FakeAccounts, FakeAudit, FakeUsage, checks
-
-KEY = "console-admin-key-0123456789"
-
-
-@pytest.fixture
-async def console() -> AsyncIterator[httpx.AsyncClient]:
-    store = FakeStore()
-    store.put(installation("loc1", prefs=LocationPrefs(cast_api_key=CAST_KEY,
-                                                       sender_id="CASTPH")))
-    store.put(installation("loc2"))
-    store.put(installation("gone", status=InstallStatus.UNINSTALLED, access="", refresh=None))
-    # The clock says 2026-11-25 (Manila): the 18th is outside the last 7 days, the 20th in.
-    usage = FakeUsage({"loc1": [
-        {"day": "2026-11-18", "parts_sent": 100, "delivered": 100, "failed": 0},
-        {"day": "2026-11-20", "parts_sent": 7, "delivered": 5, "failed": 1}]})
-    app = FastAPI()
-    # loc1's own Cast account lists CASTPH and CASTSIM; no other sender ID is accepted.
-    sender_ids = checks(FakeAccounts({CAST_KEY: [("CASTPH", "sms"), ("CASTSIM", "sim")]}))
-    everyone = DefaultKeyFor(everyone=True)
-    audit = FakeAudit()
-    editor = SettingsEditor(store, sender_ids, FakeNotices(), audit, everyone, Clock())
-    app.include_router(console_router(store, usage, Sessions(KEY), throttle=Throttle(),
-                                      editor=editor, audit=audit, default_key_for=everyone,
-                                      sender_ids=sender_ids, clock=Clock()))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="https://console.test") as client:
-        yield client
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
-
-
-async def sign_in(client: httpx.AsyncClient, password: str = KEY) -> httpx.Response:
-    form = await client.get("/console/sign-in")
-    return await client.post("/console/sign-in",
-                             data={"csrf": csrf_of(form.text), "password": password})
+from .conftest import KEY, csrf_of, sign_in
+from .test_admin import CAST_KEY
 
 
 async def test_signing_in_sets_a_strict_session_cookie_and_shows_installations(

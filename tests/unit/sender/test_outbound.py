@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from castghl.common.cast.accounts import fingerprint
 from castghl.common.errors import (
     AccountError,
     RateLimited,
@@ -17,7 +18,6 @@ from castghl.common.errors import (
 from castghl.common.messages import CastKey, InstallStatus, LocationSettings
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Retry
-from castghl.sender.credits import fingerprint
 from castghl.sender.optouts import CAST_UNSUBSCRIBED, OPTED_OUT
 from castghl.sender.outbound import (
     MAX_RATE_LIMITED_IN_A_ROW,

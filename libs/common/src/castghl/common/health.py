@@ -21,8 +21,11 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
+import aio_pika
+import aiormq
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from faststream.rabbit import RabbitBroker
@@ -112,6 +115,37 @@ def mongo_check(client: AsyncMongoClient[Any]) -> ReadinessCheck:
     return answers
 
 
+async def readiness(checks: Mapping[str, ReadinessCheck]) -> dict[str, bool]:
+    return dict(zip(checks, await asyncio.gather(*map(_passes, checks.values())),
+                    strict=True))
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queue: str
+    messages: int | None  # None: the queue is not there (not declared yet)
+    consumers: int | None
+
+
+async def queue_depths(url: str, names: list[str]) -> list[QueueDepth]:
+    """Messages and consumers of each queue, as RabbitMQ answers a passive declare."""
+    found: list[QueueDepth] = []
+    connection = await aio_pika.connect(url)
+    async with connection:
+        for name in names:
+            # A passive declare of a missing queue closes its channel: one per queue.
+            try:
+                async with connection.channel() as channel:
+                    queue = await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                found.append(QueueDepth(name, None, None))
+                continue
+            result = queue.declaration_result
+            found.append(QueueDepth(name, result.message_count or 0,
+                                    result.consumer_count or 0))
+    return found
+
+
 def health_router(checks: Mapping[str, ReadinessCheck]) -> APIRouter:
     router = APIRouter(tags=["operations"], include_in_schema=False)
 
@@ -121,8 +155,7 @@ def health_router(checks: Mapping[str, ReadinessCheck]) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        results = dict(zip(checks, await asyncio.gather(*map(_passes, checks.values())),
-                           strict=True))
+        results = await readiness(checks)
         ready = all(results.values())
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": results},
                             status_code=200 if ready else 503)

@@ -1,5 +1,6 @@
-"""Per-location usage, the record clients are billed by: written by the sender, read by
-the admin API, both on the one database (MONGO_URI) the services share.
+"""Per-location usage, the record clients are billed by: written and read by the sender
+(its `usage` collection), shown by the OAuth service's admin API and console through the
+sender's operator API.
 
 One document per location and day — the calendar day in the Philippines (UTC+8, no
 daylight saving), where the clients are — counting SMS parts Cast accepted and messages
@@ -35,3 +36,18 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 def parse_day(value: str) -> date:
     return date.fromisoformat(value)
+
+
+def period(since: str | None, until: str | None, today: date, *, days: int) -> tuple[date, date]:
+    """The days asked for: `until` defaults to today, `since` to `days` days up to it. A
+    ValueError says what is wrong, for a 400."""
+    try:
+        last = parse_day(until) if until else today
+        first = parse_day(since) if since else last - timedelta(days=days - 1)
+    except ValueError:
+        raise ValueError("since and until are days: YYYY-MM-DD") from None
+    if first > last:
+        raise ValueError("since is after until")
+    if last - first > USAGE_RETENTION:
+        raise ValueError("at most a year and a day at once")
+    return first, last

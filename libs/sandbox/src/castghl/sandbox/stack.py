@@ -351,6 +351,9 @@ class Stack(Bridge):
     inbound_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     processes: dict[str, Process] = field(default_factory=dict)
     sender_base_env: dict[str, str] = field(default_factory=dict)
+    # The console (in oauth) reads the first sender's operator API, so its port is known
+    # before oauth starts.
+    _first_sender_port: int = field(default_factory=free_port)
 
     def _process(self, name: str, args: list[str], env: Mapping[str, str],
                  port: int) -> Process:
@@ -415,6 +418,8 @@ class Stack(Bridge):
             "GHL_APP_ID": knobs["app_id"], "GHL_MARKETPLACE_URL": self.ghl,
             "TOKEN_ENCRYPTION_KEYS": generate_key(), "ADMIN_API_KEY": self.admin_api_key,
             "SENDER_API_KEY": self.sender_api_key,
+            "SENDER_URL": f"http://{HOST}:{self._first_sender_port}",
+            "GATEWAY_URL": f"http://{HOST}:{gateway_port}",
             "CAST_API_URL": self.cast, "CAST_API_KEY": cast_knobs["api_keys"][0],
         }, oauth_port).start()
         self._process("gateway", ["castghl-gateway"], {
@@ -425,6 +430,7 @@ class Stack(Bridge):
         self.sender_base_env = {
             **common, "CAST_API_URL": self.cast, "CAST_API_KEY": cast_knobs["api_keys"][0],
             "OAUTH_URL": f"http://{HOST}:{oauth_port}", "SENDER_API_KEY": self.sender_api_key,
+            "ADMIN_API_KEY": self.admin_api_key,
             **self.sender_env,
         }
         for _ in range(self.senders):
@@ -438,7 +444,7 @@ class Stack(Bridge):
                    ) -> Process:
         """Start one more sender replica (optionally with different settings)."""
         index = sum(1 for name in self.processes if name.startswith("sender-")) + 1
-        port = free_port()
+        port = self._first_sender_port if index == 1 else free_port()
         sender = self._process(f"sender-{index}", ["castghl-sender"],
                                {**self.sender_base_env, **(env or {})}, port)
         sender.start()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Final, Protocol
 
 from fastapi import APIRouter, Depends, Request
@@ -33,7 +33,7 @@ from castghl.common.errors import (
     PermanentError,
 )
 from castghl.common.phone import InvalidPhoneNumber, PhMobile
-from castghl.common.usage import MANILA, parse_day, totals
+from castghl.common.usage import MANILA, period, totals
 from castghl.common.validation import fields, whole_body
 from castghl.oauth.changes import Notices
 from castghl.oauth.installation import Installation, location_key
@@ -274,14 +274,10 @@ def admin_router(store: SettingsStore, admin_api_key: str, default_key_for: Defa
         """Per Philippine day: SMS parts sent, messages delivered and failed — what the
         location is billed by. Default: the last 31 days; at most USAGE_RETENTION."""
         await installed(location_id)
-        today = clock().astimezone(MANILA).date()
         try:
-            last = parse_day(until) if until else today
-            first = parse_day(since) if since else last - timedelta(days=30)
-        except ValueError:
-            raise InvalidRequest("since and until are days: YYYY-MM-DD") from None
-        if first > last:
-            raise InvalidRequest("since is after until")
+            first, last = period(since, until, clock().astimezone(MANILA).date(), days=31)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         rows = await usage.days(location_id, first.isoformat(), last.isoformat())
         return {"location_id": location_id, "since": first.isoformat(),
                 "until": last.isoformat(), "timezone": "Asia/Manila",

@@ -27,10 +27,10 @@ from castghl.common.health import (
     mongo_check,
     watch_consumers,
 )
-from castghl.common.usage import USAGE_COLLECTION
 from castghl.common.worker import Settler
 from castghl.oauth.admin import SenderIdCheck, SettingsEditor, admin_router
 from castghl.oauth.changes import ChangeNotices
+from castghl.oauth.console.ops_routes import OwnParts
 from castghl.oauth.console.routes import console_router
 from castghl.oauth.console.session import Sessions
 from castghl.oauth.install import Installer, install_router
@@ -38,6 +38,7 @@ from castghl.oauth.install_state import StateSigner
 from castghl.oauth.internal import internal_router
 from castghl.oauth.lifecycle import Lifecycle, register_lifecycle
 from castghl.oauth.refresh import RefreshPolicy, TokenService
+from castghl.oauth.sender_api import SenderApi
 from castghl.oauth.settings import OAuthSettings
 from castghl.oauth.store import (
     AUDIT_COLLECTION,
@@ -46,7 +47,6 @@ from castghl.oauth.store import (
     MongoAuditLog,
     MongoEventLog,
     MongoInstallations,
-    MongoUsageReader,
 )
 from castghl.oauth.sweep import Sweep
 
@@ -128,15 +128,19 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     sender_ids = SenderIdCheck(CastClient(cast_http, str(settings.cast_api_url),
                                           idempotency=False),
                                settings.cast_api_key.get_secret_value())
-    usage = MongoUsageReader(database[USAGE_COLLECTION])
     admin_key = settings.admin_api_key.get_secret_value()
+    # Usage, messages, parked messages and queues are the sender's: read through its API.
+    sender = SenderApi(http, str(settings.sender_url), admin_key)
     app.include_router(admin_router(store, admin_key, default_key_for, notices,
-                                    sender_ids=sender_ids, usage=usage, audit=audit))
+                                    sender_ids=sender_ids, usage=sender, audit=audit))
     editor = SettingsEditor(store, sender_ids, notices, audit, default_key_for)
-    app.include_router(console_router(store, usage, Sessions(admin_key), editor=editor,
-                                      audit=audit, default_key_for=default_key_for,
-                                      sender_ids=sender_ids))
-    app.include_router(health_router({"mongo": mongo_check(mongo),
-                                      "consumers": consumers_check(broker),
-                                      "rabbitmq": broker_check(broker)}))
+    checks = {"mongo": mongo_check(mongo), "consumers": consumers_check(broker),
+              "rabbitmq": broker_check(broker)}
+    own = OwnParts(broker_url=str(settings.rabbitmq_url), lifecycle=topology.lifecycle,
+                   checks=checks, gateway_url=str(settings.gateway_url), http=http)
+    app.include_router(console_router(
+        store, sender, Sessions(admin_key), editor=editor, audit=audit, own=own,
+        default_key_for=default_key_for, default_api_key=settings.cast_api_key.get_secret_value(),
+        sender_ids=sender_ids))
+    app.include_router(health_router(checks))
     return app

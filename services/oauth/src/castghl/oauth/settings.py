@@ -40,6 +40,10 @@ class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings, CastApiSettin
     admin_api_key: SecretStr = Field(min_length=16)
     # The sender presents it to the internal API, whose answers carry tokens and Cast keys.
     sender_api_key: SecretStr = Field(min_length=16)
+    # The console reads the sender's operator API (with ADMIN_API_KEY) and the gateway's
+    # readiness; with several sender replicas, any one of them answers.
+    sender_url: HttpUrl = HttpUrl("http://127.0.0.1:3004")
+    gateway_url: HttpUrl = HttpUrl("http://127.0.0.1:3002")
 
     # A token handed out is valid at least this long, whatever a caller asks for less.
     token_min_valid_seconds: int = Field(300, ge=0, le=3600)

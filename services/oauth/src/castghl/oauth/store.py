@@ -26,7 +26,6 @@ from castghl.common.crypto import TokenCipher
 from castghl.common.ghl.oauth import TokenGrant
 from castghl.common.messages import InstallStatus
 from castghl.common.phone import InvalidPhoneNumber, PhMobile
-from castghl.common.usage import day_row
 from castghl.oauth.installation import (
     EPOCH,
     Installation,
@@ -401,15 +400,3 @@ class MongoAuditLog:
         query = {} if location_id is None else {"location_id": location_id}
         cursor = self.collection.find(query, {"_id": False}).sort("at", DESCENDING).limit(limit)
         return [{**doc, "at": doc["at"].isoformat()} async for doc in cursor]
-
-
-class MongoUsageReader:
-    """The sender's `usage` collection (`castghl.common.usage`), read for the admin API."""
-
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
-        self.usage = collection
-
-    async def days(self, location_id: str, first: str, last: str) -> list[dict[str, Any]]:
-        cursor = self.usage.find({"location_id": location_id,
-                                  "day": {"$gte": first, "$lte": last}}).sort("day", ASCENDING)
-        return [day_row(doc) async for doc in cursor]

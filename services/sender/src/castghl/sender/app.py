@@ -12,24 +12,26 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from prometheus_client import Counter
 from pymongo import AsyncMongoClient
 
+from castghl.common import answers
 from castghl.common.background import running
 from castghl.common.broker import declare, make_broker
 from castghl.common.cast.client import CastClient
 from castghl.common.ghl.api import GhlApi
 from castghl.common.health import (
+    ReadinessCheck,
     broker_check,
     consumers_check,
     health_router,
@@ -52,6 +54,7 @@ from castghl.sender.final import FinalStatuses
 from castghl.sender.ghl_rate import Gcra, LocationRate, PacedTokens
 from castghl.sender.inbound import InboundDelivery
 from castghl.sender.lane import Lane
+from castghl.sender.ops import ops_router
 from castghl.sender.optouts import sync_cast_opt_outs
 from castghl.sender.outbound import OutboundPipeline, OutboundPolicy
 from castghl.sender.receipts import LaneCheckQueue, ReceiptDesk, ReceiptPolicy
@@ -152,8 +155,8 @@ def create_app(settings: SenderSettings) -> FastAPI:
                               suppressions=suppressions, words=settings.consent_words(),
                               fallback=timedelta(days=settings.inbound_fallback_days),
                               conversation_provider_id=settings.ghl_conversation_provider_id)
-    credits = _credit_watch(settings, cast_http, oauth,
-                            MongoAccounts(mongo[settings.mongo_database]), suppressions)
+    accounts = MongoAccounts(mongo[settings.mongo_database])
+    credits = _credit_watch(settings, cast_http, oauth, accounts, suppressions)
     outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,
                        settings.outbound_retry_delays, exhausted=pipeline.exhausted)
     receipt_checks = Settler(broker, topology.outbound, settings.outbound_max_attempts,
@@ -213,9 +216,20 @@ def create_app(settings: SenderSettings) -> FastAPI:
                 await http.aclose()
             await mongo.close()
 
+    checks = {"rabbitmq": broker_check(broker), "consumers": consumers_check(broker),
+              "mongo": mongo_check(mongo)}
+    return _http_app(lifespan, checks, ops_router(
+        admin_api_key=settings.admin_api_key.get_secret_value(),
+        broker_url=str(settings.rabbitmq_url), topology=topology, messages=store,
+        accounts=accounts, usage=usage, low_credits=settings.cast_low_credits, checks=checks))
+
+
+def _http_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+              checks: Mapping[str, ReadinessCheck], ops: APIRouter) -> FastAPI:
+    """Health and metrics for the orchestrator, and the operator API for the console."""
     app = FastAPI(title="Cast SMS sender", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    app.include_router(health_router({"rabbitmq": broker_check(broker),
-                                      "consumers": consumers_check(broker),
-                                      "mongo": mongo_check(mongo)}))
+    answers.install(app)
+    app.include_router(health_router(checks))
+    app.include_router(ops)
     return app

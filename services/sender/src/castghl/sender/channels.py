@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from castghl.common.cast.accounts import fingerprint
 from castghl.common.cast.channels import channel_of, unknown_sender_id
 from castghl.common.cast.models import CastSenderIds, Channel
 from castghl.common.singleflight import SingleFlight
-from castghl.sender.credits import fingerprint
 
 CACHE_SECONDS: Final = 300.0
 # A missing sender ID reads the list again only if the cached one is older than this.

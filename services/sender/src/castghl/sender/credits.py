@@ -23,7 +23,6 @@ limits").
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -32,6 +31,7 @@ from typing import Protocol
 
 from prometheus_client import Gauge
 
+from castghl.common.cast.accounts import fingerprint
 from castghl.common.cast.models import CastBalance, CastProfile
 from castghl.common.errors import BridgeError
 
@@ -41,11 +41,6 @@ CREDITS = Gauge("castghl_cast_credits", "Credits (SMS parts) left on each Cast a
                 ["account"])
 # How long a replica holds a claimed check before another may take it over.
 CHECK_LEASE_SECONDS = 60.0
-
-
-def fingerprint(api_key: str) -> str:
-    """Names an account without revealing its key (the first 12 hex of its SHA-256)."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
 def label(name: str | None, print_: str) -> str:
@@ -60,6 +55,7 @@ class Account:
     label: str
     credits: float | None
     sandbox: bool
+    balance_ts: float | None = None  # when the balance was read
 
 
 class CastAccounts(Protocol):

@@ -25,6 +25,7 @@ from typing import Protocol
 from prometheus_client import Counter
 
 from castghl.common import sms
+from castghl.common.cast.accounts import fingerprint
 from castghl.common.cast.models import CastSendRequest, CastSendResponse, Channel
 from castghl.common.errors import (
     AccountError,
@@ -43,7 +44,6 @@ from castghl.common.outages import outlast
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Outcome, Retry
 from castghl.sender.channels import Channels
-from castghl.sender.credits import fingerprint
 from castghl.sender.final import FinalStatuses
 from castghl.sender.lane import Lane
 from castghl.sender.locks import KeyedLocks

@@ -36,6 +36,8 @@ class SenderSettings(BrokerSettings, MongoSettings, GhlApiSettings, CastApiSetti
     # The OAuth service's internal API: tokens, location settings, inbound routes.
     oauth_url: HttpUrl
     sender_api_key: SecretStr = Field(min_length=16)
+    # The operator API (`/ops`), which the OAuth service's console reads.
+    admin_api_key: SecretStr = Field(min_length=16)
     oauth_timeout_seconds: float = Field(20.0, gt=0, le=120)
     # How long location settings are kept; changes are announced at once, this only
     # bounds how stale they get when an announcement is lost.

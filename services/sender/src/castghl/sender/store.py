@@ -27,7 +27,7 @@ from pymongo.errors import DuplicateKeyError
 from castghl.common.cast.models import Channel
 from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
-from castghl.common.usage import USAGE_COLLECTION, USAGE_RETENTION, usage_day
+from castghl.common.usage import USAGE_COLLECTION, USAGE_RETENTION, day_row, usage_day
 from castghl.sender.credits import Account
 from castghl.sender.optouts import Consent, Suppressed
 
@@ -134,6 +134,9 @@ class MongoMessageStore:
         await self.messages.create_index([("to", ASCENDING), ("sent_ts", DESCENDING)])
         # The receipt desk's work list.
         await self.messages.create_index("receipt_due")
+        # The console's "last send" and "last status written" (sender/ops.py).
+        await self.messages.create_index([("sent_ts", DESCENDING)])
+        await self.messages.create_index([("written_ts", DESCENDING)])
 
     async def claim(self, sms: OutboundSms) -> MessageRecord:
         """Insert the message if it is new; either way return what is known of it."""
@@ -165,10 +168,11 @@ class MongoMessageStore:
 
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> bool:
         # `part_sending` always wrote the state first, so `$ne` sees a field that exists.
+        now = time.time()
         result = await self.messages.update_one(
             {"_id": message_id, f"parts.{n}.state": {"$ne": "accepted"}},
             {"$set": {f"parts.{n}.state": "accepted", f"parts.{n}.cast_id": cast_message_id,
-                      "updated_ts": time.time()}})
+                      f"parts.{n}.accepted_ts": now, "updated_ts": now}})
         return result.modified_count == 1
 
     async def receipt_wanted(self, message_id: str, check: int) -> bool:
@@ -200,9 +204,11 @@ class MongoMessageStore:
     async def part_receipts(self, message_id: str,
                             receipts: dict[int, tuple[str, str | None]]) -> None:
         if receipts:
+            now = time.time()
             await self.messages.update_one({"_id": message_id}, {"$set": {
                 key: value for n, (status, dlr) in receipts.items()
-                for key, value in ((f"parts.{n}.receipt", status), (f"parts.{n}.dlr", dlr))}})
+                for key, value in ((f"parts.{n}.receipt", status), (f"parts.{n}.dlr", dlr),
+                                   (f"parts.{n}.receipt_ts", now))}})
 
     async def receipt_checked(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"receipt_due": "no"}})
@@ -210,10 +216,11 @@ class MongoMessageStore:
     async def decide(self, message_id: str, status: FinalStatus,
                      error: StatusError | None) -> MessageRecord:
         """Record the final status; the first decision wins and is returned."""
+        now = time.time()
         result = await self.messages.update_one(
             {"_id": message_id, "status": None},
             {"$set": {"status": status, "error": error.model_dump() if error else None,
-                      "updated_ts": time.time()}})
+                      "decided_ts": now, "updated_ts": now}})
         doc = await self.messages.find_one({"_id": message_id})
         assert doc is not None
         record = _record(doc)
@@ -257,9 +264,10 @@ class MongoMessageStore:
                                        {"$set": {"status_lease_ts": 0.0}})
 
     async def mark_status_written(self, message_id: str) -> None:
+        now = time.time()
         await self.messages.update_one({"_id": message_id},
-                                       {"$set": {"status_written": True,
-                                                 "updated_ts": time.time()}})
+                                       {"$set": {"status_written": True, "written_ts": now,
+                                                 "updated_ts": now}})
 
     async def locations_that_texted(self, to: PhMobile, since: float) -> list[str]:
         """The locations that sent to `to` since `since` (epoch seconds), latest first."""
@@ -273,6 +281,25 @@ class MongoMessageStore:
         async for doc in cursor:
             found.setdefault(str(doc["location_id"]))
         return list(found)
+
+    # Read by the operator's look-ups (sender/ops.py), never by the pipeline.
+
+    async def record_of(self, message_id: str) -> dict[str, Any] | None:
+        return await self.messages.find_one({"_id": message_id})
+
+    async def sent_to(self, digits: str, limit: int) -> list[dict[str, Any]]:
+        """The latest messages to numbers ending in `digits` (digits only, checked by the
+        caller), newest first."""
+        cursor = self.messages.find({"to": {"$regex": f"{digits}$"}},
+                                    sort=[("sent_ts", DESCENDING)], limit=limit)
+        return [doc async for doc in cursor]
+
+    async def latest(self, field: str) -> float | None:
+        """The largest value of an epoch-seconds field (`sent_ts`, `written_ts`)."""
+        async for doc in self.messages.find({field: {"$gt": 0}}, {field: 1},
+                                            sort=[(field, DESCENDING)], limit=1):
+            return float(doc[field])
+        return None
 
 
 # Long enough for a contact upsert, a token refresh and the inbound call to finish.
@@ -457,7 +484,8 @@ class MongoAccounts:
         return [Account(fingerprint=str(doc["_id"]), label=str(doc.get("label") or ""),
                         credits=(float(doc["credits"]) if doc.get("credits") is not None
                                  else None),
-                        sandbox=doc.get("sandbox") == "yes")
+                        sandbox=doc.get("sandbox") == "yes",
+                        balance_ts=float(doc["balance_ts"]) if doc.get("balance_ts") else None)
                 async for doc in self.accounts.find({})]
 
 
@@ -468,7 +496,8 @@ class UsageLog(Protocol):
 class MongoUsage:
     """`usage`: parts sent and messages delivered or failed, per location and Philippine
     day, kept USAGE_RETENTION (message records expire after RETENTION): what clients are
-    billed by. Read by the admin API (`castghl.common.usage`)."""
+    billed by. Read through the operator API (sender/ops.py) by the OAuth service's admin
+    API and console (`castghl.common.usage`)."""
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.usage: AsyncCollection[dict[str, Any]] = db[USAGE_COLLECTION]
@@ -486,3 +515,13 @@ class MongoUsage:
                               "expires_at": datetime.fromisoformat(day).replace(tzinfo=UTC)
                               + USAGE_RETENTION}},
             upsert=True)
+
+    async def days(self, location_id: str | None, first: str, last: str
+                   ) -> list[dict[str, Any]]:
+        """Usage rows from day `first` to `last`, of one location or of all, each with its
+        location; by location, then day."""
+        query: dict[str, Any] = {"day": {"$gte": first, "$lte": last}}
+        if location_id is not None:
+            query["location_id"] = location_id
+        cursor = self.usage.find(query).sort([("location_id", ASCENDING), ("day", ASCENDING)])
+        return [{"location_id": doc["location_id"], **day_row(doc)} async for doc in cursor]

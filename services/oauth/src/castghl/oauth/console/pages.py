@@ -12,6 +12,8 @@ STATE_NAMES: Final[dict[str, str]] = {
     State.ACTIVE.value: "Active", State.NEEDS_REAUTH.value: "Needs re-authorisation",
     State.NOT_SET_UP.value: "Not set up", State.UNINSTALLED.value: "Uninstalled"}
 STATES: Final = tuple(STATE_NAMES)
+SECTIONS: Final = (("installations", "Installations"), ("messages", "Messages"),
+                   ("parked", "Parked"), ("accounts", "Accounts"), ("health", "Health"))
 
 STYLE: Final = """
 :root { color-scheme: light; font-family: system-ui, sans-serif; color: #1a1a1a; }
@@ -19,6 +21,9 @@ body { margin: 0; background: #f6f7f9; }
 header { background: #123c69; color: #fff; padding: .75rem 1.5rem; display: flex;
          align-items: center; justify-content: space-between; }
 header a, header button { color: #fff; }
+nav { display: flex; gap: 1rem; margin-left: 2rem; flex: 1; }
+.warn { color: #8a1111; font-weight: 600; }
+.quiet { color: #4a4f57; }
 main { padding: 1.5rem; max-width: 72rem; }
 h1 { font-size: 1.4rem; margin: 0 0 1rem; }
 table { border-collapse: collapse; background: #fff; width: 100%; }
@@ -37,36 +42,39 @@ a:focus, button:focus, input:focus, select:focus { outline: 3px solid #f0b400; }
 """
 
 
-def _e(value: Any) -> str:
+def e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
 def page(title: str, body: str, *, csrf: str | None = None) -> str:
     """A whole page; with `csrf` (signed in) the header carries the sign-out form."""
     signout = "" if csrf is None else (
+        '<nav aria-label="Console">' + "".join(
+            f'<a href="/console/{path}">{name}</a>' for path, name in SECTIONS) + "</nav>"
         '<form method="post" action="/console/sign-out">'
-        f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+        f'<input type="hidden" name="csrf" value="{e(csrf)}">'
         '<button type="submit">Sign out</button></form>')
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{_e(title)} · Cast SMS console</title>"
+            f"<title>{e(title)} · Cast SMS console</title>"
             "<link rel=\"stylesheet\" href=\"/console/console.css\"></head><body>"
             f"<header><span>Cast SMS console</span>{signout}</header>"
-            f"<main><h1>{_e(title)}</h1>{body}</main></body></html>")
+            f"<main><h1>{e(title)}</h1>{body}</main></body></html>")
 
 
 def sign_in(csrf: str, error: str = "") -> str:
-    problem = f'<p class="error" role="alert">{_e(error)}</p>' if error else ""
+    problem = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
     return page("Sign in", problem + (
         '<form method="post" action="/console/sign-in">'
-        f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+        f'<input type="hidden" name="csrf" value="{e(csrf)}">'
         '<label for="password">Admin key</label>'
         '<input id="password" name="password" type="password" autocomplete="current-password"'
         ' required autofocus>'
         '<p><button type="submit">Sign in</button></p></form>'))
 
 
-def installations(rows: Sequence[Mapping[str, Any]], state: str | None, csrf: str) -> str:
+def installations(rows: Sequence[Mapping[str, Any]], state: str | None, csrf: str, *,
+                  problem: str = "") -> str:
     options = "".join(
         f'<option value="{s}"{" selected" if s == state else ""}>{STATE_NAMES[s]}</option>'
         for s in STATES)
@@ -81,19 +89,20 @@ def installations(rows: Sequence[Mapping[str, Any]], state: str | None, csrf: st
     body = "".join(_row(row) for row in rows) or (
         '<tr><td colspan="8">No installation in this state.</td></tr>')
     shown = STATE_NAMES.get(state or "", "all states")
-    return page("Installations", chooser + (
-        f"<table><caption>{len(rows)} installation(s), {_e(shown)}</caption>"
+    warning = f'<p class="warn" role="alert">{e(problem)}</p>' if problem else ""
+    return page("Installations", chooser + warning + (
+        f"<table><caption>{len(rows)} installation(s), {e(shown)}</caption>"
         f"<thead>{head}</thead><tbody>{body}</tbody></table>"), csrf=csrf)
 
 
 def _row(row: Mapping[str, Any]) -> str:
-    link = (f'<a href="/console/installations/{_e(row["location_id"])}">'
-            f'{_e(row["location_id"])}</a>')
+    link = (f'<a href="/console/installations/{e(row["location_id"])}">'
+            f'{e(row["location_id"])}</a>')
     cells: Iterable[Any] = (
         row["company_id"], STATE_NAMES.get(row["state"], row["state"]),
         row["sender_id"] or "—", row["own_key"], row["delivered"], row["failed"],
         row["parts"])
-    return (f"<tr><td>{link}</td>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells)
+    return (f"<tr><td>{link}</td>" + "".join(f"<td>{e(cell)}</td>" for cell in cells)
             + "</tr>")
 
 
@@ -102,36 +111,36 @@ def installation(shown: Mapping[str, Any], trail: Sequence[Mapping[str, Any]], c
     """One location: its state, its settings as a form (the Cast key write-only), and the
     last changes made to them."""
     settings = shown["settings"]
-    status = (f'<p class="error" role="alert">{_e(error)}</p>' if error else
+    status = (f'<p class="error" role="alert">{e(error)}</p>' if error else
               '<p role="status">Saved. The next message uses it.</p>' if saved else "")
     numbers = "\n".join(settings["inbound_numbers"])
     rate = "" if settings["rate_limit_per_second"] is None else settings["rate_limit_per_second"]
     key = settings["cast_api_key"] or "none (the default account, where allowed)"
     form = (
-        f'<form method="post" action="/console/installations/{_e(shown["location_id"])}">'
-        f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+        f'<form method="post" action="/console/installations/{e(shown["location_id"])}">'
+        f'<input type="hidden" name="csrf" value="{e(csrf)}">'
         '<label for="sender_id">Sender ID</label>'
-        f'<input id="sender_id" name="sender_id" value="{_e(settings["sender_id"])}"'
+        f'<input id="sender_id" name="sender_id" value="{e(settings["sender_id"])}"'
         ' maxlength="20" aria-describedby="sender_help">'
         '<p id="sender_help">Checked against the location\'s Cast account; empty for the '
         "account's default.</p>"
         '<label for="cast_api_key">New Cast API key</label>'
         '<input id="cast_api_key" name="cast_api_key" type="password" autocomplete="off"'
         ' aria-describedby="key_help">'
-        f'<p id="key_help">Now: {_e(key)}. Leave empty to keep it.</p>'
+        f'<p id="key_help">Now: {e(key)}. Leave empty to keep it.</p>'
         '<p><input id="remove_key" name="remove_key" type="checkbox" value="1">'
         ' <label for="remove_key" class="inline">Remove the location\'s own key</label></p>'
         '<label for="rate">Rate (messages per second)</label>'
-        f'<input id="rate" name="rate_limit_per_second" inputmode="decimal" value="{_e(rate)}">'
+        f'<input id="rate" name="rate_limit_per_second" inputmode="decimal" value="{e(rate)}">'
         '<label for="numbers">Inbound numbers, one per line</label>'
-        f'<textarea id="numbers" name="inbound_numbers" rows="3">{_e(numbers)}</textarea>'
+        f'<textarea id="numbers" name="inbound_numbers" rows="3">{e(numbers)}</textarea>'
         '<p><button type="submit">Save</button></p></form>')
     changes = "".join(
-        f"<tr><td>{_e(entry['at'])}</td><td>{_e(entry['actor'])}</td>"
-        f"<td>{_e(', '.join(f'{k}: {v}' for k, v in entry['changes'].items()))}</td></tr>"
+        f"<tr><td>{e(entry['at'])}</td><td>{e(entry['actor'])}</td>"
+        f"<td>{e(', '.join(f'{k}: {v}' for k, v in entry['changes'].items()))}</td></tr>"
         for entry in trail) or '<tr><td colspan="3">No change yet.</td></tr>'
-    facts = (f"<p>Agency {_e(shown['company_id'])} · "
-             f"{_e(STATE_NAMES.get(shown['state'], shown['state']))}</p>")
+    facts = (f"<p>Agency {e(shown['company_id'])} · "
+             f"{e(STATE_NAMES.get(shown['state'], shown['state']))}</p>")
     return page(f"Location {shown['location_id']}", facts + status + form + (
         "<h2>Changes</h2><table><caption>The last changes to these settings</caption>"
         "<thead><tr><th scope=\"col\">When</th><th scope=\"col\">By</th>"

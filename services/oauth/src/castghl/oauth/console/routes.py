@@ -1,19 +1,17 @@
-"""`/console`: the operator's pages, signed in with the admin key (docs/deploy.md, "Console").
-
-Every answer carries a strict Content-Security-Policy (no script at all, styles from this
-service only, no framing) and `Cache-Control: no-store`. Every POST must carry the form's
-CSRF token; the session cookie is HttpOnly, SameSite=Strict, and Secure behind https.
+"""`/console`: the operator's pages, signed in with the admin key (docs/deploy.md,
+"Console"): signing in and out, and the installations. The operations pages are in
+`ops_routes.py`; what every page shares (headers, CSRF, cookies) in `web.py`.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from castghl.common.errors import BridgeError
@@ -25,10 +23,10 @@ from castghl.oauth.admin import (
     SettingsEditor,
     SettingsStore,
     SettingsUpdate,
-    UsageReader,
     view,
 )
 from castghl.oauth.console import pages
+from castghl.oauth.console.ops_routes import OwnParts, ops_routes
 from castghl.oauth.console.session import (
     NONCE_COOKIE,
     SESSION_COOKIE,
@@ -36,41 +34,10 @@ from castghl.oauth.console.session import (
     Sessions,
     Throttle,
 )
+from castghl.oauth.console.web import HEADERS, Console, form_of, html, redirect, set_cookie
 from castghl.oauth.refresh import utcnow
+from castghl.oauth.sender_api import SenderApi
 from castghl.oauth.tenancy import DefaultKeyFor
-
-HEADERS: Final = {
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; "
-                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-MAX_FORM_BYTES: Final = 4096
-
-
-def _html(text: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(text, status_code=status, headers=HEADERS)
-
-
-def _redirect(to: str) -> RedirectResponse:
-    return RedirectResponse(to, status_code=303, headers=HEADERS)
-
-
-def _secure(request: Request) -> bool:
-    # Behind the proxy the scheme arrives in X-Forwarded-Proto.
-    return "https" in (request.url.scheme, request.headers.get("x-forwarded-proto", ""))
-
-
-def _cookie(response: Response, request: Request, name: str, value: str, age: int) -> None:
-    response.set_cookie(name, value, max_age=age, path="/console", httponly=True,
-                        samesite="strict", secure=_secure(request))
-
-
-async def _form(request: Request) -> dict[str, str]:
-    body = (await request.body())[:MAX_FORM_BYTES]
-    return {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
-
 
 CONSOLE_ACTOR: Final = "console"  # one credential, so one actor (docs/oauth.md)
 
@@ -108,111 +75,119 @@ def _sign_in_routes(router: APIRouter, sessions: Sessions, throttle: Throttle) -
 
     @router.get("")
     async def home(request: Request) -> Response:
-        return _redirect("/console/installations" if signed_in(request)
+        return redirect("/console/installations" if signed_in(request)
                          else "/console/sign-in")
 
     @router.get("/sign-in")
     async def sign_in_form(request: Request) -> Response:
         nonce = sessions.issue()  # a signed value: the sign-in form's own CSRF anchor
         anchor = sessions.session_of(nonce) or ""
-        response = _html(pages.sign_in(sessions.csrf(anchor)))
-        _cookie(response, request, NONCE_COOKIE, nonce, 3600)
+        response = html(pages.sign_in(sessions.csrf(anchor)))
+        set_cookie(response, request, NONCE_COOKIE, nonce, 3600)
         return response
 
     @router.post("/sign-in")
     async def sign_in(request: Request) -> Response:
         client = request.client.host if request.client else "?"
         nonce = sessions.session_of(request.cookies.get(NONCE_COOKIE))
-        form = await _form(request)
+        form = await form_of(request)
         if nonce is None or not sessions.csrf_ok(nonce, form.get("csrf", "")):
-            return _html(pages.page("Refused", "<p>The form expired; "
+            return html(pages.page("Refused", "<p>The form expired; "
                                     '<a href="/console/sign-in">sign in again</a>.</p>'), 403)
         if wait := throttle.wait(client):
-            response = _html(pages.sign_in(sessions.csrf(nonce), "Too many failed sign-ins; "
+            response = html(pages.sign_in(sessions.csrf(nonce), "Too many failed sign-ins; "
                                            f"try again in {wait:.0f} seconds."), 429)
             response.headers["Retry-After"] = str(int(wait))
             return response
         if not sessions.password_ok(form.get("password", "")):
             throttle.failed(client)
-            return _html(pages.sign_in(sessions.csrf(nonce), "Wrong admin key."), 401)
-        signed = _redirect("/console/installations")
-        _cookie(signed, request, SESSION_COOKIE, sessions.issue(), SESSION_SECONDS)
+            return html(pages.sign_in(sessions.csrf(nonce), "Wrong admin key."), 401)
+        signed = redirect("/console/installations")
+        set_cookie(signed, request, SESSION_COOKIE, sessions.issue(), SESSION_SECONDS)
         signed.delete_cookie(NONCE_COOKIE, path="/console")
         return signed
 
     @router.post("/sign-out")
     async def sign_out(request: Request) -> Response:
         sid = signed_in(request)
-        form = await _form(request)
+        form = await form_of(request)
         if sid is None or not sessions.csrf_ok(sid, form.get("csrf", "")):
-            return _html(pages.page("Refused", "<p>Not signed out: the form was not ours.</p>"),
+            return html(pages.page("Refused", "<p>Not signed out: the form was not ours.</p>"),
                          403)
-        response = _redirect("/console/sign-in")
+        response = redirect("/console/sign-in")
         response.delete_cookie(SESSION_COOKIE, path="/console")
         return response
 
 
-def console_router(store: SettingsStore, usage: UsageReader, sessions: Sessions, *,
-                   editor: SettingsEditor, audit: AuditLog,
-                   default_key_for: DefaultKeyFor, sender_ids: SenderIdCheck,
-                   throttle: Throttle | None = None,
+def console_router(store: SettingsStore, sender: SenderApi, sessions: Sessions, *,
+                   editor: SettingsEditor, audit: AuditLog, own: OwnParts,
+                   default_key_for: DefaultKeyFor, default_api_key: str,
+                   sender_ids: SenderIdCheck, throttle: Throttle | None = None,
                    clock: Callable[[], datetime] = utcnow) -> APIRouter:
     router = APIRouter(prefix="/console", include_in_schema=False)
+    console = Console(sessions)
     _sign_in_routes(router, sessions, throttle or Throttle())
-
-    def signed_in(request: Request) -> str | None:
-        return sessions.session_of(request.cookies.get(SESSION_COOKIE))
+    ops_routes(router, console, sender, own, store=store, default_key_for=default_key_for,
+               default_api_key=default_api_key, clock=clock)
 
     @router.get("/installations")
     async def installations(request: Request, state: str | None = None) -> Response:
-        sid = signed_in(request)
+        sid = console.signed_in(request)
         if sid is None:
-            return _redirect("/console/sign-in")
+            return redirect("/console/sign-in")
         wanted = state if state in pages.STATES else None
         today = clock().astimezone(MANILA).date()
-        first = (today - timedelta(days=6)).isoformat()
+        week: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        try:
+            usage = await sender.usage((today - timedelta(days=6)).isoformat(),
+                                       today.isoformat())
+        except BridgeError as error:
+            problem = f"Usage not shown: {error.detail}"
+        else:
+            problem = ""
+            for row in usage["days"]:
+                week[row["location_id"]].append(row)
         rows: list[dict[str, Any]] = []
         for inst in await store.all(5000):
             shown = view(inst, default_key_for, sender_ids)
             if inst.location_id is None or (wanted and shown["state"] != wanted):
                 continue  # an agency's own install, or another state
-            counted = totals(await usage.days(inst.location_id, first, today.isoformat()))
+            counted = totals(week[inst.location_id])
             rows.append({
                 "location_id": inst.location_id, "company_id": inst.company_id,
                 "state": shown["state"], "sender_id": shown["settings"]["sender_id"],
                 "own_key": shown["settings"]["cast_api_key"] or "no",
-                "delivered": counted["delivered"], "failed": counted["failed"],
-                "parts": counted["parts_sent"]})
-        return _html(pages.installations(rows, wanted, sessions.csrf(sid)))
+                **({"delivered": "—", "failed": "—", "parts": "—"} if problem else {
+                    "delivered": counted["delivered"], "failed": counted["failed"],
+                    "parts": counted["parts_sent"]})})
+        return html(pages.installations(rows, wanted, sessions.csrf(sid), problem=problem))
 
     async def detail(location_id: str, sid: str, *, error: str = "", saved: bool = False,
                      status: int = 200) -> Response:
         try:
             inst = await editor.installed(location_id)
         except BridgeError:
-            return _html(pages.page("Not found", "<p>No installation for this location.</p>",
-                                    csrf=sessions.csrf(sid)), 404)
+            return html(pages.page("Not found", "<p>No installation for this location.</p>",
+                                   csrf=sessions.csrf(sid)), 404)
         trail = await audit.recent(location_id, 10)
-        return _html(pages.installation(view(inst, default_key_for, sender_ids), trail,
-                                        sessions.csrf(sid), error=error, saved=saved), status)
+        return html(pages.installation(view(inst, default_key_for, sender_ids), trail,
+                                       sessions.csrf(sid), error=error, saved=saved), status)
 
     @router.get("/installations/{location_id}")
     async def installation(request: Request, location_id: str) -> Response:
-        sid = signed_in(request)
+        sid = console.signed_in(request)
         if sid is None:
-            return _redirect("/console/sign-in")
+            return redirect("/console/sign-in")
         return await detail(location_id, sid)
 
     @router.post("/installations/{location_id}")
     async def save(request: Request, location_id: str) -> Response:
-        sid = signed_in(request)
-        form = await _form(request)
-        if sid is None or not sessions.csrf_ok(sid, form.get("csrf", "")):
-            return _html(pages.page("Refused", "<p>Not saved: the form was not ours.</p>"), 403)
+        if (sid := await console.checked_post(request)) is None:
+            return console.refused("Not saved")
         try:
             current = view(await editor.installed(location_id), default_key_for,
                            sender_ids)["settings"]
-            update = update_from(form, current)
+            update = update_from(await form_of(request), current)
             if update.model_fields_set:  # a form saved unchanged is no change to record
                 await editor.apply(location_id, update, actor=CONSOLE_ACTOR)
         except ValidationError as exc:
