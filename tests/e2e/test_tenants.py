@@ -160,6 +160,29 @@ def test_an_uninstalled_location_texts_nobody(tenants: Tenants) -> None:
     assert stack.admin("GET", f"/installations/{CLIENT_B}").json()["state"] == "uninstalled"
 
 
+def test_a_location_the_operator_stops_fails_at_once_until_it_is_allowed_again(
+        tenants: Tenants) -> None:
+    stack = tenants.stack
+    location = AGENCY_LOCATIONS[10]
+    primed = tenants.send(location, "+639176660011")  # its settings are now cached
+    stack.wait_for_statuses([primed.message_id], STATUS_TIMEOUT)
+    try:
+        stopped = stack.admin("PUT", f"/installations/{location}", json={"sending": "stopped"})
+        assert stopped.json()["state"] == "stopped", stopped.text
+        # The change reaches the sender at once (a notice), not when its cache expires.
+        sent = tenants.send(location, "+639176660012")
+        [status] = stack.wait_for_statuses([sent.message_id], STATUS_TIMEOUT)[sent.message_id]
+        assert status["status"] == "failed"
+        assert "sending is stopped for this location" in str(status["error"])
+        assert tenants.texted(sent) == 0
+    finally:
+        stack.admin("PUT", f"/installations/{location}", json={"sending": "allowed"})
+    again = tenants.send(location, "+639176660013")
+    [status] = stack.wait_for_statuses([again.message_id], STATUS_TIMEOUT)[again.message_id]
+    assert status["status"] == "delivered"
+    assert tenants.texted(again) == 1
+
+
 def test_the_admin_api_shows_each_tenant_without_secrets(tenants: Tenants) -> None:
     answer = tenants.stack.admin("GET", "/installations")
     listed = {i["location_id"]: i for i in answer.json()["installations"]

@@ -17,7 +17,7 @@ from castghl.common.errors import AccountError
 from castghl.common.messages import InstallStatus
 from castghl.oauth.admin import SenderIdCheck, admin_router
 from castghl.oauth.installation import LocationPrefs, location_key
-from castghl.oauth.tenancy import DefaultKeyFor
+from castghl.oauth.tenancy import DefaultKeyFor, location_settings
 
 from .fakes import Clock, FakeNotices, FakeStore, installation
 
@@ -186,7 +186,25 @@ async def test_put_only_changes_the_fields_given_and_null_removes_the_cast_key(
     assert store.docs[location_key("loc1")].prefs == LocationPrefs(sender_id="A")
 
 
+async def test_a_stopped_location_shows_as_stopped_and_is_told_to_the_sender(
+        client: httpx.AsyncClient, store: FakeStore) -> None:
+    answer = await client.put("/admin/installations/loc1", headers=AUTH,
+                              json={"sending": "stopped"})
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["state"], answer.json()["settings"]["sending"]) == ("stopped",
+                                                                            "stopped")
+    inst = store.docs[location_key("loc1")]
+    assert location_settings("loc1", inst, DefaultKeyFor(everyone=True)).stopped
+    allowed = await client.put("/admin/installations/loc1", headers=AUTH,
+                               json={"sending": None})
+    assert (allowed.json()["state"], allowed.json()["settings"]["sending"]) == ("active",
+                                                                              "allowed")
+    assert not location_settings("loc1", store.docs[location_key("loc1")],
+                                 DefaultKeyFor(everyone=True)).stopped
+
+
 BAD: list[tuple[Any, int, str]] = [
+    ({"sending": "paused"}, 422, "sending"),
     (b"{not json", 400, "not valid JSON"),
     (b"[1, 2]", 400, "JSON object"),
     ({"sender_id": "TWENTYONE-CHARACTERS1"}, 422, "sender_id"),

@@ -155,3 +155,26 @@ async def test_a_new_key_is_never_shown_and_a_settings_post_needs_its_csrf_token
     assert new_key not in answer.text
     assert "cast_…3210" in answer.text
     assert "cast_api_key: set" in answer.text
+
+
+async def test_the_operator_stops_and_allows_a_location_and_both_are_audited(
+        console: httpx.AsyncClient) -> None:
+    await sign_in(console)
+    page = (await console.get("/console/installations/loc1")).text
+    assert "Stop sending" in page
+    stopped = await console.post("/console/installations/loc1",
+                                 data={"csrf": csrf_of(page), "sending": "stopped"})
+    assert stopped.status_code == 200
+    assert "Stopped: every SMS of this location fails at once" in stopped.text
+    assert "Allow sending" in stopped.text
+    listed = (await console.get("/console/installations?state=stopped")).text
+    assert ">loc1</a>" in listed
+    allowed = await console.post("/console/installations/loc1",
+                                 data={"csrf": csrf_of(stopped.text), "sending": "allowed"})
+    assert "Stop sending" in allowed.text
+    assert re.search(r"<td>console</td><td>[^<]*sending: stopped", allowed.text)
+    assert re.search(r"<td>console</td><td>[^<]*sending: allowed", allowed.text)
+    forged = await console.post("/console/installations/loc1",
+                                data={"csrf": "forged", "sending": "stopped"})
+    assert forged.status_code == 403
+

@@ -211,6 +211,15 @@ async def test_a_location_not_set_up_fails_with_what_to_do_and_texts_nobody() ->
                           "add a Cast API key")
 
 
+async def test_a_stopped_location_fails_with_the_reason_and_texts_nobody() -> None:
+    h = Harness(locations=FakeLocations({"loc1": installed("loc1").model_copy(
+        update={"stopped": True})}))
+    assert await h.process(sms(), attempt=1) == Done()
+    assert h.cast.sent == []
+    assert h.status() == ("failed", "location_stopped",
+                          "Cast SMS sending is stopped for this location: ask your agency")
+
+
 async def test_a_location_awaiting_reauthorisation_still_sends() -> None:
     waiting = installed("loc1", status=InstallStatus.NEEDS_REAUTH)
     h = Harness(locations=FakeLocations({"loc1": waiting}))

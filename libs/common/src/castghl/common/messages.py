@@ -161,6 +161,8 @@ class LocationSettings(QueueMessage):
     cast_api_key: str | None = None
     rate_limit_per_second: float | None = None
     inbound_numbers: list[str] = Field(default_factory=list)
+    # The operator stopped its SMS (unpaid, abuse): each fails at once, no Cast call.
+    stopped: bool = False
 
     @property
     def installed(self) -> bool:

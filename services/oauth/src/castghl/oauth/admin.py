@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Final, Protocol
+from typing import Annotated, Any, Final, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import (
@@ -145,6 +145,8 @@ class SettingsUpdate(BaseModel):
     cast_api_key: CastKey | None = None
     rate_limit_per_second: float | None = Field(None, gt=0, le=1000)
     inbound_numbers: list[str] | None = Field(None, max_length=MAX_INBOUND_NUMBERS)
+    # "stopped": every SMS of the location fails at once, told so in GHL; null allows.
+    sending: Literal["allowed", "stopped"] | None = None
 
     @field_validator("inbound_numbers")
     @classmethod
@@ -194,7 +196,8 @@ def view(inst: Installation, default_key_for: DefaultKeyFor, keys: SenderIdCheck
         "uninstalled_at": _iso(inst.uninstalled_at), "changed_at": _iso(inst.changed_at),
         "settings": {"sender_id": prefs.sender_id, "cast_api_key": mask(prefs.cast_api_key),
                      "rate_limit_per_second": prefs.rate_limit_per_second,
-                     "inbound_numbers": list(prefs.inbound_numbers)},
+                     "inbound_numbers": list(prefs.inbound_numbers),
+                     "sending": prefs.sending},
     }
 
 
@@ -235,6 +238,8 @@ class SettingsEditor:
         api_key = self.sender_ids.key_for(inst, changes, self.default_key_for)
         if sender_id is not None and api_key is not None:
             await self.sender_ids.check(api_key, sender_id)
+        if "sending" in changes:
+            changes["sending"] = changes["sending"] or "allowed"
         if "inbound_numbers" in changes:
             changes["inbound_numbers"] = changes["inbound_numbers"] or []
             owners = await self.store.owners_of(changes["inbound_numbers"], inst.key)

@@ -28,6 +28,9 @@ def company_key(company_id: str) -> str:
     return f"company:{company_id}"
 
 
+Sending = Literal["allowed", "stopped"]
+
+
 @dataclass(frozen=True)
 class LocationPrefs:
     """Per-location settings an operator sets through the admin API."""
@@ -36,6 +39,9 @@ class LocationPrefs:
     cast_api_key: str | None = field(default=None, repr=False)
     rate_limit_per_second: float | None = None
     inbound_numbers: tuple[str, ...] = ()
+    # "stopped": the operator stopped the location's SMS. A string, not a boolean: the
+    # MongoDB-wire emulator stores a `$set` boolean as 1 (docs/architecture.md, "Mongo").
+    sending: Sending = "allowed"
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,7 @@ class MongoInstallations:
                 cast_api_key=self._open(prefs.get("cast_api_key_enc")),
                 rate_limit_per_second=prefs.get("rate_limit_per_second"),
                 inbound_numbers=tuple(prefs.get("inbound_numbers") or ()),
+                sending="stopped" if prefs.get("sending") == "stopped" else "allowed",
             ),
         )
 

@@ -57,6 +57,7 @@ class State(StrEnum):
     """How the admin API shows an installation: the first of these that applies."""
 
     UNINSTALLED = "uninstalled"
+    STOPPED = "stopped"  # the operator stopped its SMS
     NEEDS_REAUTH = "needs_reauth"
     NOT_SET_UP = "not_set_up"  # a location with no Cast key it may use
     ACTIVE = "active"
@@ -71,6 +72,8 @@ def cast_key(inst: Installation, default: DefaultKeyFor) -> CastKey:
 def state_of(inst: Installation, default: DefaultKeyFor) -> State:
     if inst.status is InstallStatus.UNINSTALLED:
         return State.UNINSTALLED
+    if inst.prefs.sending == "stopped":
+        return State.STOPPED
     if inst.status is InstallStatus.NEEDS_REAUTH:
         return State.NEEDS_REAUTH
     if inst.kind == "location" and cast_key(inst, default) is CastKey.NONE:
@@ -92,4 +95,4 @@ def location_settings(location_id: str, inst: Installation | None,
         location_id=location_id, status=inst.status, company_id=inst.company_id,
         cast_key=key, cast_api_key=prefs.cast_api_key if key is CastKey.OWN else None,
         sender_id=prefs.sender_id, rate_limit_per_second=prefs.rate_limit_per_second,
-        inbound_numbers=list(prefs.inbound_numbers))
+        inbound_numbers=list(prefs.inbound_numbers), stopped=prefs.sending == "stopped")

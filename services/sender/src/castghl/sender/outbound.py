@@ -68,6 +68,7 @@ RATE_LIMITED_RUNS = Counter("castghl_cast_rate_limited_runs_total",
 MAX_RATE_LIMITED_IN_A_ROW = 5
 NOT_SET_UP = ("Cast SMS is not set up for this location yet: ask your agency to add a Cast "
               "API key")
+STOPPED = "Cast SMS sending is stopped for this location: ask your agency"
 
 
 class CastSender(Protocol):
@@ -173,6 +174,10 @@ class OutboundPipeline:
 
     async def _send(self, message: OutboundSms, record: MessageRecord,
                     location: LocationSettings) -> None:
+        # A message already on its way when the location was stopped is finished, not cut.
+        if location.stopped and not record.parts:
+            raise PermanentError("the operator stopped this location's SMS",
+                                 code="location_stopped", user_message=STOPPED)
         todo = plan(message, self.policy)
         api_key = self._cast_key(location)
         sender_id = location.sender_id or self.policy.default_sender_id

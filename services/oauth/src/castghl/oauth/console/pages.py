@@ -10,7 +10,8 @@ from castghl.oauth.tenancy import State
 
 STATE_NAMES: Final[dict[str, str]] = {
     State.ACTIVE.value: "Active", State.NEEDS_REAUTH.value: "Needs re-authorisation",
-    State.NOT_SET_UP.value: "Not set up", State.UNINSTALLED.value: "Uninstalled"}
+    State.NOT_SET_UP.value: "Not set up", State.STOPPED.value: "Stopped by the operator",
+    State.UNINSTALLED.value: "Uninstalled"}
 STATES: Final = tuple(STATE_NAMES)
 SECTIONS: Final = (("installations", "Installations"), ("messages", "Messages"),
                    ("parked", "Parked"), ("accounts", "Accounts"), ("health", "Health"))
@@ -141,7 +142,19 @@ def installation(shown: Mapping[str, Any], trail: Sequence[Mapping[str, Any]], c
         for entry in trail) or '<tr><td colspan="3">No change yet.</td></tr>'
     facts = (f"<p>Agency {e(shown['company_id'])} · "
              f"{e(STATE_NAMES.get(shown['state'], shown['state']))}</p>")
-    return page(f"Location {shown['location_id']}", facts + status + form + (
+    stopped = settings["sending"] == "stopped"
+    switch = (
+        "<h2>Sending</h2>"
+        + ('<p class="warn">Stopped: every SMS of this location fails at once, and GHL '
+           "shows why. Replies still arrive.</p>" if stopped else
+           "<p>Allowed. Stopping makes every new SMS of this location fail at once, with "
+           "the reason shown in GHL (no Cast call); replies still arrive.</p>")
+        + f'<form method="post" action="/console/installations/{e(shown["location_id"])}">'
+        f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+        f'<input type="hidden" name="sending" value="{"allowed" if stopped else "stopped"}">'
+        f'<button type="submit">{"Allow sending" if stopped else "Stop sending"}</button>'
+        "</form>")
+    return page(f"Location {shown['location_id']}", facts + status + form + switch + (
         "<h2>Changes</h2><table><caption>The last changes to these settings</caption>"
         "<thead><tr><th scope=\"col\">When</th><th scope=\"col\">By</th>"
         f"<th scope=\"col\">What</th></tr></thead><tbody>{changes}</tbody></table>"),

@@ -43,9 +43,12 @@ CONSOLE_ACTOR: Final = "console"  # one credential, so one actor (docs/oauth.md)
 
 
 def update_from(form: dict[str, str], current: dict[str, Any]) -> SettingsUpdate:
-    """The settings form as an update of what it changes: an empty sender ID or rate
-    returns it to the default; an empty key field keeps the key; the inbound numbers are
-    the lines given. A field left as it was is no change (nor an audit entry)."""
+    """A form as an update of what it changes. The stop/allow form carries `sending`
+    alone. In the settings form an empty sender ID or rate returns it to the default; an
+    empty key field keeps the key; the inbound numbers are the lines given. A field left
+    as it was is no change (nor an audit entry)."""
+    if "sending" in form:
+        return SettingsUpdate.model_validate({"sending": form["sending"]})
     data: dict[str, Any] = {
         "sender_id": form.get("sender_id", "").strip() or None,
         "inbound_numbers": [line.strip() for line in form.get("inbound_numbers", "").splitlines()
