@@ -1,7 +1,8 @@
-"""The console's operations pages in Debian's Chromium against the whole bridge as real
-processes: what an operator reads there — a message's timeline, queues, accounts, health —
-comes from the running sender through its operator API. Screenshots of each page land in
-var/screenshots/ (`make screenshots` copies them into docs/)."""
+"""The web pages in Debian's Chromium against the whole bridge as real processes: the
+console's operations pages, whose message timelines, queues, accounts and health come
+from the running sender through its operator API; and the location settings page
+inside (simulated) GHL, trusting only the user context GHL encrypted. Screenshots of each
+page land in var/screenshots/ (`make screenshots` copies them into docs/)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,37 @@ async def test_health_accounts_and_parked_show_the_running_bridge(
         await page.get_by_role("heading", name=title).wait_for()
     assert "Not read" not in await page.content()
     await shot(page, "parked")
+
+
+async def test_a_location_admin_sets_its_sender_id_inside_ghl_and_a_user_only_reads(
+        stack: Stack, chromium: Browser) -> None:
+    page = await chromium.new_page()
+    await page.goto(f"{stack.ghl}/_sandbox/custom-page?role=admin")
+    frame = page.frame_locator('iframe[title="Cast SMS"]')
+    await frame.get_by_role("table").wait_for()
+    facts = await frame.get_by_role("table").inner_text()
+    assert "loc_sandbox_1" in facts
+    assert "Active" in facts
+    await frame.get_by_label("Sender ID").fill("CASTDEMO")
+    await frame.get_by_role("button", name="Save").click()
+    await frame.get_by_text("Saved. The next message uses it.").wait_for()
+    assert "CASTDEMO" in await frame.get_by_role("table").inner_text()
+    await shot(page, "ghl-settings")
+    shown = stack.admin("GET", "/installations/loc_sandbox_1").json()
+    assert shown["settings"]["sender_id"] == "CASTDEMO"
+    [entry] = stack.admin("GET", "/audit", params={"location_id": "loc_sandbox_1",
+                                                   "limit": 1}).json()["entries"]
+    assert entry["actor"] == "ghl-user:user_sandbox_1"
+
+    # The next SMS goes out with it (the change is announced to the senders at once).
+    sent = stack.send(phone=PHONE, message="from the new sender ID")
+    await asyncio.to_thread(stack.wait_for_statuses, [sent["messageId"]], STATUS_TIMEOUT)
+    assert [s["sender_id"] for s in stack.cast_sends_for([sent["messageId"]])[
+        sent["messageId"]]] == ["CASTDEMO"]
+
+    reader = await chromium.new_page()
+    await reader.goto(f"{stack.ghl}/_sandbox/custom-page?role=user")
+    framed = reader.frame_locator('iframe[title="Cast SMS"]')
+    await framed.get_by_text("Only an admin of this location can change these.").wait_for()
+    assert not await framed.get_by_role("button", name="Save").is_visible()
+    stack.admin("PUT", "/installations/loc_sandbox_1", json={"sender_id": None})

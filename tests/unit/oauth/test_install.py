@@ -126,6 +126,7 @@ async def test_callback_stores_the_location_and_shows_the_next_step(harness: Har
     assert "loc1" in answer.text
     assert "SMS Provider" in answer.text
     assert "Cast SMS" in answer.text
+    assert '<a href="/ghl/settings">' in answer.text  # the settings page inside GHL
     assert ACCESS not in answer.text
     assert REFRESH not in answer.text
     assert answer.headers["cache-control"] == "no-store"

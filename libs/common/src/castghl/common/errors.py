@@ -136,6 +136,13 @@ class Unauthorized(PermanentError):
     http_status = 401
 
 
+class Forbidden(PermanentError):
+    """The caller is known, and may not do this (a GHL user who is not an admin)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class NotFound(PermanentError):
     code = "not_found"
     http_status = 404

@@ -402,6 +402,7 @@ class Stack(Bridge):
         self.configure_ghl(webhook_url=f"http://{HOST}:{gateway_port}"
                                        "/webhooks/ghl/provider-outbound",
                            app_webhook_url=f"http://{HOST}:{gateway_port}/webhooks/ghl/app",
+                           custom_page_url=f"http://{HOST}:{oauth_port}/ghl/settings",
                            **self.ghl_knobs)
         if self.cast_knobs:
             self.configure_cast(**self.cast_knobs)
@@ -416,6 +417,8 @@ class Stack(Bridge):
             **common, "BASE_URL": f"http://{HOST}:{oauth_port}",
             "GHL_CLIENT_ID": knobs["client_id"], "GHL_CLIENT_SECRET": knobs["client_secret"],
             "GHL_APP_ID": knobs["app_id"], "GHL_MARKETPLACE_URL": self.ghl,
+            # The Custom Page trusts what the simulated GHL encrypts, framed by it.
+            "GHL_SSO_KEY": knobs["sso_key"], "GHL_FRAME_ANCESTORS": self.ghl,
             "TOKEN_ENCRYPTION_KEYS": generate_key(), "ADMIN_API_KEY": self.admin_api_key,
             "SENDER_API_KEY": self.sender_api_key,
             "SENDER_URL": f"http://{HOST}:{self._first_sender_port}",

@@ -33,6 +33,7 @@ from castghl.oauth.changes import ChangeNotices
 from castghl.oauth.console.ops_routes import OwnParts
 from castghl.oauth.console.routes import console_router
 from castghl.oauth.console.session import Sessions
+from castghl.oauth.ghl_page.routes import ghl_page_router
 from castghl.oauth.install import Installer, install_router
 from castghl.oauth.install_state import StateSigner
 from castghl.oauth.internal import internal_router
@@ -141,6 +142,11 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     app.include_router(console_router(
         store, sender, Sessions(admin_key), editor=editor, audit=audit, own=own,
         default_key_for=default_key_for, default_api_key=settings.cast_api_key.get_secret_value(),
+        sender_ids=sender_ids))
+    app.include_router(ghl_page_router(
+        editor, sender, sso_key=(settings.ghl_sso_key.get_secret_value()
+                                 if settings.ghl_sso_key else None),
+        frame_ancestors=settings.ghl_frame_ancestors, default_key_for=default_key_for,
         sender_ids=sender_ids))
     app.include_router(health_router(checks))
     return app

@@ -61,6 +61,9 @@ def connected_page(locations: Sequence[str], failed: Sequence[str] = ()) -> HTML
                  "access yet; Cast SMS asks again when each one first sends:</p>"
                  f"{_ids(failed)}")
     body += f"<p class=\"next\"><strong>Next step:</strong> {escape(NEXT_STEP)}</p>"
+    body += ("<p>Each location's sender ID and Cast API key can be changed inside "
+             "GoHighLevel by its admins: open “Cast SMS” in the location's menu "
+             "(<a href=\"/ghl/settings\">the settings page</a>).</p>")
     return _page("Cast SMS is installed", "ok", body, 200)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field, PlainValidator, SecretStr, ValidationInfo, field_validator
@@ -18,6 +19,10 @@ from castghl.common.settings import (
     Port,
 )
 from castghl.oauth.tenancy import DefaultKeyFor
+
+# A CSP source for frame-ancestors: a scheme and a host, optionally a wildcard subdomain
+# and a port; nothing that could end the directive.
+_ORIGIN = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
 class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings, CastApiSettings):
@@ -43,6 +48,13 @@ class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings, CastApiSettin
     # The console reads the sender's operator API (with ADMIN_API_KEY) and the gateway's
     # readiness; with several sender replicas, any one of them answers.
     sender_url: HttpUrl = HttpUrl("http://127.0.0.1:3004")
+    # The Marketplace app's Shared Secret: GHL encrypts the user context of the app's
+    # Custom Page (/ghl/settings) with it. Unset, that page is off.
+    ghl_sso_key: SecretStr | None = None
+    # Who may frame that page (CSP frame-ancestors): GHL's app domains; add an agency's
+    # white-label app domain here.
+    ghl_frame_ancestors: str = ("https://app.gohighlevel.com https://*.gohighlevel.com "
+                                "https://*.leadconnectorhq.com")
     gateway_url: HttpUrl = HttpUrl("http://127.0.0.1:3002")
 
     # A token handed out is valid at least this long, whatever a caller asks for less.
@@ -57,6 +69,23 @@ class OAuthSettings(BrokerSettings, MongoSettings, GhlApiSettings, CastApiSettin
     refresh_idle_days: float = Field(30.0, gt=0, le=300)
     oauth_state_ttl_seconds: int = Field(900, ge=60, le=86400)
     lifecycle_max_attempts: int = Field(8, ge=1, le=100)
+
+    @field_validator("ghl_frame_ancestors")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        sources = value.split()
+        if not sources:
+            raise ValueError("name at least one origin, e.g. https://app.gohighlevel.com")
+        for position, source in enumerate(sources, 1):
+            if not _ORIGIN.fullmatch(source):
+                raise ValueError(f"entry {position} is not an origin like "
+                                 "https://app.example.com or https://*.example.com")
+        return " ".join(sources)
+
+    @field_validator("ghl_sso_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("token_encryption_keys")
     @classmethod

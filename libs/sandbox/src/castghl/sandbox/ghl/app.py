@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from castghl.sandbox.clock import SimClock
 from castghl.sandbox.ghl import contacts, controls, conversations, oauth
 from castghl.sandbox.ghl.access import Gate
+from castghl.sandbox.ghl.custom_page import custom_page_router
 from castghl.sandbox.ghl.errors import install_error_handlers
 from castghl.sandbox.ghl.faults import FaultInjector
 from castghl.sandbox.ghl.knobs import GhlKnobs
@@ -70,6 +71,7 @@ def create_ghl_app(knobs: GhlKnobs, clock: SimClock | None = None) -> FastAPI:
     app.include_router(conversations.build_router(knobs, sim.state, gate))
     app.include_router(contacts.build_router(sim.state, gate))
     app.include_router(sandbox.router())
+    app.include_router(custom_page_router(knobs))
     # Added first = innermost: recording (added by `install`) sees injected faults, and
     # rate-limit headers land on every answer the routes and error handlers produce.
     app.add_middleware(RateLimitHeaders)

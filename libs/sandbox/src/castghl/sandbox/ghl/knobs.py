@@ -17,6 +17,7 @@ SignatureMode = Literal["ed25519", "rsa", "both", "none", "n/a", "garbage"]
 # without reading its config first.
 DEFAULT_CLIENT_ID = "castghl-sandbox-client"
 DEFAULT_CLIENT_SECRET = "castghl-sandbox-secret"  # noqa: S105 - a public sandbox value
+DEFAULT_SSO_KEY = "castghl-sandbox-sso-key"
 DEFAULT_SIGNING_SEED = "castghl-sandbox-ghl-webhook-signing-seed"
 DEFAULT_LOCATION_ID = "loc_sandbox_1"
 APP_SCOPES = (
@@ -89,6 +90,10 @@ class GhlKnobs(BaseModel):
     signing_seed: str = DEFAULT_SIGNING_SEED
     signature_mode: SignatureMode = "ed25519"
     sign_rsa: bool = False
+
+    # --- the app's Custom Page (/_sandbox/custom-page) -------------------------------------
+    custom_page_url: str | None = None
+    sso_key: str = DEFAULT_SSO_KEY  # the app's Shared Secret
 
     # --- injected failures ---------------------------------------------------------------
     fail_next: list[FailRule] = Field(default_factory=list)
