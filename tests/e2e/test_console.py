@@ -13,6 +13,7 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from castghl.sandbox.stack import Stack
+from tests.accessibility import assert_accessible
 
 from .conftest import STATUS_TIMEOUT
 
@@ -31,6 +32,8 @@ async def signed_in(chromium: Browser, stack: Stack) -> Page:
 
 
 async def shot(page: Page, name: str) -> None:
+    """Check the page's accessibility basics, then keep its picture."""
+    await assert_accessible(page.frames[-1])  # the GHL page: inside the simulated frame
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
 

@@ -13,6 +13,7 @@ from playwright.async_api import Browser, Page
 
 from castghl.oauth.console.session import FAILURES
 from castghl.sandbox.cast.knobs import DEFAULT_API_KEY
+from tests.accessibility import assert_accessible
 
 from .conftest import ADMIN_KEY, Running, install
 
@@ -21,6 +22,8 @@ SHOTS = Path(__file__).resolve().parents[3] / "var" / "screenshots"
 
 
 async def shot(page: Page, name: str) -> None:
+    """Check the page's accessibility basics, then keep its picture."""
+    await assert_accessible(page.frames[-1])  # the GHL page: inside the simulated frame
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
 
@@ -103,3 +106,17 @@ async def test_an_operator_sets_a_key_and_sender_id_and_a_typo_is_refused(
     changes = await page.get_by_role("table").inner_text()
     assert "sender_id: CASTPH" in changes
     assert "cast_api_key: set" in changes
+
+
+async def test_the_accessibility_check_finds_what_it_looks_for(chromium: Browser) -> None:
+    page = await chromium.new_page()
+    await page.set_content(
+        "<html><head><title>x</title></head><body><h1>a</h1><h1>b</h1>"
+        '<input id="q"><a href="/"></a><table><tr><th>h</th></tr></table>'
+        '<img src="data:,"><p id="d"></p><p id="d"></p></body></html>')
+    with pytest.raises(AssertionError) as found:
+        await assert_accessible(page.main_frame)
+    for problem in ("html has no lang", "not exactly one h1", "unnamed control",
+                    "link without text", "table without caption", "th without scope",
+                    "img without alt", "duplicate id: d"):
+        assert problem in str(found.value)
