@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -46,7 +47,7 @@ from castghl.sandbox import scenarios
 from castghl.sandbox.infra import docker_available
 from castghl.sandbox.scenarios import PHONE, Case, fire, settle, table
 from castghl.sandbox.slowloris import cut_off, trickle
-from castghl.sandbox.stack import BridgeAt, in_flight
+from castghl.sandbox.stack import BridgeAt, StackError, in_flight
 from castghl.sandbox.stack import parts_sent as parts_sent_in
 
 PROJECT = "castghl-compose-test"
@@ -530,12 +531,15 @@ def run(root: Path, plan: Plan, say: Callable[[str], None]) -> bool:
             problems += exercise(compose, bridge, root, plan, say)
     except subprocess.CalledProcessError as exc:
         problems.append(f"`{' '.join(exc.cmd[1:4])} … {exc.cmd[-1]}` exited {exc.returncode}")
-    except (httpx.HTTPError, ComposeTestError, TimeoutError) as exc:
+    except (httpx.HTTPError, ComposeTestError, StackError, TimeoutError) as exc:
         problems.append(f"{type(exc).__name__}: {exc}")  # with the containers' logs below
     finally:
         if problems:
-            say("\n== logs (last 25 lines per container) of the failed run")
+            say(f"\n== logs (last 25 lines per container) of the failed run; all of them in "
+                f"{logs / 'services.log'}")
             compose.run("logs", "--no-color", "--tail", "25", check=False)
+            with contextlib.suppress(subprocess.CalledProcessError):
+                compose.run_logged(logs / "services.log", "logs", "--no-color", "--timestamps")
         if plan.keep:
             say(f"--keep: the stack stays up (docker compose -p {PROJECT} --profile sandbox "
                 "down -v)")
@@ -617,6 +621,10 @@ def exercise(compose: Compose, bridge: ComposeBridge, root: Path, plan: Plan,
     if note := outage_mid_burst(compose, bridge, stopped, service="mongo",
                                 down_for=plan.mongo_down, say=say):
         problems.append(f"Mongo outage: {note}")
+    # The bridge's recovery is timed from Mongo being back, not from its container start
+    # (the emulator takes a while to answer on a loaded machine).
+    healthy(compose, "mongo")
+    say("Mongo healthy again; waiting for the burst to finish")
     settle(bridge, [stopped])
     cases.append(stopped)
 
