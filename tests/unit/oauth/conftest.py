@@ -53,7 +53,7 @@ async def console() -> AsyncIterator[httpx.AsyncClient]:
                                       editor=editor, audit=audit, own=own,
                                       default_key_for=everyone, default_api_key=DEFAULT_CAST_KEY,
                                       sender_ids=sender_ids, clock=Clock()))
-    app.state.sender = sender
+    app.state.sender, app.state.audit = sender, audit
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="https://console.test") as client:
         yield client

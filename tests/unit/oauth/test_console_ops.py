@@ -9,6 +9,7 @@ import io
 import re
 
 import httpx
+from fastapi import FastAPI
 
 from castghl.common.cast.accounts import fingerprint
 
@@ -17,9 +18,13 @@ from .fakes import FakeSenderOps
 from .test_admin import CAST_KEY, DEFAULT_CAST_KEY
 
 
+def client_app(client: httpx.AsyncClient) -> FastAPI:
+    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+    return app
+
+
 def sender_of(client: httpx.AsyncClient) -> FakeSenderOps:
-    app = client._transport.app  # type: ignore[attr-defined]
-    fake: FakeSenderOps = app.state.sender
+    fake: FakeSenderOps = client_app(client).state.sender
     return fake
 
 
@@ -72,6 +77,9 @@ async def test_parked_messages_show_their_reasons_and_replay_asks_first(
     assert done.status_code == 200
     assert "Replayed 2 message(s); 0 left parked." in done.text
     assert sender.replayed == ["status"]
+    audited = client_app(console).state.audit.entries[-1]
+    assert (audited["actor"], audited["action"], audited["changes"]) == (
+        "console", "replay", {"queue": "status", "moved": 2})
     # This service's own lifecycle queue could not be read (no broker here): said so.
     assert "Installs and uninstalls" in page
     assert "Not read" in page

@@ -121,6 +121,9 @@ SECRET_SETTINGS: Final = frozenset({"cast_api_key"})
 ADMIN_API_ACTOR: Final = "admin-api"
 
 
+CONSOLE_ACTOR: Final = "console"  # one credential, so one actor (docs/oauth.md)
+
+
 def audit_entry(location_id: str, changes: dict[str, Any], now: datetime,
                 actor: str = ADMIN_API_ACTOR) -> dict[str, Any]:
     shown = {name: ("set" if value else "cleared") if name in SECRET_SETTINGS else value

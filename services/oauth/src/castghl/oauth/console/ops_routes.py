@@ -28,7 +28,7 @@ from castghl.common.health import ReadinessCheck, queue_depths, readiness
 from castghl.common.parking import replay, survey
 from castghl.common.topology import WorkQueue
 from castghl.common.usage import MANILA, period
-from castghl.oauth.admin import SettingsStore
+from castghl.oauth.admin import CONSOLE_ACTOR, AuditLog, SettingsStore
 from castghl.oauth.console import ops_pages, pages
 from castghl.oauth.console.web import Console, html, redirect
 from castghl.oauth.refresh import utcnow
@@ -75,10 +75,10 @@ def _period(since: str | None, until: str | None, clock: Callable[[], datetime]
 
 
 def ops_routes(router: APIRouter, console: Console, sender: SenderApi, own: OwnParts, *,
-               store: SettingsStore, default_key_for: DefaultKeyFor, default_api_key: str,
-               clock: Callable[[], datetime] = utcnow) -> None:
+               store: SettingsStore, audit: AuditLog, default_key_for: DefaultKeyFor,
+               default_api_key: str, clock: Callable[[], datetime] = utcnow) -> None:
     _message_routes(router, console, sender)
-    _parked_routes(router, console, sender, own)
+    _parked_routes(router, console, sender, own, audit=audit, clock=clock)
     _account_routes(router, console, sender, store=store, default_key_for=default_key_for,
                     default_api_key=default_api_key, clock=clock)
     _health_route(router, console, sender, own)
@@ -103,8 +103,8 @@ def _message_routes(router: APIRouter, console: Console, sender: SenderApi) -> N
                                        phone=phone, found=found))
 
 
-def _parked_routes(router: APIRouter, console: Console, sender: SenderApi,
-                   own: OwnParts) -> None:
+def _parked_routes(router: APIRouter, console: Console, sender: SenderApi, own: OwnParts, *,
+                   audit: AuditLog, clock: Callable[[], datetime]) -> None:
     async def all_parked() -> list[dict[str, Any]]:
         queues = await _answer(sender.parked())
         if isinstance(queues, str):
@@ -145,6 +145,10 @@ def _parked_routes(router: APIRouter, console: Console, sender: SenderApi,
         note = (f"Not replayed: {moved}" if isinstance(moved, str) else
                 f"Replayed {moved['moved']} message(s); {moved['left']} left parked.")
         log.info("console: parked messages replayed", extra={"queue": name, "note": note})
+        if not isinstance(moved, str):  # an operator action, kept with the settings changes
+            await audit.record({"at": clock(), "actor": CONSOLE_ACTOR, "location_id": None,
+                                "action": "replay",
+                                "changes": {"queue": name, "moved": moved["moved"]}})
         return html(ops_pages.parked(await all_parked(), console.csrf(sid), note=note))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -18,6 +18,7 @@ from castghl.common.errors import BridgeError
 from castghl.common.usage import MANILA, totals
 from castghl.common.validation import fields
 from castghl.oauth.admin import (
+    CONSOLE_ACTOR,
     AuditLog,
     SenderIdCheck,
     SettingsEditor,
@@ -38,8 +39,6 @@ from castghl.oauth.console.web import HEADERS, Console, form_of, html, redirect,
 from castghl.oauth.refresh import utcnow
 from castghl.oauth.sender_api import SenderApi
 from castghl.oauth.tenancy import DefaultKeyFor
-
-CONSOLE_ACTOR: Final = "console"  # one credential, so one actor (docs/oauth.md)
 
 
 def update_from(form: dict[str, str], current: dict[str, Any]) -> SettingsUpdate:
@@ -130,8 +129,8 @@ def console_router(store: SettingsStore, sender: SenderApi, sessions: Sessions, 
     router = APIRouter(prefix="/console", include_in_schema=False)
     console = Console(sessions)
     _sign_in_routes(router, sessions, throttle or Throttle())
-    ops_routes(router, console, sender, own, store=store, default_key_for=default_key_for,
-               default_api_key=default_api_key, clock=clock)
+    ops_routes(router, console, sender, own, store=store, audit=audit,
+               default_key_for=default_key_for, default_api_key=default_api_key, clock=clock)
 
     @router.get("/installations")
     async def installations(request: Request, state: str | None = None) -> Response:
