@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typing import Any
+
 import httpx
 
 from .conftest import AUTH, Callers, Stack, install, serve
@@ -26,7 +28,8 @@ def rotate_keys(stack: Stack, keys: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_rotate_keys_then_drop_the_old_key_and_everything_still_decrypts(
-        stack: Stack, callers: Callers) -> None:
+        stack: Stack, callers: Callers, cast_sim: Any) -> None:
+    cast_sim.knobs.api_keys = [*cast_sim.knobs.api_keys, CAST_KEY]  # a key Cast accepts
     old, new = stack.keys
     with serve(stack, token_encryption_keys=old) as service:
         assert (await install(service.url)).status_code == 200

@@ -275,6 +275,28 @@ async def test_a_sender_id_the_account_lacks_is_refused_and_nothing_changes(
     assert accounts.asked == [CAST_KEY]  # the location's own key
 
 
+async def test_a_new_cast_key_must_work_and_carry_the_sender_id_kept(
+        store: FakeStore) -> None:
+    refused_key, other_key = "cast_" + "1" * 64, "cast_" + "2" * 64
+    accounts = FakeAccounts({CAST_KEY: [("CASTPH", "sms")], refused_key: None,
+                             other_key: [("OTHERID", "sms")]})
+    async with await admin_with(store, accounts) as client:
+        await client.put("/admin/installations/loc1", headers=AUTH, json={"sender_id": "CASTPH"})
+        before = copy.deepcopy(store.docs)
+        refused = await client.put("/admin/installations/loc1", headers=AUTH,
+                                   json={"cast_api_key": refused_key})
+        lacking = await client.put("/admin/installations/loc1", headers=AUTH,
+                                   json={"cast_api_key": other_key})
+        both = await client.put("/admin/installations/loc1", headers=AUTH,
+                                json={"cast_api_key": other_key, "sender_id": "OTHERID"})
+    assert (refused.status_code, refused.json()["code"]) == (422, "cast_key_refused")
+    assert (lacking.status_code, lacking.json()["code"]) == (422, "invalid_settings")
+    assert "'CASTPH' is not a sender ID" in lacking.json()["detail"]
+    assert both.status_code == 200, both.text
+    assert before[location_key("loc1")].prefs.cast_api_key == CAST_KEY
+    assert store.docs[location_key("loc1")].prefs.cast_api_key == other_key
+
+
 async def test_a_sender_id_the_account_has_is_set_with_20_characters_allowed(
         store: FakeStore) -> None:
     twenty = "CAST SMS PHILIPPINES"

@@ -83,13 +83,15 @@ class SenderIdCheck:
             return str(own)
         return self.default_api_key if default_key_for.allows(inst.company_id) else None
 
-    async def check(self, api_key: str, sender_id: str) -> None:
+    async def check(self, api_key: str, sender_id: str | None) -> None:
+        """The key works (Cast answers with it), and has `sender_id` when one is given."""
         try:
             listed = await self.cast.sender_ids(api_key=api_key)
         except AccountError as exc:
-            raise PermanentError(f"Cast refused the location's Cast key ({exc.code}), so "
-                                 "the sender ID cannot be checked", code="cast_key_refused"
-                                 ) from None
+            raise PermanentError(f"Cast refused the location's Cast key ({exc.code})",
+                                 code="cast_key_refused") from None
+        if sender_id is None:
+            return
         try:
             found = channel_of(listed, sender_id)
         except PermanentError as exc:
@@ -237,9 +239,11 @@ class SettingsEditor:
         if not inst.installed:
             raise Conflict("this location is uninstalled; reinstall the app first")
         changes = update.model_dump(include=update.model_fields_set)
-        sender_id = changes.get("sender_id")
         api_key = self.sender_ids.key_for(inst, changes, self.default_key_for)
-        if sender_id is not None and api_key is not None:
+        # A new key must work, and carry the sender ID the location keeps using.
+        new_key = changes.get("cast_api_key") is not None
+        sender_id = changes.get("sender_id", inst.prefs.sender_id if new_key else None)
+        if api_key is not None and (sender_id is not None or new_key):
             await self.sender_ids.check(api_key, sender_id)
         if "sending" in changes:
             changes["sending"] = changes["sending"] or "allowed"
