@@ -67,7 +67,7 @@ def _limits() -> tuple[float, int]:
     return rate, burst
 
 
-async def _fill(ghl: str, count: int) -> tuple[list[str], Counter[str]]:
+async def fill(ghl: str, count: int) -> tuple[list[str], Counter[str]]:
     """`count` users press send in GHL: each webhook goes to the gateway, signed."""
     ids: list[str] = []
     answers: Counter[str] = Counter()
@@ -140,7 +140,7 @@ def _drain(times: list[float], rate: float) -> dict[str, Any]:
             "ratio": drained / rate, "max_1s": max_in_window(times), "bins": bins}
 
 
-def _seconds(iso: str) -> float:
+def seconds(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
@@ -156,7 +156,7 @@ def run(rabbitmq_url: str, mongo: Infra, workdir: Path, *, messages: int = MESSA
         with stack.running():
             stack.install()
             filled = time.monotonic()
-            ids, webhook_answers = asyncio.run(_fill(stack.ghl, messages))
+            ids, webhook_answers = asyncio.run(fill(stack.ghl, messages))
             fill_s = time.monotonic() - filled
             queued = rabbit.message_count(rabbitmq_url, stack.queue_prefix + "sms.outbound")
             print(f"[pipeline] {queued:,} queued in {fill_s:.1f} s; starting {SENDERS} "
@@ -177,7 +177,7 @@ def run(rabbitmq_url: str, mongo: Infra, workdir: Path, *, messages: int = MESSA
     times = sorted(entry["at"] for entry in ours)
     api_calls = [c for c in calls if c["path"].startswith("/api/")]
     reads = [c for c in api_calls if c["path"].startswith(RECEIPT_PATHS)]
-    landed = [_seconds(m["statuses"][-1]["at"]) for m in statuses.values() if m["statuses"]]
+    landed = [seconds(m["statuses"][-1]["at"]) for m in statuses.values() if m["statuses"]]
     return {
         "messages": messages, "senders": SENDERS, "cast_limit": rate, "cast_burst": burst,
         "fill_s": fill_s, "queued": queued, "webhook_answers": dict(webhook_answers),

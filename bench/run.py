@@ -5,7 +5,7 @@ fails; the exit status is non-zero only if something crashed. The JSON copy goes
 var/bench/latest.json for the README.
 
     uv run python bench/run.py                  # both (about 2.7 minutes)
-    uv run python bench/run.py --only gateway   # or --only pipeline, --only lookups
+    uv run python bench/run.py --only gateway   # or --only pipeline, lookups, cost
     uv run python bench/run.py --only gateway --breakdown   # + where the CPU goes
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 # load generator and baseline subprocesses (`python -m bench.…`) find it from the root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import breakdown, gateway, lookups, pipeline, rabbit, report
+from bench import breakdown, cost, gateway, lookups, pipeline, rabbit, report
 from castghl.sandbox import infra
 
 
@@ -42,11 +42,11 @@ def _emulator_pid(data_dir: Path) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark the gateway and the pipeline.")
-    parser.add_argument("--only", choices=["gateway", "pipeline", "lookups"])
+    parser.add_argument("--only", choices=["gateway", "pipeline", "lookups", "cost"])
     parser.add_argument("--duration", type=float, default=10.0,
                         help="gateway: measured seconds per endpoint (default 10)")
     parser.add_argument("--messages", type=int, default=pipeline.MESSAGES,
-                        help=f"pipeline: burst size (default {pipeline.MESSAGES:,})")
+                        help=f"pipeline and cost: burst size (default {pipeline.MESSAGES:,})")
     parser.add_argument("--breakdown", action="store_true",
                         help="also price each gateway stage with patched gateways (~90 s)")
     args = parser.parse_args()
@@ -106,6 +106,13 @@ def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
                 figures["pipeline"] = {"at": at, "rabbitmq": broker.description,
                                        "mongo": mongo.description, **measured}
                 print(pipeline.render(figures["pipeline"]))
+            if mongo is not None and args.only in (None, "cost"):
+                at = _now()
+                measured = cost.run(broker.url, mongo, workdir / "cost", messages=args.messages,
+                                    extra_pids=_emulator_pid(workdir / "mongo"))
+                figures["cost"] = {"at": at, "rabbitmq": broker.description,
+                                   "mongo": mongo.description, **measured}
+                print(cost.render(figures["cost"]))
         finally:
             if mongo is not None:
                 mongo.stop()
