@@ -26,6 +26,7 @@ async def test_after_the_connection_is_cut_the_consumer_is_missing_then_back(
 
     link.cut()
     await eventually(lambda: _not(ready()), "readiness to see the consumer gone")
+    link.restore()
     await eventually(ready, "the consumer to come back after reconnecting")
     await rig.send("after-the-cut")
     await rig.deliveries("after-the-cut", 1)

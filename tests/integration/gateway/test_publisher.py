@@ -92,6 +92,7 @@ async def test_cut_off_from_rabbitmq_the_gateway_is_unready_refuses_then_recover
             assert refused.status_code == 503
             assert refused.json()["code"] == "not_stored"
 
+            cable.restore()
             await _until(ready)
             body, headers = webhook("after")
             assert (await client.post(PATH, content=body, headers=headers)).status_code == 200
