@@ -25,11 +25,13 @@ from castghl.common.topology import PARKED_REASON_HEADER, Topology
 from castghl.common.usage import usage_day
 from castghl.sandbox.infra import Infra
 from castghl.sender.ops import ops_router
-from castghl.sender.store import MongoAccounts, MongoMessageStore, MongoUsage
+from castghl.sender.store import MongoAccounts, MongoMessageStore, MongoUsage, Sent
 
 KEY = "ops-admin-key-0123456789"
 AUTH = {"authorization": f"Bearer {KEY}"}
 TO = PhMobile.parse("09171234567")
+
+SENT = Sent(PhMobile.parse("09171234567"))
 
 
 async def _ready() -> bool:
@@ -71,10 +73,9 @@ async def delivered_message(messages: MongoMessageStore, message_id: str) -> Non
     """A message through every step, as the pipeline records them."""
     await messages.claim(OutboundSms(message_id=message_id, location_id="loc1",
                                      phone=TO.e164, message="hello"))
-    await messages.part_sending(message_id, 0, TO)  # the first part is part 0
-    await messages.part_accepted(message_id, 0, "cast-1")
-    await messages.part_receipts(message_id, {0: ("delivered", "DELIVRD")})
-    await messages.decide(message_id, "delivered", None)
+    await messages.part_sending(message_id, 0, Sent(TO))  # the first part is part 0
+    await messages.part_accepted(message_id, 0, "cast-1", SENT)
+    await messages.decide(message_id, "delivered", None, {0: ("delivered", "DELIVRD")})
     await messages.status_queued(message_id)
     await messages.mark_status_written(message_id)
 

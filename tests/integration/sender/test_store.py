@@ -32,6 +32,7 @@ from castghl.sender.store import (
     MongoSuppressions,
     MongoUsage,
     Part,
+    Sent,
 )
 from tests.unit.sender.fakes import (
     MemoryAccounts,
@@ -47,6 +48,8 @@ IMPLEMENTATIONS = ["memory", "mongo"]
 DEADLINE_SECONDS = 120.0
 FAILED = StatusError(code="cast_insufficient_credits",
                      message="Cast SMS account is out of credit")
+
+SENT = Sent(PhMobile.parse("09171234567"))
 
 
 def sms(message_id: str, location_id: str = "loc1") -> OutboundSms:
@@ -129,7 +132,7 @@ async def test_a_second_claim_of_the_same_message_sees_the_first(
         messages: MessageStore) -> None:
     await messages.claim(sms("m1", "loc1"))
 
-    await messages.part_sending("m1", 0, PhMobile.parse("+639171234567"))
+    await messages.part_sending("m1", 0, Sent(PhMobile.parse("+639171234567")))
     again = await messages.claim(sms("m1", "loc2"))
 
     assert again.location_id == "loc1"  # the first claim's; a copy cannot move it
@@ -147,9 +150,9 @@ async def test_claims_of_one_message_at_the_same_moment_make_one_record(
 
 async def test_a_claim_returns_how_far_each_part_got(messages: MessageStore) -> None:
     await messages.claim(sms("m1"))
-    await messages.part_sending("m1", 0, PhMobile.parse("09171234567"))
-    await messages.part_accepted("m1", 0, "CAST-A")
-    await messages.part_sending("m1", 1, PhMobile.parse("09171234567"))
+    await messages.part_sending("m1", 0, Sent(PhMobile.parse("09171234567")))
+    await messages.part_accepted("m1", 0, "CAST-A", SENT)
+    await messages.part_sending("m1", 1, Sent(PhMobile.parse("09171234567")))
 
     record = await messages.claim(sms("m1"))
 
@@ -166,12 +169,12 @@ async def test_sending_a_part_again_counts_the_attempt_and_keeps_it_maybe_sent(
         messages: MessageStore) -> None:
     await messages.claim(sms("m1"))
     for _ in range(3):
-        await messages.part_sending("m1", 0, PhMobile.parse("09171234567"))
+        await messages.part_sending("m1", 0, Sent(PhMobile.parse("09171234567")))
 
     record = await messages.claim(sms("m1"))
 
     assert record.parts == {0: Part("sending", None, 3)}
-    await messages.part_accepted("m1", 0, "CAST-B")
+    await messages.part_accepted("m1", 0, "CAST-B", SENT)
     assert (await messages.claim(sms("m1"))).parts == {0: Part("accepted", "CAST-B", 3)}
 
 
@@ -188,8 +191,8 @@ async def test_a_record_is_a_snapshot_not_a_view(messages: MessageStore) -> None
 
 async def test_steps_on_an_unknown_message_change_nothing(messages: MessageStore) -> None:
     # A status replayed after the record expired (RETENTION), say.
-    await messages.part_sending("gone", 0, PhMobile.parse("09171234567"))
-    await messages.part_accepted("gone", 0, "CAST-X")
+    await messages.part_sending("gone", 0, Sent(PhMobile.parse("09171234567")))
+    await messages.part_accepted("gone", 0, "CAST-X", SENT)
     await messages.status_queued("gone")
     await messages.mark_status_written("gone")
 
@@ -227,8 +230,8 @@ async def test_decisions_at_the_same_moment_agree_on_one(messages: MessageStore)
 
 async def test_a_decision_keeps_the_parts(messages: MessageStore) -> None:
     await messages.claim(sms("m1"))
-    await messages.part_sending("m1", 0, PhMobile.parse("09171234567"))
-    await messages.part_accepted("m1", 0, "CAST-A")
+    await messages.part_sending("m1", 0, Sent(PhMobile.parse("09171234567")))
+    await messages.part_accepted("m1", 0, "CAST-A", SENT)
 
     decided = await messages.decide("m1", "delivered", None)
 
@@ -268,8 +271,8 @@ async def test_a_send_remembers_where_its_receipts_are_asked_for(
     await messages.claim(sms("m1"))
     assert (await messages.claim(sms("m1"))).key is CastKey.DEFAULT
 
-    await messages.part_sending("m1", 0, PhMobile.parse("09171234567"), channel="sim",
-                                key=CastKey.OWN)
+    await messages.part_sending("m1", 0, Sent(PhMobile.parse("09171234567"), channel="sim",
+                                              key=CastKey.OWN))
 
     record = await messages.claim(sms("m1"))
     assert (record.channel, record.key) == ("sim", CastKey.OWN)
@@ -300,7 +303,7 @@ async def test_a_check_is_wanted_while_newer_or_marked_but_unanswered(
     assert await messages.receipt_wanted("m1", 2)  # marked, not answered: a crash copy
     assert await messages.receipt_wanted("m1", 3)
 
-    await messages.receipt_checked("m1")
+    await messages.receipts_read("m1", {})
     assert not await messages.receipt_wanted("m1", 2)  # answered
     assert await messages.receipt_wanted("m1", 3)
     assert not await messages.receipt_wanted("never-seen", 1)
@@ -322,26 +325,38 @@ async def test_due_receipts_are_listed_until_checked_and_bounded(
         await messages.receipt_due(f"m{n}", 1)
 
     assert len(await messages.due_receipts(3)) == 3
-    await messages.receipt_checked("m0")
-    await messages.receipt_checked("m0")  # harmless twice
+    await messages.receipts_read("m0", {})
+    await messages.receipts_read("m0", {})  # harmless twice
 
     assert {r.message_id for r in await messages.due_receipts(10)} == {"m1", "m2", "m3", "m4"}
     assert await messages.receipt_due("m0", 2)  # the next check of a checked message
 
 
-async def test_part_receipts_are_kept_with_their_parts(messages: MessageStore) -> None:
-    await messages.claim(sms("m1"))
-    for n, cast_id in enumerate(("CAST-A", "CAST-B")):
-        await messages.part_sending("m1", n, PhMobile.parse("09171234567"))
-        await messages.part_accepted("m1", n, cast_id)
+async def test_receipts_are_kept_with_their_parts_read_or_deciding(
+        messages: MessageStore) -> None:
+    for message_id in ("m1", "m2"):
+        await messages.claim(sms(message_id))
+        for n, cast_id in enumerate(("CAST-A", "CAST-B")):
+            await messages.part_accepted(message_id, n, cast_id, SENT)  # idempotent send
+        await messages.receipt_due(message_id, 1)
 
-    await messages.part_receipts("m1", {1: ("undelivered", "REJECTD")})
-    await messages.part_receipts("m1", {})
-    await messages.part_receipts("never-seen", {0: ("delivered", "DELIVRD")})
+    await messages.receipts_read("m1", {1: ("undelivered", "REJECTD")})
+    await messages.receipts_read("m1", {})
+    await messages.receipts_read("never-seen", {0: ("delivered", "DELIVRD")})
+    decided = await messages.decide("m2", "delivered", None,
+                                    {0: ("delivered", "DELIVRD"), 1: ("delivered", None)})
 
     record = await messages.claim(sms("m1"))
-    assert record.parts == {0: Part("accepted", "CAST-A", 1),
-                            1: Part("accepted", "CAST-B", 1, "undelivered", "REJECTD")}
+    assert record.parts == {0: Part("accepted", "CAST-A"),
+                            1: Part("accepted", "CAST-B", 0, "undelivered", "REJECTD")}
+    assert decided.parts_accepted == 2
+    assert decided.parts == {0: Part("accepted", "CAST-A", 0, "delivered", "DELIVRD"),
+                             1: Part("accepted", "CAST-B", 0, "delivered", None)}
+    # A decision leaves its check due until the status is queued (a crash in between is
+    # answered again); a read that did not decide does not.
+    assert [r.message_id for r in await messages.due_receipts(10)] == ["m2"]
+    await messages.status_queued("m2")
+    assert await messages.due_receipts(10) == []
     assert (await messages.claim(sms("never-seen"))).parts == {}
 
 
@@ -395,7 +410,7 @@ async def texted(messages: MessageStore, message_id: str, location_id: str, to: 
                  parts: int = 1) -> None:
     await messages.claim(sms(message_id, location_id))
     for n in range(parts):
-        await messages.part_sending(message_id, n, to)
+        await messages.part_sending(message_id, n, Sent(to))
 
 
 def a_moment_passes() -> float:
@@ -432,7 +447,7 @@ async def test_a_message_counts_from_its_latest_part(messages: MessageStore) -> 
     await texted(messages, "m1", "loc-a", x)
     await texted(messages, "m2", "loc-b", x)
     since = a_moment_passes()
-    await messages.part_sending("m1", 1, x)  # loc-a's long message, part 2, just now
+    await messages.part_sending("m1", 1, Sent(x))  # loc-a's long message, part 2, just now
 
     assert await messages.locations_that_texted(x, since) == ["loc-a"]
 
@@ -608,9 +623,9 @@ async def test_a_balance_is_recorded_and_the_one_before_returned(
 async def test_a_part_is_accepted_and_a_message_decided_once_for_usage(
         messages: MessageStore) -> None:
     await messages.claim(sms("m1"))
-    await messages.part_sending("m1", 0, PhMobile.parse("+639171234567"))
-    assert await messages.part_accepted("m1", 0, "CAST-A")
-    assert not await messages.part_accepted("m1", 0, "CAST-A")
+    await messages.part_sending("m1", 0, Sent(PhMobile.parse("+639171234567")))
+    assert await messages.part_accepted("m1", 0, "CAST-A", SENT)
+    assert not await messages.part_accepted("m1", 0, "CAST-A", SENT)
     assert (await messages.decide("m1", "delivered", None)).decided_now
     assert not (await messages.decide("m1", "failed", FAILED)).decided_now
 

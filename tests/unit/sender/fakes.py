@@ -39,7 +39,7 @@ from castghl.common.worker import Exhausted, Outcome, Settler
 from castghl.sender import store
 from castghl.sender.credits import Account
 from castghl.sender.optouts import Consent, Suppressed
-from castghl.sender.store import Claim, FinalStatus, MessageRecord, Part
+from castghl.sender.store import Claim, FinalStatus, MessageRecord, Part, Receipts
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -82,23 +82,28 @@ class MemoryMessageStore:
                                                          created_ts=self.clock())
         return copy.deepcopy(self.records[sms.message_id])
 
-    async def part_sending(self, message_id: str, n: int, to: PhMobile, *,
-                           channel: Channel = "sms", key: CastKey = CastKey.DEFAULT) -> None:
+    def _sent(self, record: MessageRecord, sent: store.Sent) -> None:
+        record.channel, record.key, record.sent_ts = sent.channel, sent.key, self.clock()
+        self.sent_to.append((sent.to, self.clock(), record.location_id))
+
+    async def part_sending(self, message_id: str, n: int, sent: store.Sent) -> None:
         await asyncio.sleep(0)
         if (record := self.records.get(message_id)) is None:
             return
         part = record.parts.setdefault(n, Part("sending"))
         part.state = "sending"
         part.attempts += 1
-        record.channel, record.key, record.sent_ts = channel, key, self.clock()
-        self.sent_to.append((to, self.clock(), record.location_id))
+        self._sent(record, sent)
 
-    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> bool:
+    async def part_accepted(self, message_id: str, n: int, cast_message_id: str,
+                            sent: store.Sent) -> bool:
         if (record := self.records.get(message_id)) is None:
             return False
         part = record.parts.setdefault(n, Part("sending"))
         first = part.state != "accepted"
-        part.state, part.cast_message_id = "accepted", cast_message_id
+        if first:
+            part.state, part.cast_message_id = "accepted", cast_message_id
+            self._sent(record, sent)
         return first
 
     async def receipt_wanted(self, message_id: str, check: int) -> bool:
@@ -121,24 +126,24 @@ class MemoryMessageStore:
         await asyncio.sleep(0)
         return [copy.deepcopy(self.records[m]) for m in sorted(self.due)[:limit]]
 
-    async def part_receipts(self, message_id: str,
-                            receipts: dict[int, tuple[str, str | None]]) -> None:
-        if (record := self.records.get(message_id)) is None:
-            return
+    def _receipts(self, record: MessageRecord, receipts: Receipts) -> None:
         for n, (status, dlr) in receipts.items():
             part = record.parts.setdefault(n, Part("accepted"))
             part.receipt, part.dlr = status, dlr
 
-    async def receipt_checked(self, message_id: str) -> None:
+    async def receipts_read(self, message_id: str, receipts: Receipts) -> None:
+        if (record := self.records.get(message_id)) is not None:
+            self._receipts(record, receipts)
         self.due.discard(message_id)
 
-    async def decide(self, message_id: str, status: FinalStatus,
-                     error: StatusError | None) -> MessageRecord:
+    async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
+                     receipts: Receipts | None = None) -> MessageRecord:
         await asyncio.sleep(0)
         record = self.records[message_id]
         decided_now = record.status is None
         if decided_now:
             record.status, record.error = status, error
+            self._receipts(record, receipts or {})
         answer = copy.deepcopy(record)
         answer.decided_now = decided_now
         return answer
@@ -146,6 +151,7 @@ class MemoryMessageStore:
     async def status_queued(self, message_id: str) -> None:
         if (record := self.records.get(message_id)) is not None:
             record.status_queued = True
+        self.due.discard(message_id)
 
     async def status_written(self, message_id: str) -> bool:
         record = self.records.get(message_id)

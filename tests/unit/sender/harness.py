@@ -63,7 +63,7 @@ class Harness:
         self.pipeline = OutboundPipeline(
             store=self.store, cast=self.cast, lane=self.lane, locations=locations,
             final=final, receipts=self.desk, opt_outs=self.suppressions,
-            channels=Channels(self.cast), usage=self.usage,
+            channels=Channels(self.cast),
             policy=OutboundPolicy(default_api_key=DEFAULT_KEY, default_sender_id="CASTDEMO",
                                   max_message_chars=450, max_parts=3,
                                   idempotency=idempotency))

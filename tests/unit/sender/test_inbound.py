@@ -17,6 +17,7 @@ from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Park, Retry
 from castghl.sender.inbound import UNROUTABLE, InboundDelivery
 from castghl.sender.optouts import DND_NOT_SET, ConsentWords, sync_cast_opt_outs
+from castghl.sender.store import Sent
 
 from .fakes import (
     FakeLocations,
@@ -85,7 +86,7 @@ def delivery(ghl: FakeGhl, *, numbers: dict[str, str] | None = None,
 async def texted(messages: MemoryMessageStore, location_id: str, message_id: str,
                  number: str = "+639171234567") -> None:
     await messages.claim(OutboundSms(message_id=message_id, location_id=location_id))
-    await messages.part_sending(message_id, 0, PhMobile.parse(number))
+    await messages.part_sending(message_id, 0, Sent(PhMobile.parse(number)))
 
 
 async def test_a_reply_to_an_assigned_number_reaches_that_location() -> None:
@@ -107,7 +108,7 @@ async def test_a_reply_from_a_number_we_texted_goes_to_the_location_that_texted_
     ghl = FakeGhl()
     worker, inbound, messages = delivery(ghl)
     await messages.claim(OutboundSms(message_id="m1", location_id="loc9"))
-    await messages.part_sending("m1", 0, PhMobile.parse("09171234567"))
+    await messages.part_sending("m1", 0, Sent(PhMobile.parse("09171234567")))
     assert await worker.process(REPLY, attempt=1) == Done()
     assert inbound.delivered_ids["CASTIN1"][0] == "loc9"
 

@@ -25,9 +25,12 @@ from castghl.sender.outbound import (
     REFUSED,
     idempotency_key,
 )
+from castghl.sender.store import Sent
 
 from .fakes import FakeLocations, installed
 from .harness import DEFAULT_KEY, Harness, sms
+
+SENT = Sent(PhMobile.parse("09171234567"))
 
 
 async def test_a_plain_text_is_sent_once_and_reported_delivered() -> None:
@@ -133,7 +136,7 @@ async def test_without_idempotency_an_uncertain_send_fails_as_maybe_delivered() 
 async def test_without_idempotency_a_part_in_flight_at_a_crash_is_not_resent() -> None:
     h = Harness(idempotency=False)
     await h.store.claim(sms())
-    await h.store.part_sending("m1", 0, PhMobile.parse("09171234567"))  # the crash was here
+    await h.store.part_sending("m1", 0, Sent(PhMobile.parse("09171234567")))  # the crash was here
     assert await h.process(sms(), attempt=1) == Done()
     assert h.cast.sent == []
     assert h.status()[1] == "uncertain_delivery"
@@ -335,9 +338,9 @@ async def test_usage_counts_parts_and_final_statuses_once_per_message() -> None:
 async def test_a_part_accepted_again_after_a_lost_answer_counts_once() -> None:
     h = Harness()
     await h.store.claim(sms())
-    await h.store.part_sending("m1", 0, PhMobile.parse("09171234567"))
-    assert await h.store.part_accepted("m1", 0, "CAST1")
-    assert not await h.store.part_accepted("m1", 0, "CAST1")  # Cast replayed it
+    await h.store.part_sending("m1", 0, Sent(PhMobile.parse("09171234567")))
+    assert await h.store.part_accepted("m1", 0, "CAST1", SENT)
+    assert not await h.store.part_accepted("m1", 0, "CAST1", SENT)  # Cast replayed it
 
 
 async def test_a_number_on_casts_opt_out_list_gets_no_cast_call() -> None:

@@ -96,7 +96,7 @@ def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMe
                              default_api_key=settings.cast_api_key.get_secret_value()))
     pipeline = OutboundPipeline(
         store=store, cast=cast, lane=lane, locations=oauth, final=final, receipts=desk,
-        opt_outs=suppressions, channels=Channels(cast), usage=usage, policy=OutboundPolicy(
+        opt_outs=suppressions, channels=Channels(cast), policy=OutboundPolicy(
             default_api_key=settings.cast_api_key.get_secret_value(),
             default_sender_id=settings.cast_sender_id,
             max_message_chars=settings.cast_max_message_chars,

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from castghl.common.messages import StatusError, StatusUpdate
 from castghl.common.worker import Done, Outcome
-from castghl.sender.store import FinalStatus, MessageRecord, MessageStore, UsageLog
+from castghl.sender.store import FinalStatus, MessageRecord, MessageStore, Receipts, UsageLog
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,15 @@ class FinalStatuses:
         self.statuses = statuses
         self.usage = usage
 
-    async def decide(self, message_id: str, status: FinalStatus,
-                     error: StatusError | None) -> Outcome:
-        record = await self.store.decide(message_id, status, error)
+    async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
+                     receipts: Receipts | None = None) -> Outcome:
+        record = await self.store.decide(message_id, status, error, receipts)
         if record.decided_now and record.status is not None:
-            await self.usage.add(record.location_id, time.time(), {record.status: 1})
+            # Counted once, with the decision: the parts Cast accepted and the outcome.
+            counts: dict[str, int] = {record.status: 1}
+            if record.parts_accepted:
+                counts["parts_sent"] = record.parts_accepted
+            await self.usage.add(record.location_id, time.time(), counts)
         OUTCOMES.labels(record.status or status, record.error.code if record.error else "").inc()
         log.info("outbound message decided", extra={
             "status": record.status, "error_code": record.error.code if record.error else None})
@@ -45,9 +49,12 @@ class FinalStatuses:
     async def hand_over(self, record: MessageRecord) -> Outcome:
         """Queue the decided status once; a crash before the flag is set queues it again,
         and the status worker drops the duplicate."""
-        if record.status is not None and not record.status_queued:
+        if record.status is None:
+            return Done()
+        if not record.status_queued:
             await self.statuses.queue(StatusUpdate(
                 message_id=record.message_id, location_id=record.location_id,
                 status=record.status, error=record.error), since=record.created_ts)
-            await self.store.status_queued(record.message_id)
+        # Also when it was queued before: the write ends any receipt check still due.
+        await self.store.status_queued(record.message_id)
         return Done()

@@ -17,7 +17,6 @@ the message fails saying the SMS may have been delivered.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -48,7 +47,7 @@ from castghl.sender.final import FinalStatuses
 from castghl.sender.lane import Lane
 from castghl.sender.locks import KeyedLocks
 from castghl.sender.optouts import CAST_UNSUBSCRIBED, OPTED_OUT, Suppressed
-from castghl.sender.store import MessageRecord, MessageStore, UsageLog
+from castghl.sender.store import MessageRecord, MessageStore, Sent
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ def plan(message: OutboundSms, policy: OutboundPolicy) -> Plan:
 class OutboundPipeline:
     def __init__(self, *, store: MessageStore, cast: CastSender, lane: Lane,
                  locations: LocationSource, final: FinalStatuses, receipts: Receipts,
-                 opt_outs: OptOuts, channels: Channels, usage: UsageLog,
+                 opt_outs: OptOuts, channels: Channels,
                  policy: OutboundPolicy) -> None:
         self.store = store
         self.cast = cast
@@ -130,7 +129,6 @@ class OutboundPipeline:
         self.receipts = receipts
         self.opt_outs = opt_outs
         self.channels = channels
-        self.usage = usage
         self.policy = policy
         self.in_progress = KeyedLocks()
 
@@ -211,14 +209,18 @@ class OutboundPipeline:
     async def _send_part(self, message_id: str, n: int, request: CastSendRequest,
                          api_key: str, location: LocationSettings, *,
                          channel: Channel) -> None:
+        sent = Sent(request.to, channel, location.cast_key)
         for _ in range(MAX_RATE_LIMITED_IN_A_ROW):
-            # Recorded before the lane, not between the lane and the call: the lane counts
-            # a call when it grants it, so the request must follow the grant at once. (A
-            # crash while waiting in the lane leaves a part marked sending that never
-            # left: harmless with idempotency; without it, the message fails as "may
-            # have been delivered", the safe side.)
-            await self.store.part_sending(message_id, n, request.to, channel=channel,
-                                          key=location.cast_key)
+            # Without Cast's idempotency a part whose answer was lost must never be sent
+            # again, so its attempt is recorded before the call; with it, a retry sends
+            # the same key and Cast answers from its cache, and the record is written once,
+            # on acceptance. Recorded before the lane, not between the lane and the call:
+            # the lane counts a call when it grants it, so the request must follow the
+            # grant at once. (A crash while waiting in the lane leaves a part marked
+            # sending that never left: the message fails as "may have been delivered",
+            # the safe side.)
+            if not self.policy.idempotency:
+                await self.store.part_sending(message_id, n, sent)
             await self.lane.acquire(api_key, location.rate_limit_per_second)
             try:
                 answer = await self.cast.send(request, api_key=api_key, channel=channel,
@@ -233,9 +235,8 @@ class OutboundPipeline:
                             extra={"retry_after": limited.retry_after})
                 continue
             # Cast took it: without this record a retry would send it again.
-            if await outlast(partial(self.store.part_accepted, message_id, n,
-                                     answer.message_id), what="part_accepted"):
-                await self.usage.add(location.location_id, time.time(), {"parts_sent": 1})
+            await outlast(partial(self.store.part_accepted, message_id, n, answer.message_id,
+                                  sent), what="part_accepted")
             SENT_PARTS.inc()
             log.info("Cast accepted part", extra={"part": n, "cast_message_id":
                                                   answer.message_id, "parts": answer.parts})

@@ -280,15 +280,17 @@ class ReceiptDesk:
             if receipt is not None and receipt.status != part.receipt:
                 part.receipt, part.dlr = receipt.status, receipt.dlr_status
                 changed[n] = (receipt.status, receipt.dlr_status)
-        await self.store.part_receipts(record.message_id, changed)
         decided = verdict(record)
         if decided is None and record.receipt_check >= len(self.policy.delays):
             decided = self._unknown()
-        if decided is not None:
-            status, error = decided
-            RECEIPTS.labels(error.code if error else status).inc()
-            await self.final.decide(record.message_id, status, error)
-        await self.store.receipt_checked(record.message_id)
+        if decided is None:
+            await self.store.receipts_read(record.message_id, changed)
+            return
+        status, error = decided
+        RECEIPTS.labels(error.code if error else status).inc()
+        # The check stays due until the status is queued: a crash in between is answered
+        # again by the next round.
+        await self.final.decide(record.message_id, status, error, changed)
 
     def _unknown(self) -> tuple[FinalStatus, StatusError | None]:
         if self.policy.unknown_as == "delivered":

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -40,6 +40,28 @@ PartState = Literal["sending", "accepted"]
 # Who may do a step that must happen once: this caller, another one now, or nobody (done).
 Claim = Literal["mine", "done", "busy"]
 FinalStatus = Literal["delivered", "failed"]
+# Receipts read for a message's parts: part number -> (Cast's status, the carrier's code).
+Receipts = dict[int, tuple[str, str | None]]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """How a part went out: its recipient, channel and Cast account (receipts and inbound
+    routing need them)."""
+
+    to: PhMobile
+    channel: Channel = "sms"
+    key: CastKey = CastKey.DEFAULT
+
+    def fields(self, now: float) -> dict[str, Any]:
+        return {"to": self.to.e164, "sent_ts": now, "channel": self.channel,
+                "key": self.key.value, "updated_ts": now}
+
+
+def _receipt_fields(receipts: Receipts, now: float) -> dict[str, Any]:
+    return {key: value for n, (status, dlr) in receipts.items()
+            for key, value in ((f"parts.{n}.receipt", status), (f"parts.{n}.dlr", dlr),
+                               (f"parts.{n}.receipt_ts", now))}
 
 
 @dataclass
@@ -73,6 +95,10 @@ class MessageRecord:
         part = self.parts.get(n)
         return part is not None and part.state == "accepted"
 
+    @property
+    def parts_accepted(self) -> int:
+        return sum(1 for part in self.parts.values() if part.state == "accepted")
+
     def maybe_sent(self, n: int) -> bool:
         """A call for part `n` started and never recorded an answer: Cast may have sent it."""
         part = self.parts.get(n)
@@ -81,20 +107,17 @@ class MessageRecord:
 
 class MessageStore(Protocol):
     async def claim(self, sms: OutboundSms) -> MessageRecord: ...
-    async def part_sending(self, message_id: str, n: int, to: PhMobile, *,
-                           channel: Channel = "sms", key: CastKey = CastKey.DEFAULT
-                           ) -> None: ...
-    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> bool:
-        """Record Cast's acceptance; true only the first time (usage counts it once)."""
+    async def part_sending(self, message_id: str, n: int, sent: Sent) -> None: ...
+    async def part_accepted(self, message_id: str, n: int, cast_message_id: str,
+                            sent: Sent) -> bool:
+        """Record Cast's acceptance; true only the first time."""
         ...
     async def receipt_wanted(self, message_id: str, check: int) -> bool: ...
     async def receipt_due(self, message_id: str, check: int) -> bool: ...
     async def due_receipts(self, limit: int) -> list[MessageRecord]: ...
-    async def part_receipts(self, message_id: str,
-                            receipts: dict[int, tuple[str, str | None]]) -> None: ...
-    async def receipt_checked(self, message_id: str) -> None: ...
-    async def decide(self, message_id: str, status: FinalStatus,
-                     error: StatusError | None) -> MessageRecord: ...
+    async def receipts_read(self, message_id: str, receipts: Receipts) -> None: ...
+    async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
+                     receipts: Receipts | None = None) -> MessageRecord: ...
     async def status_queued(self, message_id: str) -> None: ...
     async def status_written(self, message_id: str) -> bool: ...
     async def claim_status_write(self, message_id: str, lease: float) -> Claim: ...
@@ -139,40 +162,42 @@ class MongoMessageStore:
         await self.messages.create_index([("written_ts", DESCENDING)])
 
     async def claim(self, sms: OutboundSms) -> MessageRecord:
-        """Insert the message if it is new; either way return what is known of it."""
-        now = datetime.now(UTC)
-        await self.messages.update_one(
-            {"_id": sms.message_id},
-            {"$setOnInsert": {
-                "location_id": sms.location_id, "parts": {}, "status": None, "error": None,
-                "status_queued": False, "status_written": False, "status_lease_ts": 0.0,
-                "to": None, "sent_ts": 0.0, "updated_ts": time.time(),
-                "created_ts": time.time(),
-                "channel": "sms", "key": CastKey.DEFAULT.value, "receipt_check": 0,
-                "receipt_due": "no", "created_at": now, "expires_at": now + RETENTION,
-            }},
-            upsert=True,
-        )
-        doc = await self.messages.find_one({"_id": sms.message_id})
-        assert doc is not None  # just upserted
+        """Insert the message if it is new; either way return what is known of it. A new
+        message (the common case) costs one round trip, the insert, whose document is the
+        record; only a duplicate reads the stored one."""
+        now, ts = datetime.now(UTC), time.time()
+        fresh: dict[str, Any] = {
+            "_id": sms.message_id, "location_id": sms.location_id, "parts": {},
+            "status": None, "error": None, "status_queued": False, "status_written": False,
+            "status_lease_ts": 0.0, "to": None, "sent_ts": 0.0, "updated_ts": ts,
+            "created_ts": ts, "channel": "sms", "key": CastKey.DEFAULT.value,
+            "receipt_check": 0, "receipt_due": "no", "created_at": now,
+            "expires_at": now + RETENTION,
+        }
+        try:
+            await self.messages.insert_one(fresh)
+            return _record(fresh)
+        except DuplicateKeyError:
+            doc = await self.messages.find_one({"_id": sms.message_id})
+        if doc is None:  # expired between the two calls: it is new again
+            return await self.claim(sms)
         return _record(doc)
 
-    async def part_sending(self, message_id: str, n: int, to: PhMobile, *,
-                           channel: Channel = "sms", key: CastKey = CastKey.DEFAULT) -> None:
-        now = time.time()
+    async def part_sending(self, message_id: str, n: int, sent: Sent) -> None:
         await self.messages.update_one(
             {"_id": message_id},
-            {"$set": {f"parts.{n}.state": "sending", "to": to.e164, "sent_ts": now,
-                      "channel": channel, "key": key.value, "updated_ts": now},
+            {"$set": {f"parts.{n}.state": "sending", **sent.fields(time.time())},
              "$inc": {f"parts.{n}.attempts": 1}})
 
-    async def part_accepted(self, message_id: str, n: int, cast_message_id: str) -> bool:
-        # `part_sending` always wrote the state first, so `$ne` sees a field that exists.
+    async def part_accepted(self, message_id: str, n: int, cast_message_id: str,
+                            sent: Sent) -> bool:
+        # With idempotency a part has no "sending" state before its call: `$in` with None
+        # matches a missing field on MongoDB and on the emulator alike.
         now = time.time()
         result = await self.messages.update_one(
-            {"_id": message_id, f"parts.{n}.state": {"$ne": "accepted"}},
+            {"_id": message_id, f"parts.{n}.state": {"$in": ["sending", None]}},
             {"$set": {f"parts.{n}.state": "accepted", f"parts.{n}.cast_id": cast_message_id,
-                      f"parts.{n}.accepted_ts": now, "updated_ts": now}})
+                      f"parts.{n}.accepted_ts": now, **sent.fields(now)}})
         return result.modified_count == 1
 
     async def receipt_wanted(self, message_id: str, check: int) -> bool:
@@ -201,34 +226,36 @@ class MongoMessageStore:
         cursor = self.messages.find({"receipt_due": "yes"}).limit(limit)
         return [_record(doc) async for doc in cursor]
 
-    async def part_receipts(self, message_id: str,
-                            receipts: dict[int, tuple[str, str | None]]) -> None:
-        if receipts:
-            now = time.time()
-            await self.messages.update_one({"_id": message_id}, {"$set": {
-                key: value for n, (status, dlr) in receipts.items()
-                for key, value in ((f"parts.{n}.receipt", status), (f"parts.{n}.dlr", dlr),
-                                   (f"parts.{n}.receipt_ts", now))}})
+    async def receipts_read(self, message_id: str, receipts: Receipts) -> None:
+        """A look-up that did not decide: keep what it read; the check is no longer due
+        (one write)."""
+        await self.messages.update_one({"_id": message_id}, {"$set": {
+            **_receipt_fields(receipts, time.time()), "receipt_due": "no"}})
 
-    async def receipt_checked(self, message_id: str) -> None:
-        await self.messages.update_one({"_id": message_id}, {"$set": {"receipt_due": "no"}})
-
-    async def decide(self, message_id: str, status: FinalStatus,
-                     error: StatusError | None) -> MessageRecord:
-        """Record the final status; the first decision wins and is returned."""
+    async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
+                     receipts: Receipts | None = None) -> MessageRecord:
+        """Record the final status, with the receipts that decided it; the first decision
+        wins and is returned. A due check stays due until the status is queued
+        (`status_queued`): a crash in between is answered again by the receipt desk."""
         now = time.time()
-        result = await self.messages.update_one(
+        doc = await self.messages.find_one_and_update(
             {"_id": message_id, "status": None},
             {"$set": {"status": status, "error": error.model_dump() if error else None,
-                      "decided_ts": now, "updated_ts": now}})
-        doc = await self.messages.find_one({"_id": message_id})
+                      "decided_ts": now, "updated_ts": now,
+                      **_receipt_fields(receipts or {}, now)}},
+            return_document=ReturnDocument.AFTER)
+        decided_now = doc is not None
+        if doc is None:
+            doc = await self.messages.find_one({"_id": message_id})
         assert doc is not None
         record = _record(doc)
-        record.decided_now = result.modified_count == 1
+        record.decided_now = decided_now
         return record
 
     async def status_queued(self, message_id: str) -> None:
-        await self.messages.update_one({"_id": message_id}, {"$set": {"status_queued": True}})
+        """The decided status is on its way to GHL: no receipt check is left to answer."""
+        await self.messages.update_one({"_id": message_id},
+                                       {"$set": {"status_queued": True, "receipt_due": "no"}})
 
     async def status_written(self, message_id: str) -> bool:
         doc = await self.messages.find_one({"_id": message_id}, {"status_written": 1})
