@@ -21,14 +21,13 @@ import aio_pika
 import pytest
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from castghl.common.broker import declare, make_broker, publish
 from castghl.common.settings import BrokerSettings
 from castghl.common.topology import ATTEMPT_HEADER, WorkQueue
-from castghl.common.worker import Exhausted, Handler, Settler, undecoded
+from castghl.common.worker import Delivery, Exhausted, Handler, Settler, undecoded
 from castghl.sandbox.infra import Infra
 
 # Only ends a run gone wrong: generous, so a machine 3x slower than usual never reaches it.
@@ -102,7 +101,7 @@ class Rig:
 
         @broker.subscriber(self.work.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                            channel=Channel(prefetch_count=10, on_return_raises=True))
-        async def on_job(message: RabbitMessage) -> None:
+        async def on_job(message: Delivery) -> None:
             body = message.body.decode(errors="replace")
             try:
                 job_id = Job.model_validate_json(body).id

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
@@ -71,12 +71,22 @@ Handler = Callable[[M, int], Awaitable[Outcome]]
 Exhausted = Callable[[Any, Retry, int], Awaitable[Outcome]]
 
 
-async def undecoded(message: RabbitMessage) -> bytes:
-    """The decoder of every worker subscriber: the body as it came, for `Settler.run` to
-    read. FastStream would otherwise parse a JSON-marked body itself, and a body that
-    fails to parse would never reach the Settler to be parked: it would stay unacked,
-    holding a prefetch slot, and come back after every reconnect."""
-    return bytes(message.body)
+# The argument of a worker subscriber's handler: the delivery itself (`undecoded`). `Any`
+# for FastStream, which refuses the class and would resolve `Annotated[..., Context()]`
+# in a worker thread; `Settler.run` takes it as the `RabbitMessage` it is.
+Delivery: TypeAlias = Any
+
+
+async def undecoded(message: RabbitMessage) -> RabbitMessage:
+    """The decoder of every worker subscriber: the delivery itself, as its handler's one
+    argument (a `Delivery`), for `Settler.run` to read.
+
+    FastStream would otherwise parse a JSON-marked body itself, and a body that fails to
+    parse would never reach the Settler to be parked: it would stay unacked, holding a
+    prefetch slot, and come back after every reconnect. And a handler that asked for the
+    message through FastStream's `Context` would have it resolved in a worker thread for
+    every delivery (its resolver is synchronous), a thread hop per message."""
+    return message
 
 
 def attempt_of(message: RabbitMessage) -> int:

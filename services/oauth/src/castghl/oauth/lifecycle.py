@@ -21,7 +21,6 @@ from typing import Literal, Protocol
 
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 from prometheus_client import Counter
 from pydantic import RootModel
 
@@ -30,7 +29,7 @@ from castghl.common.ghl.webhooks import AppEvent, AppInstall, AppUninstall
 from castghl.common.logging import log_context
 from castghl.common.messages import InstallStatus
 from castghl.common.topology import Topology
-from castghl.common.worker import Done, Outcome, Settler, undecoded
+from castghl.common.worker import Delivery, Done, Outcome, Settler, undecoded
 from castghl.oauth.changes import Notices
 from castghl.oauth.installation import Installation, company_key, location_key
 from castghl.oauth.refresh import utcnow
@@ -162,5 +161,5 @@ def register_lifecycle(broker: RabbitBroker, topology: Topology, lifecycle: Life
                        settler: Settler, prefetch: int = 10) -> None:
     @broker.subscriber(topology.lifecycle.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=prefetch, on_return_raises=True))
-    async def on_lifecycle(message: RabbitMessage) -> None:
+    async def on_lifecycle(message: Delivery) -> None:
         await settler.run(message, LifecycleEvent, lifecycle.process)

@@ -21,7 +21,6 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 from prometheus_client import Counter
 from pymongo import AsyncMongoClient
 
@@ -47,7 +46,7 @@ from castghl.common.messages import (
 )
 from castghl.common.oauth_client import OAuthClient, OAuthTimings
 from castghl.common.topology import KIND_HEADER, RECEIPT_CHECK
-from castghl.common.worker import Settler, undecoded
+from castghl.common.worker import Delivery, Settler, undecoded
 from castghl.sender.channels import Channels
 from castghl.sender.credits import CreditPolicy, CreditWatch
 from castghl.sender.final import FinalStatuses
@@ -170,7 +169,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
     @broker.subscriber(topology.outbound.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=settings.cast_lane_concurrency,
                                        on_return_raises=True))
-    async def on_outbound(message: RabbitMessage) -> None:
+    async def on_outbound(message: Delivery) -> None:
         desk.on_duty()
         if message.headers.get(KIND_HEADER) == RECEIPT_CHECK:
             await receipt_checks.run(message, ReceiptCheck, desk.check)
@@ -180,13 +179,13 @@ def create_app(settings: SenderSettings) -> FastAPI:
     @broker.subscriber(topology.status.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=settings.status_concurrency,
                                        on_return_raises=True))
-    async def on_status(message: RabbitMessage) -> None:
+    async def on_status(message: Delivery) -> None:
         await status.run(message, StatusUpdate, reporter.process)
 
     @broker.subscriber(topology.inbound.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=settings.inbound_concurrency,
                                        on_return_raises=True))
-    async def on_inbound(message: RabbitMessage) -> None:
+    async def on_inbound(message: Delivery) -> None:
         await inbound.run(message, InboundSms, replies.process)
 
     # Settings the OAuth service just changed must apply to the next message, not to the
