@@ -154,9 +154,12 @@ class OutboundPipeline:
             log.info("duplicate delivery of a decided message", extra={"status": record.status})
             return await self.final.hand_over(record)
         try:
-            await self._send(message, record, location)
+            parts = await self._send(message, record, location)
         except BridgeError as error:
             return await self._failed(message, error)
+        # One INFO line per message here and one at its decision (final.py): the parts'
+        # Cast ids are at DEBUG, and in the message's record (the console's timeline).
+        log.info("Cast accepted the message", extra={"parts": parts})
         # Accepted is not delivered (invariant 9): the carrier's receipts decide. A
         # redelivery asks again; the desk ignores a check it already made.
         await self.receipts.expect(message.message_id, message.location_id)
@@ -171,7 +174,8 @@ class OutboundPipeline:
                              user_message=NOT_SET_UP)
 
     async def _send(self, message: OutboundSms, record: MessageRecord,
-                    location: LocationSettings) -> None:
+                    location: LocationSettings) -> int:
+        """Send every part not yet accepted; how many parts the message has."""
         # A message already on its way when the location was stopped is finished, not cut.
         if location.stopped and not record.parts:
             raise PermanentError("the operator stopped this location's SMS",
@@ -192,6 +196,7 @@ class OutboundPipeline:
             request = CastSendRequest(to=todo.to, message=text, sender_id=sender_id)
             await self._send_part(message.message_id, n, request, api_key, location,
                                   channel=channel)
+        return len(todo.parts)
 
     async def _check_consent(self, location_id: str, to: PhMobile, api_key: str,
                              sender_id: str | None) -> None:
@@ -238,7 +243,7 @@ class OutboundPipeline:
             await outlast(partial(self.store.part_accepted, message_id, n, answer.message_id,
                                   sent), what="part_accepted")
             SENT_PARTS.inc()
-            log.info("Cast accepted part", extra={"part": n, "cast_message_id":
+            log.debug("Cast accepted part", extra={"part": n, "cast_message_id":
                                                   answer.message_id, "parts": answer.parts})
             return
         RATE_LIMITED_RUNS.inc()
