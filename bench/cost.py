@@ -67,17 +67,6 @@ def _pid_of(command: str) -> int | None:
     return found[0] if len(found) == 1 else None
 
 
-def _peak_rss_mb(pid: int) -> float | None:
-    """The highest resident memory the process reached (VmHWM, kB)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
 def _pid(stack: Stack, name: str) -> int:
     popen = stack.processes[name].popen
     assert popen is not None, f"{name} is not running"
@@ -151,7 +140,7 @@ def run(rabbitmq_url: str, mongo: Infra, workdir: Path, *, messages: int = MESSA
             held = _wait_final(stack, set(ids))
             elapsed = time.monotonic() - started
             after = _cpu(pids)
-            rss = {name: (rss_mb(pid), _peak_rss_mb(pid)) for name, pid in pids.items()}
+            rss = {name: (rss_mb(pid), rss_mb(pid, "VmHWM")) for name, pid in pids.items()}
     finally:
         rabbit.delete_queues(rabbitmq_url, Topology(prefix=stack.queue_prefix))
     per_1000 = {name: (after[name] - before[name]) / messages * 1000 for name in pids}

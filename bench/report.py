@@ -15,11 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 LATEST = ROOT / "var" / "bench" / "latest.json"
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident memory from /proc/<pid>/status (VmRSS, kB), or None if it is gone."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """Resident memory from /proc/<pid>/status (kB), or None if it is gone: `VmRSS` now,
+    `VmHWM` the most it reached."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError):
         return None
