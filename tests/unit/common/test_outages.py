@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
+from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from faststream.rabbit import RabbitBroker
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
 from castghl.common.errors import (
+    BrokerUnavailable,
     RetryableError,
     ServiceUnavailable,
     StoreUnavailable,
@@ -22,6 +24,8 @@ from castghl.common.worker import Retry, Settler, outcome_for
 @pytest.mark.parametrize(("error", "expected"), [
     (ServerSelectionTimeoutError("no primary"), StoreUnavailable),
     (AutoReconnect("connection reset"), StoreUnavailable),
+    (ChannelInvalidStateError("channel closed"), BrokerUnavailable),
+    (AMQPConnectionError("connection lost"), BrokerUnavailable),
     (ServiceUnavailable("oauth away"), ServiceUnavailable),
     (RetryableError("cast 503"), None),
     (UncertainError("cast timed out"), None),
@@ -52,6 +56,44 @@ async def test_a_store_outage_on_the_last_attempt_waits_instead_of_giving_up() -
     assert await settler.outcome(cast(Any, None), 3, mongo_away) == Retry(
         30, "store_unavailable", counts=False)
     assert OUTAGE_WAITS.labels("store_unavailable")._value.get() == before + 1
+
+
+class ReopeningBroker:
+    """A broker whose publishing channel is closed for the first `closed` publishes."""
+
+    def __init__(self, closed: int) -> None:
+        self.closed = closed
+        self.stored: list[str] = []
+
+    async def publish(self, body: bytes, *, queue: Any, **_: Any) -> None:
+        if self.closed:
+            self.closed -= 1
+            raise ChannelInvalidStateError("the channel to RabbitMQ is closed")
+        self.stored.append(queue.name)
+
+
+class Delivered:
+    body = b"{}"
+    message_id = "m1"
+
+    def __init__(self) -> None:
+        self.headers: dict[str, Any] = {}
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+async def test_a_settle_waits_for_the_publishing_channel_then_acks() -> None:
+    # After a broker restart a delivery can arrive before the publishing channel is back:
+    # giving up would leave it unacked on a live channel, held until the process stops.
+    broker = ReopeningBroker(closed=1)
+    settler = Settler(cast(RabbitBroker, broker), WorkQueue("unit.work", (5, 30)),
+                      max_attempts=3, backoff=(5, 30))
+    message = Delivered()
+    await settler.settle(cast(Any, message), Retry(5, "broker_unavailable", counts=False))
+    assert broker.stored == ["unit.work.retry.5s"]
+    assert message.acked
 
 
 class Clock:

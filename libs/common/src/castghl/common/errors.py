@@ -116,6 +116,13 @@ class ServiceUnavailable(RetryableError):
     user_message = "Cast SMS could not reach one of its own services; it will try again."
 
 
+class BrokerUnavailable(ServiceUnavailable):
+    """This service's channel to RabbitMQ is closed (a broker restart, a lost link): it
+    reopens by itself."""
+
+    code = "broker_unavailable"
+
+
 class StoreUnavailable(ServiceUnavailable):
     """This service's MongoDB did not answer (a restart, a failover, a network cut)."""
 

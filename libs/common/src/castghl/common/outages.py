@@ -1,7 +1,8 @@
 """Outages of the bridge's own infrastructure are waited out, never held against a message.
 
-MongoDB going away (a restart, a failover, a network cut) or another service of the
-bridge not answering says nothing about the message in hand. `as_outage` names such a
+MongoDB going away (a restart, a failover, a network cut), a channel to RabbitMQ closed
+while it reopens, or another service of the bridge not answering says nothing about the
+message in hand. `as_outage` names such a
 failure as the error family's `ServiceUnavailable`, which the `Settler` retries without
 using up an attempt: a long outage delays messages and parks or fails none.
 
@@ -19,10 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
+from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from prometheus_client import Counter
 from pymongo.errors import ConnectionFailure
 
-from castghl.common.errors import ServiceUnavailable, StoreUnavailable
+from castghl.common.errors import BrokerUnavailable, ServiceUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ def as_outage(error: BaseException) -> ServiceUnavailable | None:
         return error
     if isinstance(error, ConnectionFailure):
         return StoreUnavailable(f"MongoDB did not answer ({type(error).__name__})")
+    if isinstance(error, ChannelInvalidStateError | AMQPConnectionError):
+        return BrokerUnavailable(f"the channel to RabbitMQ is closed ({type(error).__name__})")
     return None
 
 
@@ -63,7 +67,8 @@ async def outlast(write: Callable[[], Awaitable[T]], *, what: str,
                 raise
             OUTAGE_WAITS.labels(outage.code).inc()
             if tries == 0:
-                log.warning("store away after an outside action; waiting to record it",
+                log.warning("infrastructure away after an outside action; waiting to "
+                            "record it",
                             extra={"record": what, "error_code": outage.code})
             await sleep(OUTLAST_PAUSES[min(tries, len(OUTLAST_PAUSES) - 1)])
         tries += 1

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeAlias, TypeVar
 
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import RabbitBroker, RabbitQueue
 from faststream.rabbit.message import RabbitMessage
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ValidationError
@@ -30,7 +31,7 @@ from castghl.common.errors import (
     ServiceUnavailable,
 )
 from castghl.common.logging import log_context
-from castghl.common.outages import OUTAGE_WAITS, as_outage
+from castghl.common.outages import OUTAGE_WAITS, as_outage, outlast
 from castghl.common.topology import ATTEMPT_HEADER, PARKED_REASON_HEADER, WorkQueue
 from castghl.common.validation import describe
 
@@ -183,17 +184,23 @@ class Settler:
         if isinstance(outcome, Retry):
             headers[ATTEMPT_HEADER] = attempt + 1 if outcome.counts else attempt
             tier = self.work.tier_for(outcome.delay)
-            await publish(self.broker, tier, message.body, headers=headers,
-                          message_id=message.message_id)
+            await self._publish(tier, message, headers)
             RETRIED.labels(self.work.name, outcome.code).inc()
             log.info("retry scheduled", extra={"queue": self.work.name, "tier": tier.name,
                                                "attempt": attempt, "error_code": outcome.code})
         elif isinstance(outcome, Park):
             headers[PARKED_REASON_HEADER] = outcome.reason[:500]
-            await publish(self.broker, self.work.parked, message.body, headers=headers,
-                          message_id=message.message_id)
+            await self._publish(self.work.parked, message, headers)
             PARKED.labels(self.work.name, outcome.code).inc()
             log.warning("message parked", extra={"queue": self.work.parked.name,
                                                  "error_code": outcome.code,
                                                  "reason": outcome.reason})
         await message.ack()
+
+    async def _publish(self, queue: RabbitQueue, message: RabbitMessage,
+                       headers: dict[str, Any]) -> None:
+        # Through a broker outage: after a restart a consumer can get deliveries before
+        # this process's publishing channel is back, and a settle that gave up would
+        # leave the delivery unacked on a live channel, held until the process stops.
+        await outlast(partial(publish, self.broker, queue, message.body, headers=headers,
+                              message_id=message.message_id), what="settle")
