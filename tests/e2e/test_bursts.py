@@ -116,3 +116,24 @@ def test_a_sender_stopped_with_sigterm_mid_burst_drains_and_hands_over(
     assert all(s and s[0]["status"] == "delivered" for s in statuses.values())
     assert {i: len(v) for i, v in sends.items() if len(v) != 1} == {}
     assert all(len(s) == 1 for s in statuses.values())
+
+
+def test_receipts_awaited_when_the_lane_owner_dies_are_decided_by_the_next_owner(
+    rabbitmq: Infra, mongo: Infra, tmp_path: Path,
+) -> None:
+    # No SMS comes after the owner dies: only the desk's tick, waiting in a delay tier of
+    # the lane's queue, reaches the other replica and puts its desk on duty.
+    handover = make_stack(rabbitmq, mongo, tmp_path, senders=2)
+    with handover.running():
+        handover.install()
+        handover.configure_cast(dlr_delay_seconds=6.0)  # final at the fourth check, 7.5 s
+        ids = [handover.send(phone=PHONE, message=f"handover {i}")["messageId"]
+               for i in range(5)]
+        wait_until(lambda: reached_cast(handover, ids) == len(ids), "the five sent")
+        wait_until(lambda: handover.backlog()[1] == 0, "every send settled")
+        handover.lane_owner().kill()
+        statuses = handover.wait_for_statuses(ids, STATUS_TIMEOUT)
+        handover.wait_quiet()
+        statuses = handover.wait_for_statuses(ids, STATUS_TIMEOUT)
+    assert {i: [s["status"] for s in v] for i, v in statuses.items()} == {
+        i: ["delivered"] for i in ids}

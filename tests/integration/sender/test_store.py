@@ -279,57 +279,59 @@ async def test_a_send_remembers_where_its_receipts_are_asked_for(
     assert record.sent_ts > 0
 
 
-async def test_each_check_number_comes_due_once(messages: MessageStore) -> None:
-    await messages.claim(sms("m1"))
-    await messages.claim(sms("m2"))
-
-    assert await messages.receipt_due("m1", 1)
-    assert not await messages.receipt_due("m1", 1)  # the same check delivered twice
-    assert await messages.receipt_due("m1", 3)  # a later check moves it on
-    assert not await messages.receipt_due("m1", 2)  # an older one is stale
-    assert not await messages.receipt_due("never-seen", 1)
-
-    [due] = await messages.due_receipts(10)
-    assert (due.message_id, due.receipt_check) == ("m1", 3)
-
-
-async def test_a_check_is_wanted_while_newer_or_marked_but_unanswered(
+async def test_the_last_part_accepted_schedules_the_first_check(
         messages: MessageStore) -> None:
     await messages.claim(sms("m1"))
-    assert await messages.receipt_wanted("m1", 1)
+    await messages.part_accepted("m1", 0, "CAST-A", SENT)
+    assert await messages.next_receipt_at() is None  # more parts to come
 
-    await messages.receipt_due("m1", 2)
-    assert not await messages.receipt_wanted("m1", 1)  # passed
-    assert await messages.receipt_wanted("m1", 2)  # marked, not answered: a crash copy
-    assert await messages.receipt_wanted("m1", 3)
-
-    await messages.receipts_read("m1", {})
-    assert not await messages.receipt_wanted("m1", 2)  # answered
-    assert await messages.receipt_wanted("m1", 3)
-    assert not await messages.receipt_wanted("never-seen", 1)
+    await messages.part_accepted("m1", 1, "CAST-B", SENT, receipts_at=1_000.0)
+    assert await messages.next_receipt_at() == 1_000.0
+    assert await messages.due_receipts(999.0, 10) == []
+    [due] = await messages.due_receipts(1_000.0, 10)
+    assert (due.message_id, due.receipt_check) == ("m1", 1)
 
 
-async def test_a_decided_message_has_no_more_checks(messages: MessageStore) -> None:
-    await messages.claim(sms("m1"))
-    await messages.decide("m1", "failed", FAILED)
-
-    assert not await messages.receipt_wanted("m1", 1)
-    assert not await messages.receipt_due("m1", 1)
-    assert await messages.due_receipts(10) == []
-
-
-async def test_due_receipts_are_listed_until_checked_and_bounded(
+async def test_due_receipts_come_longest_waiting_first_and_bounded(
         messages: MessageStore) -> None:
     for n in range(5):
         await messages.claim(sms(f"m{n}"))
-        await messages.receipt_due(f"m{n}", 1)
+        await messages.part_accepted(f"m{n}", 0, f"CAST{n}", SENT, receipts_at=100.0 - n)
 
-    assert len(await messages.due_receipts(3)) == 3
-    await messages.receipts_read("m0", {})
-    await messages.receipts_read("m0", {})  # harmless twice
+    assert [r.message_id for r in await messages.due_receipts(100.0, 3)] == ["m4", "m3", "m2"]
+    await messages.receipts_read("m4", {}, check=2, at=130.0)
+    await messages.receipts_read("m4", {}, check=2, at=130.0)  # harmless twice
+    assert [r.message_id for r in await messages.due_receipts(100.0, 10)] == [
+        "m3", "m2", "m1", "m0"]
+    later = (await messages.due_receipts(130.0, 10))[-1]
+    assert (later.message_id, later.receipt_check) == ("m4", 2)
+    assert await messages.next_receipt_at() == 97.0
 
-    assert {r.message_id for r in await messages.due_receipts(10)} == {"m1", "m2", "m3", "m4"}
-    assert await messages.receipt_due("m0", 2)  # the next check of a checked message
+
+async def test_a_check_of_an_older_sender_makes_only_an_open_unscheduled_message_due(
+        messages: MessageStore) -> None:
+    for message_id in ("m1", "m2", "m3"):
+        await messages.claim(sms(message_id))
+        await messages.part_accepted(message_id, 0, "CAST-A", SENT)
+    await messages.part_accepted("m2", 0, "CAST-A", SENT)
+    await messages.receipts_read("m2", {}, check=2, at=500.0)  # already scheduled
+    await messages.decide("m3", "failed", FAILED)
+
+    for message_id in ("m1", "m2", "m3", "never-seen"):
+        await messages.receipts_due_now(message_id, 3, 100.0)
+
+    due = await messages.due_receipts(100.0, 10)
+    assert [(r.message_id, r.receipt_check) for r in due] == [("m1", 3)]
+    assert await messages.next_receipt_at() == 100.0
+
+
+async def test_a_decided_message_is_not_read_again(messages: MessageStore) -> None:
+    await messages.claim(sms("m1"))
+    await messages.decide("m1", "failed", FAILED)
+    await messages.receipts_read("m1", {0: ("delivered", "DELIVRD")}, check=2, at=1.0)
+
+    assert await messages.due_receipts(2.0, 10) == []
+    assert (await messages.claim(sms("m1"))).parts == {}
 
 
 async def test_receipts_are_kept_with_their_parts_read_or_deciding(
@@ -337,12 +339,13 @@ async def test_receipts_are_kept_with_their_parts_read_or_deciding(
     for message_id in ("m1", "m2"):
         await messages.claim(sms(message_id))
         for n, cast_id in enumerate(("CAST-A", "CAST-B")):
-            await messages.part_accepted(message_id, n, cast_id, SENT)  # idempotent send
-        await messages.receipt_due(message_id, 1)
+            await messages.part_accepted(message_id, n, cast_id, SENT,  # idempotent send
+                                         receipts_at=10.0 if n == 1 else None)
 
-    await messages.receipts_read("m1", {1: ("undelivered", "REJECTD")})
-    await messages.receipts_read("m1", {})
-    await messages.receipts_read("never-seen", {0: ("delivered", "DELIVRD")})
+    await messages.receipts_read("m1", {1: ("undelivered", "REJECTD")}, check=2, at=40.0)
+    await messages.receipts_read("m1", {}, check=2, at=40.0)
+    await messages.receipts_read("never-seen", {0: ("delivered", "DELIVRD")}, check=2,
+                                 at=40.0)
     decided = await messages.decide("m2", "delivered", None,
                                     {0: ("delivered", "DELIVRD"), 1: ("delivered", None)})
 
@@ -353,10 +356,10 @@ async def test_receipts_are_kept_with_their_parts_read_or_deciding(
     assert decided.parts == {0: Part("accepted", "CAST-A", 0, "delivered", "DELIVRD"),
                              1: Part("accepted", "CAST-B", 0, "delivered", None)}
     # A decision leaves its check due until the status is queued (a crash in between is
-    # answered again); a read that did not decide does not.
-    assert [r.message_id for r in await messages.due_receipts(10)] == ["m2"]
+    # answered again); a read that did not decide moves it on.
+    assert [r.message_id for r in await messages.due_receipts(39.0, 10)] == ["m2"]
     await messages.status_queued("m2")
-    assert await messages.due_receipts(10) == []
+    assert [r.message_id for r in await messages.due_receipts(40.0, 10)] == ["m1"]
     assert (await messages.claim(sms("never-seen"))).parts == {}
 
 

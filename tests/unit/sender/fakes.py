@@ -28,7 +28,6 @@ from castghl.common.messages import (
     InstallStatus,
     LocationSettings,
     OutboundSms,
-    ReceiptCheck,
     StatusError,
     StatusUpdate,
 )
@@ -71,7 +70,7 @@ class MemoryMessageStore:
         self.records: dict[str, MessageRecord] = {}
         self.sent_to: list[tuple[PhMobile, float, str]] = []  # (number, when, location)
         self.written: set[str] = set()  # ids whose status GHL took
-        self.due: set[str] = set()  # ids whose receipts are due to be asked for
+        self.receipt_at: dict[str, float] = {}  # id → when its next receipt check is due
         self.status_leases: dict[str, float] = {}  # id → end of its status writer's lease
         self.clock = clock
 
@@ -96,7 +95,7 @@ class MemoryMessageStore:
         self._sent(record, sent)
 
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str,
-                            sent: store.Sent) -> bool:
+                            sent: store.Sent, *, receipts_at: float | None = None) -> bool:
         if (record := self.records.get(message_id)) is None:
             return False
         part = record.parts.setdefault(n, Part("sending"))
@@ -104,37 +103,34 @@ class MemoryMessageStore:
         if first:
             part.state, part.cast_message_id = "accepted", cast_message_id
             self._sent(record, sent)
+            if receipts_at:
+                record.receipt_check, self.receipt_at[message_id] = 1, receipts_at
         return first
 
-    async def receipt_wanted(self, message_id: str, check: int) -> bool:
-        await asyncio.sleep(0)
+    async def receipts_due_now(self, message_id: str, check: int, now: float) -> None:
         record = self.records.get(message_id)
-        return record is not None and record.status is None and (
-            record.receipt_check < check
-            or (record.receipt_check == check and message_id in self.due))
+        if record is not None and record.status is None and message_id not in self.receipt_at:
+            record.receipt_check, self.receipt_at[message_id] = check, now
 
-    async def receipt_due(self, message_id: str, check: int) -> bool:
+    async def due_receipts(self, now: float, limit: int) -> list[MessageRecord]:
         await asyncio.sleep(0)
-        record = self.records.get(message_id)
-        if record is None or record.status is not None or record.receipt_check >= check:
-            return False
-        record.receipt_check = check
-        self.due.add(message_id)
-        return True
+        due = sorted((at, m) for m, at in self.receipt_at.items() if at <= now)
+        return [copy.deepcopy(self.records[m]) for _, m in due[:limit]]
 
-    async def due_receipts(self, limit: int) -> list[MessageRecord]:
-        await asyncio.sleep(0)
-        return [copy.deepcopy(self.records[m]) for m in sorted(self.due)[:limit]]
+    async def next_receipt_at(self) -> float | None:
+        return min(self.receipt_at.values(), default=None)
 
     def _receipts(self, record: MessageRecord, receipts: Receipts) -> None:
         for n, (status, dlr) in receipts.items():
             part = record.parts.setdefault(n, Part("accepted"))
             part.receipt, part.dlr = status, dlr
 
-    async def receipts_read(self, message_id: str, receipts: Receipts) -> None:
-        if (record := self.records.get(message_id)) is not None:
+    async def receipts_read(self, message_id: str, receipts: Receipts, *, check: int,
+                            at: float) -> None:
+        record = self.records.get(message_id)
+        if record is not None and record.status is None:
             self._receipts(record, receipts)
-        self.due.discard(message_id)
+            record.receipt_check, self.receipt_at[message_id] = check, at
 
     async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
                      receipts: Receipts | None = None) -> MessageRecord:
@@ -151,7 +147,7 @@ class MemoryMessageStore:
     async def status_queued(self, message_id: str) -> None:
         if (record := self.records.get(message_id)) is not None:
             record.status_queued = True
-        self.due.discard(message_id)
+        self.receipt_at.pop(message_id, None)
 
     async def status_written(self, message_id: str) -> bool:
         record = self.records.get(message_id)
@@ -257,11 +253,12 @@ class FakeCast:
 
 
 @dataclass
-class FakeCheckQueue:
-    scheduled: list[tuple[ReceiptCheck, float]] = field(default_factory=list)
+class FakeTicks:
+    every: float = 10.0
+    sent: int = 0
 
-    async def schedule(self, check: ReceiptCheck, delay: float) -> None:
-        self.scheduled.append((check, delay))
+    async def send(self) -> None:
+        self.sent += 1
 
 
 def installed(location_id: str, **settings: object) -> LocationSettings:

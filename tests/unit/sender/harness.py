@@ -3,6 +3,8 @@ in-memory fakes, as the sender's composition root wires them on the real adapter
 
 from __future__ import annotations
 
+import time
+
 from castghl.common.messages import OutboundSms
 from castghl.common.worker import Outcome
 from castghl.sender.channels import Channels
@@ -13,9 +15,9 @@ from castghl.sender.receipts import ReceiptDesk, ReceiptPolicy
 
 from .fakes import (
     FakeCast,
-    FakeCheckQueue,
     FakeLocations,
     FakeStatusQueue,
+    FakeTicks,
     MemoryMessageStore,
     MemorySuppressions,
     MemoryUsage,
@@ -31,35 +33,42 @@ def sms(**overrides: object) -> OutboundSms:
     return OutboundSms.model_validate({**fields, **overrides})
 
 
-class StillDesk(ReceiptDesk):
-    """Makes a round only when the test says, never in a background task."""
+class Clock:
+    """Time that moves only when a test moves it."""
 
-    def wake(self) -> None:
-        pass
+    def __init__(self, now: float | None = None) -> None:
+        # From the real time: the fake Cast dates its log rows by it.
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class Harness:
-    """The pipeline and the receipt desk on fakes; after each delivery the checks it
-    scheduled come due and the desk makes one round (Cast's receipts say `delivered`
-    unless a test scripts them)."""
+    """The pipeline and the receipt desk on fakes, on a clock of the test's; after each
+    delivery the clock moves to the next receipt check and the desk makes one round
+    (Cast's receipts say `delivered` unless a test scripts them). The desk's own task
+    never runs here: it starts only on a lane delivery (`on_duty`)."""
 
     def __init__(self, *script: object, idempotency: bool = True, max_attempts: int = 3,
                  locations: FakeLocations | None = None,
                  receipts: ReceiptPolicy | None = None) -> None:
-        self.store = MemoryMessageStore()
+        self.clock = Clock()
+        self.store = MemoryMessageStore(clock=self.clock)
         self.suppressions = MemorySuppressions()
         self.cast = FakeCast(list(script))  # type: ignore[arg-type]
         self.statuses = FakeStatusQueue()
-        self.checks = FakeCheckQueue()
+        self.ticks = FakeTicks()
         self.lane = Lane(rate=10_000, burst=10_000, default_key_rate=10_000)
         locations = locations or FakeLocations()
         self.usage = MemoryUsage()
         final = FinalStatuses(self.store, self.statuses, self.usage)
-        self.desk = StillDesk(
+        self.desk = ReceiptDesk(
             store=self.store, cast=self.cast, lane=self.lane, locations=locations,
-            checks=self.checks, final=final,
+            ticks=self.ticks, final=final,
             policy=receipts or ReceiptPolicy(delays=(10, 30), unknown_as="delivered",
-                                             default_api_key=DEFAULT_KEY))
+                                             default_api_key=DEFAULT_KEY),
+            clock=self.clock)
         self.pipeline = OutboundPipeline(
             store=self.store, cast=self.cast, lane=self.lane, locations=locations,
             final=final, receipts=self.desk, opt_outs=self.suppressions,
@@ -76,10 +85,17 @@ class Harness:
         return outcome
 
     async def checks_come_due(self) -> None:
-        checks, self.checks.scheduled = self.checks.scheduled, []
-        for check, _ in checks:
-            await self.desk.check(check, attempt=1)
+        """Move the clock to the next receipt check, if one is awaited, and make a round."""
+        if (at := await self.store.next_receipt_at()) is not None:
+            self.clock.now = max(self.clock.now, at)
         await self.desk.round()
+
+    async def next_check(self, message_id: str = "m1") -> tuple[int, float] | None:
+        """The message's next receipt check: its number and how far off it is."""
+        at = self.store.receipt_at.get(message_id)
+        if at is None:
+            return None
+        return self.store.records[message_id].receipt_check, at - self.clock.now
 
     def status(self) -> tuple[str, str | None, str | None]:
         [update] = self.statuses.queued

@@ -3,7 +3,9 @@ with the carrier's answers scripted per Cast message id."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from typing import Literal
 
 import pytest
@@ -12,13 +14,13 @@ from castghl.common.cast.models import CastReceipt
 from castghl.common.errors import RateLimited, RetryableError
 from castghl.common.messages import ReceiptCheck
 from castghl.sender.receipts import (
-    BACKSTOP_SECONDS,
     CARRIER_REASONS,
     FEW_PARTS,
     SUBMIT_FAILED,
     ReceiptPolicy,
 )
 
+from .fakes import FakeTicks
 from .harness import DEFAULT_KEY, Harness, sms
 
 THREE_CHECKS = ReceiptPolicy(delays=(10, 30, 60), unknown_as="delivered",
@@ -36,16 +38,24 @@ async def test_nothing_is_reported_until_the_carrier_answers_then_delivered() ->
     await h.process(sms(), attempt=1)
 
     assert h.statuses.queued == []  # accepted is not delivered
-    [(check, delay)] = h.checks.scheduled
-    assert (check.check, delay) == (2, 30)
+    assert await h.next_check() == (2, 30)
 
     h.cast.receipts["CAST1"] = receipt("CAST1", "delivered", "DELIVRD")
     await h.checks_come_due()
     assert h.status() == ("delivered", None, None)
-    # The check scheduled meanwhile finds the message decided, and ends there.
+    # Decided and queued: nothing is awaited any more, and a round asks nothing.
+    assert await h.next_check() is None
     await h.checks_come_due()
-    assert h.checks.scheduled == []
     assert h.cast.reads == ["status:CAST1", "status:CAST1"]
+
+
+async def test_the_first_check_is_due_the_first_delay_after_the_send() -> None:
+    h = Harness(receipts=THREE_CHECKS)
+    await h.settled.process(sms(), attempt=1)
+    assert await h.next_check() == (1, 10)
+    h.clock.now += 9.9
+    await h.desk.round()
+    assert h.cast.reads == []  # not yet
 
 
 @pytest.mark.parametrize(("status", "dlr", "reason"), [
@@ -103,76 +113,114 @@ async def test_no_receipt_after_the_last_check_is_what_the_operator_chose(
     h = Harness(receipts=dataclasses.replace(THREE_CHECKS, unknown_as=unknown_as))
     h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
     await h.process(sms(), attempt=1)
-    delays = [h.checks.scheduled[0][1]]
+    checks = [await h.next_check()]
     await h.checks_come_due()
-    delays.append(h.checks.scheduled[0][1])
+    checks.append(await h.next_check())
     assert h.statuses.queued == []
     await h.checks_come_due()
-    assert delays == [30, 60]
+    assert checks == [(2, 30), (3, 60)]
     assert h.status() == expected
 
 
-async def test_copies_of_a_check_ask_cast_once_and_a_late_copy_is_ignored() -> None:
+async def test_one_tick_is_on_its_way_while_receipts_are_awaited() -> None:
+    # The tick carries the lane's owner through to its next round, and the next owner
+    # if this one dies; one at a time is enough.
     h = Harness(receipts=THREE_CHECKS)
-    h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
-    await h.process(sms(), attempt=1)
-    second = ReceiptCheck(message_id="m1", location_id="loc1", check=2)
-    h.checks.scheduled.append((second, 30))  # a copy, delivered at the same moment
+    for n in range(3):
+        await h.settled.process(sms(message_id=f"m{n}"), attempt=1)
+    assert h.ticks.sent == 1
 
-    await h.checks_come_due()
-    assert h.cast.reads == ["status:CAST1", "status:CAST1"]  # one question per round
+    await h.desk.check(ReceiptCheck(), attempt=1)  # it came back
+    await h.settled.process(sms(message_id="m3"), attempt=1)
+    assert h.ticks.sent == 2
 
-    h.checks.scheduled = [(second, 30)]  # a copy of check 2 after it was answered
-    await h.checks_come_due()
-    assert h.checks.scheduled == []
-    assert len(h.cast.reads) == 2
+    h.clock.now += h.desk.duty_seconds  # it went to another owner, or was lost with one
+    await h.settled.process(sms(message_id="m4"), attempt=1)
+    assert h.ticks.sent == 3
 
 
-async def test_the_next_check_is_on_its_way_before_this_one_is_marked() -> None:
-    # Whatever dies after that, the chain goes on: the next owner of the lane gets it.
+async def test_a_check_from_an_older_sender_makes_its_message_due_now() -> None:
+    # Before the schedule moved into the record, a sender queued one check per message.
+    h = Harness(receipts=THREE_CHECKS)
+    await h.settled.process(sms(), attempt=1)
+    h.store.receipt_at.clear()  # as such a sender left it: no schedule in the record
+    await h.desk.check(ReceiptCheck(message_id="m1", location_id="loc1", check=2), attempt=1)
+    assert await h.next_check() == (2, 0)
+    await h.desk.round()
+    assert h.status() == ("delivered", None, None)
+    # A copy after the decision changes nothing.
+    await h.desk.check(ReceiptCheck(message_id="m1", location_id="loc1", check=2), attempt=1)
+    assert await h.next_check() is None
+
+
+async def test_a_crash_before_the_read_is_recorded_leaves_the_check_due() -> None:
     h = Harness(receipts=THREE_CHECKS)
     h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
     await h.settled.process(sms(), attempt=1)
-    [(first, _)] = h.checks.scheduled
-    h.checks.scheduled = []
-    h.store.receipt_due = fail  # type: ignore[method-assign]  # the crash
+    h.clock.now += 10
+    recorded = h.store.receipts_read
+    h.store.receipts_read = fail  # type: ignore[method-assign]  # the crash
 
     with pytest.raises(ConnectionError):
-        await h.desk.check(first, attempt=1)
-    assert [(c.check, delay) for c, delay in h.checks.scheduled] == [(2, 30)]
+        await h.desk.round()
+    assert await h.next_check() == (1, 0)  # the next owner's first round asks again
+    h.store.receipts_read = recorded  # type: ignore[method-assign]
+    await h.desk.round()
+    assert await h.next_check() == (2, 30)
 
 
-async def test_after_the_last_check_a_backstop_check_ends_it() -> None:
+async def test_a_decision_whose_status_was_not_queued_is_queued_by_the_next_round() -> None:
     h = Harness(receipts=THREE_CHECKS)
-    h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
-    await h.process(sms(), attempt=1)
-    await h.checks_come_due()
-    # Check 3, the last, was marked but its replica died before deciding.
-    [(last, _)] = h.checks.scheduled
-    h.checks.scheduled = []
-    await h.desk.check(last, attempt=1)
-    [(backstop, delay)] = h.checks.scheduled
-    assert (backstop.check, delay) == (4, BACKSTOP_SECONDS)
-    assert h.statuses.queued == []
+    await h.settled.process(sms(), attempt=1)
+    h.clock.now += 10
+    queue = h.statuses.queue
+    h.statuses.queue = fail  # type: ignore[method-assign]  # the crash, after the decision
 
-    await h.checks_come_due()
-    assert h.status() == ("delivered", None, None)  # CAST_RECEIPT_UNKNOWN_AS
+    with pytest.raises(ConnectionError):
+        await h.desk.round()
+    h.statuses.queue = queue  # type: ignore[method-assign]
+    await h.desk.round()
+    assert h.status() == ("delivered", None, None)
+    assert h.cast.reads == ["status:CAST1"]  # decided once, not asked again
+    assert await h.next_check() is None
 
 
-async def fail(*_: object) -> bool:
+async def fail(*_: object, **__: object) -> bool:
     raise ConnectionError("the replica died")
 
 
-async def test_a_redelivered_webhook_after_the_send_asks_no_second_chain() -> None:
+async def test_a_redelivered_webhook_after_the_send_changes_no_schedule() -> None:
     h = Harness(receipts=THREE_CHECKS)
     h.cast.receipts["CAST1"] = receipt("CAST1", "sent")
     await h.process(sms(), attempt=1)
     await h.settled.process(sms(), attempt=1)  # GHL's retry of the same webhook
     assert len(h.cast.sent) == 1
-    assert [check.check for check, _ in h.checks.scheduled] == [2, 1]
-    await h.checks_come_due()  # check 1 again is ignored; check 2 asks once
-    assert h.cast.reads == ["status:CAST1", "status:CAST1"]
-    assert [check.check for check, _ in h.checks.scheduled] == [3]
+    assert await h.next_check() == (2, 30)
+    assert h.cast.reads == ["status:CAST1"]
+
+
+async def test_the_desk_asks_while_on_duty_and_stops_after() -> None:
+    # On the real clock: the desk's own task, started by a lane delivery.
+    policy = ReceiptPolicy(delays=(0.2, 0.4), unknown_as="delivered",
+                           default_api_key=DEFAULT_KEY)
+    h = Harness(receipts=policy)
+    h.desk = type(h.desk)(store=h.store, cast=h.cast, lane=h.lane, locations=h.desk.locations,
+                          ticks=FakeTicks(every=0.2), final=h.desk.final, policy=policy)
+    h.pipeline.receipts = h.desk
+    h.store.clock = time.time
+    h.desk.on_duty()
+    await h.settled.process(sms(), attempt=1)
+    try:
+        deadline = time.monotonic() + 30
+        while not h.statuses.queued:
+            assert time.monotonic() < deadline, "the desk never decided"
+            await asyncio.sleep(0.01)
+        assert h.status() == ("delivered", None, None)
+        runner = h.desk._runner  # the task itself is what is observed
+        assert runner is not None
+        await asyncio.wait_for(runner, timeout=30)  # no lane delivery: off duty
+    finally:
+        await h.desk.close()
 
 
 async def test_many_open_parts_are_read_from_the_logs_a_page_at_a_time() -> None:
@@ -242,7 +290,7 @@ async def test_cast_not_answering_a_read_leaves_the_message_due(
     h.cast.read_error = RetryableError("503", code="cast_unavailable")
     await h.process(sms(), attempt=1)
     assert h.statuses.queued == []
-    assert [r.message_id for r in await h.store.due_receipts(10)] == ["m1"]
+    assert [r.message_id for r in await h.store.due_receipts(h.clock.now, 10)] == ["m1"]
     h.cast.read_error = None
     await h.desk.round()
     assert h.status() == ("delivered", None, None)

@@ -52,13 +52,14 @@ class OutboundSms(QueueMessage):
 
 
 class ReceiptCheck(QueueMessage):
-    """On the Cast lane's queue (KIND_HEADER = RECEIPT_CHECK): ask Cast for the delivery
-    receipts of a message it accepted; `check` counts from 1 through
-    CAST_RECEIPT_CHECK_DELAYS."""
+    """On the Cast lane's queue (KIND_HEADER = RECEIPT_CHECK): a tick for the receipt desk
+    of the lane's owner, empty. Senders before the schedule moved into the message record
+    sent one per message and check (`check` from 1 through CAST_RECEIPT_CHECK_DELAYS);
+    such a check still makes its message due."""
 
-    message_id: str
-    location_id: str
-    check: int = Field(ge=1)
+    message_id: str | None = None
+    location_id: str | None = None
+    check: int = Field(1, ge=1)
 
 
 class StatusError(QueueMessage):

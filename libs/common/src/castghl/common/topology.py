@@ -83,10 +83,11 @@ class WorkQueue:
 
     def tier_for(self, delay: float) -> RabbitQueue:
         """The shortest tier that waits at least `delay` (the longest if none does)."""
-        for tier_delay, queue in self.tiers.items():
-            if tier_delay >= delay:
-                return queue
-        return self.tiers[max(self.tiers)]
+        return self.tiers[self.tier_delay(delay)]
+
+    def tier_delay(self, delay: float) -> float:
+        """How long `tier_for(delay)` waits."""
+        return next((tier for tier in self.tiers if tier >= delay), max(self.tiers))
 
     def all_queues(self) -> list[RabbitQueue]:
         return [self.parked, self.queue, *self.tiers.values()]

@@ -1,8 +1,8 @@
 """Composition root of the sender: settings → clients, store, lane, workers, broker.
 
 The sender runs three kinds of work on one broker connection: the Cast lane
-(`sms.outbound`, single active consumer across replicas: outbound SMS and their receipt
-checks, told apart by KIND_HEADER), status delivery to GHL
+(`sms.outbound`, single active consumer across replicas: outbound SMS, and the ticks of
+the receipt desk, told apart by KIND_HEADER), status delivery to GHL
 (`ghl.status`, competing consumers) and inbound delivery (`sms.inbound`). A small HTTP
 app serves health and metrics and owns the lifecycle: uvicorn's SIGTERM handling stops
 the broker gracefully, letting in-flight messages finish (or return to the queue).
@@ -56,7 +56,7 @@ from castghl.sender.lane import Lane
 from castghl.sender.ops import ops_router
 from castghl.sender.optouts import sync_cast_opt_outs
 from castghl.sender.outbound import OutboundPipeline, OutboundPolicy
-from castghl.sender.receipts import LaneCheckQueue, ReceiptDesk, ReceiptPolicy
+from castghl.sender.receipts import LaneTicks, ReceiptDesk, ReceiptPolicy
 from castghl.sender.settings import SenderSettings
 from castghl.sender.status import DelayedStatusQueue, StatusReporter, write_lease
 from castghl.sender.store import (
@@ -89,7 +89,7 @@ def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMe
                                                     settings.ghl_status_delay_seconds), usage)
     desk = ReceiptDesk(
         store=store, cast=cast, lane=lane, locations=oauth,
-        checks=LaneCheckQueue(broker, topology.outbound), final=final,
+        ticks=LaneTicks(broker, topology.outbound), final=final,
         policy=ReceiptPolicy(delays=settings.cast_receipt_check_delays,
                              unknown_as=settings.cast_receipt_unknown_as,
                              default_api_key=settings.cast_api_key.get_secret_value()))

@@ -85,7 +85,8 @@ class OptOuts(Protocol):
 
 
 class Receipts(Protocol):
-    async def expect(self, message_id: str, location_id: str) -> None: ...
+    def first_check(self) -> float: ...
+    async def expect(self, at: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -153,16 +154,17 @@ class OutboundPipeline:
         if record.status is not None:
             log.info("duplicate delivery of a decided message", extra={"status": record.status})
             return await self.final.hand_over(record)
+        # Accepted is not delivered (invariant 9): the carrier's receipts decide. The
+        # write recording the last part accepted also records when to ask first.
+        receipts_at = self.receipts.first_check()
         try:
-            parts = await self._send(message, record, location)
+            parts = await self._send(message, record, location, receipts_at)
         except BridgeError as error:
             return await self._failed(message, error)
         # One INFO line per message here and one at its decision (final.py): the parts'
         # Cast ids are at DEBUG, and in the message's record (the console's timeline).
         log.info("Cast accepted the message", extra={"parts": parts})
-        # Accepted is not delivered (invariant 9): the carrier's receipts decide. A
-        # redelivery asks again; the desk ignores a check it already made.
-        await self.receipts.expect(message.message_id, message.location_id)
+        await self.receipts.expect(receipts_at)
         return Done()
 
     def _cast_key(self, location: LocationSettings) -> str:
@@ -174,7 +176,7 @@ class OutboundPipeline:
                              user_message=NOT_SET_UP)
 
     async def _send(self, message: OutboundSms, record: MessageRecord,
-                    location: LocationSettings) -> int:
+                    location: LocationSettings, receipts_at: float) -> int:
         """Send every part not yet accepted; how many parts the message has."""
         # A message already on its way when the location was stopped is finished, not cut.
         if location.stopped and not record.parts:
@@ -194,8 +196,9 @@ class OutboundPipeline:
             if record.maybe_sent(n) and not self.policy.idempotency:
                 raise UncertainError(f"part {n} was in flight when the last attempt stopped")
             request = CastSendRequest(to=todo.to, message=text, sender_id=sender_id)
+            last = n == len(todo.parts) - 1
             await self._send_part(message.message_id, n, request, api_key, location,
-                                  channel=channel)
+                                  channel=channel, receipts_at=receipts_at if last else None)
         return len(todo.parts)
 
     async def _check_consent(self, location_id: str, to: PhMobile, api_key: str,
@@ -213,7 +216,7 @@ class OutboundPipeline:
 
     async def _send_part(self, message_id: str, n: int, request: CastSendRequest,
                          api_key: str, location: LocationSettings, *,
-                         channel: Channel) -> None:
+                         channel: Channel, receipts_at: float | None) -> None:
         sent = Sent(request.to, channel, location.cast_key)
         for _ in range(MAX_RATE_LIMITED_IN_A_ROW):
             # Without Cast's idempotency a part whose answer was lost must never be sent
@@ -241,7 +244,7 @@ class OutboundPipeline:
                 continue
             # Cast took it: without this record a retry would send it again.
             await outlast(partial(self.store.part_accepted, message_id, n, answer.message_id,
-                                  sent), what="part_accepted")
+                                  sent, receipts_at=receipts_at), what="part_accepted")
             SENT_PARTS.inc()
             log.debug("Cast accepted part", extra={"part": n, "cast_message_id":
                                                   answer.message_id, "parts": answer.parts})

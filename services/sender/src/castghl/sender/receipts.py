@@ -2,26 +2,26 @@
 
 Cast accepting an SMS is not delivery: carriers reject messages after Cast took them
 (unregistered sender IDs, say), and Cast offers receipts by polling only
-(reference/cast.md, "Delivery status"). So once Cast accepted every part, the pipeline
-schedules check 1, a `ReceiptCheck` on the Cast lane's own queue, through its delay tiers
-(CAST_RECEIPT_CHECK_DELAYS) — RabbitMQ keeps the wait, no consumer sleeps on it.
-
-Check n, when it arrives and the message is still open, first schedules check n + 1,
-then marks n due in the message's record, and is acknowledged at once, so waiting checks
-never hold the lane's prefetch away from sends. The desk then asks Cast for every due
-message at once, behind the sends (`Lane.acquire_behind_sends`): a few parts one by one,
-many through `/sms/logs` pages of 500, as deep as the oldest of them (`_page`). For each
-message:
+(reference/cast.md, "Delivery status"). So the write that records a message's last part
+accepted also records when to ask first (`receipt_at`, the first of
+CAST_RECEIPT_CHECK_DELAYS after the send; `receipt_check` counts the checks). The desk, a
+task of the process that owns the Cast lane, asks Cast for every message due, in rounds
+at most `round_gap` apart, behind the sends (`Lane.acquire_behind_sends`): a few parts one
+by one, many through `/sms/logs` pages of 500, as deep as the oldest of them (`_page`).
+For each message:
 - every part `delivered` → `delivered`;
 - a part `undelivered` or `failed` → `failed`, with the carrier's reason in words a GHL
   user understands;
-- otherwise it waits for the check already scheduled; at the last one,
-  CAST_RECEIPT_UNKNOWN_AS decides.
+- otherwise the same write keeps what was read and when the next check is due; at the
+  last one, CAST_RECEIPT_UNKNOWN_AS decides.
 
-Scheduling the next check before the mark keeps the chain whole whatever crashes where:
-a replica that dies before answering leaves the next check on its way to the next owner
-of the lane, which then answers every due message (and after the last check, a backstop
-check ends it). A check for a decided message, or one already passed, ends there.
+The schedule lives in Mongo, so a check costs no broker message and no write of its own
+(docs/architecture.md, "Receipts"). What the broker still carries is a *tick*: while
+receipts are awaited, one small message at a time waits in a delay tier of the lane's
+queue (`LaneTicks`) and comes back to whoever owns the lane. It keeps the owner's desk on
+duty, and if the owner dies it reaches the next owner, whose desk then takes up every due
+message from the record. A desk that has had no lane delivery for `duty_seconds` stops
+(its process no longer owns the lane, or has nothing left to ask).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -61,12 +63,17 @@ RECEIPTS = Counter("castghl_receipts_total", "Messages decided by their carrier 
 # cheaper than a page of logs.
 ROUND_LIMIT: Final = 2_000
 FEW_PARTS: Final = 5
+# Rounds are at least this far apart (less when the first check comes sooner): what comes
+# due meanwhile is read together, a page of logs instead of a look-up per message.
+ROUND_GAP_SECONDS: Final = 1.0
 # After Cast failed to answer, the desk waits this long before asking again.
 TROUBLE_PAUSE_SECONDS: Final = 5.0
 # Cast stamps `sent_at` with its own clock: the pages stop this far before our oldest send.
 SEND_CLOCK_SLACK_SECONDS: Final = 300.0
-# After the last check, one more in case the replica making it died before deciding.
-BACKSTOP_SECONDS: Final = 60.0
+# How long a tick waits in the lane queue's tiers before it comes back (the shortest tier
+# at least this long), and how many such waits without any lane delivery end a desk's duty.
+TICK_SECONDS: Final = 10.0
+TICKS_TO_DUTY: Final = 3
 
 # What a GHL user reads when the carrier did not deliver (reference/cast.md: undelivered
 # covers UNDELIV, REJECTD and EXPIRED; failed means Cast could not submit it).
@@ -91,21 +98,25 @@ class ReceiptSource(Protocol):
                      limit: int = LOGS_PAGE) -> list[CastReceipt]: ...
 
 
-class CheckQueue(Protocol):
-    async def schedule(self, check: ReceiptCheck, delay: float) -> None: ...
+class Ticks(Protocol):
+    every: float  # seconds a tick takes to come back
+
+    async def send(self) -> None: ...
 
 
-class LaneCheckQueue:
-    """Checks wait in the Cast lane queue's delay tiers and come back to its owner."""
+class LaneTicks:
+    """Ticks wait in a delay tier of the Cast lane's queue and come back to its owner."""
 
-    def __init__(self, broker: RabbitBroker, work: WorkQueue) -> None:
+    def __init__(self, broker: RabbitBroker, work: WorkQueue,
+                 every: float = TICK_SECONDS) -> None:
         self.broker = broker
-        self.work = work
+        self.tier = work.tier_for(every)
+        self.every = work.tier_delay(every)
 
-    async def schedule(self, check: ReceiptCheck, delay: float) -> None:
-        await publish(self.broker, self.work.tier_for(delay), check,
+    async def send(self) -> None:
+        await publish(self.broker, self.tier, ReceiptCheck(),
                       headers={KIND_HEADER: RECEIPT_CHECK, ATTEMPT_HEADER: 1},
-                      message_id=f"{check.message_id}#receipt{check.check}")
+                      message_id=f"receipt-tick-{uuid.uuid4().hex}")
 
 
 class LocationSource(Protocol):
@@ -136,53 +147,56 @@ def verdict(record: MessageRecord) -> tuple[FinalStatus, StatusError | None] | N
 
 class ReceiptDesk:
     def __init__(self, *, store: MessageStore, cast: ReceiptSource, lane: Lane,
-                 locations: LocationSource, checks: CheckQueue, final: FinalStatuses,
-                 policy: ReceiptPolicy) -> None:
+                 locations: LocationSource, ticks: Ticks, final: FinalStatuses,
+                 policy: ReceiptPolicy, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.cast = cast
         self.lane = lane
         self.locations = locations
-        self.checks = checks
+        self.ticks = ticks
         self.final = final
         self.policy = policy
+        self.clock = clock
+        self.round_gap = min(ROUND_GAP_SECONDS, policy.delays[0] / 4)
+        self.duty_seconds = TICKS_TO_DUTY * ticks.every
+        self._next: float | None = None  # the earliest moment a check may be due
+        self._on_duty_until = 0.0
+        self._tick_back_by = 0.0  # until then, the tick last sent is still on its way
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
     # --- the Cast lane's side -----------------------------------------------------------------
 
-    async def expect(self, message_id: str, location_id: str) -> None:
-        """Cast accepted every part: ask for the receipts after the first delay."""
-        await self.checks.schedule(ReceiptCheck(message_id=message_id,
-                                                location_id=location_id, check=1),
-                                   self.policy.delays[0])
+    def first_check(self) -> float:
+        """When the first receipt check of a message sent now comes due."""
+        return self.clock() + self.policy.delays[0]
+
+    async def expect(self, at: float) -> None:
+        """Cast accepted every part of a message whose first check is due `at` (recorded
+        with its last part): look then, and keep a tick on its way for whoever owns the
+        lane by then."""
+        self._soon(at)
+        await self._keep_ticking()
 
     async def check(self, check: ReceiptCheck, attempt: int) -> Outcome:
-        """A check came due: schedule the next, mark this one, and let the desk ask Cast."""
-        if not await self.store.receipt_wanted(check.message_id, check.check):
-            return Done()  # decided, or a copy of a check already passed
-        delays = self.policy.delays
-        if check.check <= len(delays):
-            after = delays[check.check] if check.check < len(delays) else BACKSTOP_SECONDS
-            await self.checks.schedule(check.model_copy(update={"check": check.check + 1}),
-                                       after)
-        await self.store.receipt_due(check.message_id, check.check)
-        self.wake()
+        """A tick came back: a round now. (A check naming a message was sent by a sender
+        before the schedule moved into the record: that message is due now.)"""
+        self._tick_back_by = 0.0
+        if check.message_id:
+            await self.store.receipts_due_now(check.message_id, check.check, self.clock())
+        self._soon(self.clock())
         return Done()
-
-    def wake(self) -> None:
-        """Have the desk look at what is due."""
-        self._wake.set()
-        self.on_duty()
 
     def on_duty(self) -> None:
         """Called on every delivery of the Cast lane: the first one means this process
         owns the lane (only its owner asks Cast), so the desk starts with a round, which
-        takes up checks a previous owner marked due and died before answering."""
+        takes up checks a previous owner left due."""
+        self._on_duty_until = self.clock() + self.duty_seconds
         if self._runner is None:
             log.info("this replica owns the Cast lane now (sms.outbound has one active "
                      "consumer at a time)")
         if self._runner is None or self._runner.done():
-            self._wake.set()
+            self._next = self.clock()
             self._runner = asyncio.create_task(self._run(), name="receipt-desk")
 
     async def close(self) -> None:
@@ -191,23 +205,51 @@ class ReceiptDesk:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
 
+    def _soon(self, at: float) -> None:
+        if self._next is None or at < self._next:
+            self._next = at
+            self._wake.set()
+
+    async def _keep_ticking(self) -> None:
+        """One tick on its way while receipts are awaited. A tick that has not come back
+        well after its time went to another owner of the lane, or was lost with one."""
+        now = self.clock()
+        if now < self._tick_back_by:
+            return
+        self._tick_back_by = now + self.duty_seconds
+        try:
+            await self.ticks.send()
+        except BaseException:
+            self._tick_back_by = 0.0
+            raise
+
     # --- the desk -------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
+        while (now := self.clock()) < self._on_duty_until:
+            if self._next is None or self._next > now:
+                until = min(self._on_duty_until, self._next or self._on_duty_until)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), until - now)
+                continue
+            self._next = None
             try:
-                while await self.round() >= ROUND_LIMIT:
-                    pass  # a full round: there is more due right now
+                upcoming = await self.round()
+                if upcoming is not None:
+                    self._soon(upcoming)
+                    await self._keep_ticking()
             except Exception:
                 log.exception("receipt round failed; asking again shortly")
-                await asyncio.sleep(TROUBLE_PAUSE_SECONDS)
-                self._wake.set()
+                self._soon(self.clock() + TROUBLE_PAUSE_SECONDS)
+                continue
+            await asyncio.sleep(self.round_gap)
+        log.info("receipt desk off duty: no Cast lane delivery lately")
 
-    async def round(self) -> int:
-        """Ask Cast about every message due; returns how many were looked at."""
-        due = await self.store.due_receipts(ROUND_LIMIT)
+    async def round(self) -> float | None:
+        """Ask Cast about every message due; returns when the next check comes due."""
+        now = self.clock()
+        due = await self.store.due_receipts(now, ROUND_LIMIT)
         by_key: dict[str, list[MessageRecord]] = {}
         for record in due:
             settings = await self.locations.location(record.location_id)
@@ -219,17 +261,16 @@ class ReceiptDesk:
                 found = await self._ask(api_key, records)
             except RateLimited as limited:
                 self.lane.pause(limited.retry_after or 1.0)
-                self._wake.set()
-                continue
+                continue  # still due: the next round asks again
             except BridgeError as error:
                 log.warning("Cast did not answer a receipt look-up; asking again shortly",
                             extra={"error_code": error.code})
-                await asyncio.sleep(TROUBLE_PAUSE_SECONDS)
-                self._wake.set()
-                continue
+                return now + TROUBLE_PAUSE_SECONDS
             for record in records:
                 await self._settle(record, found)
-        return len(due)
+        if len(due) >= ROUND_LIMIT:
+            return now  # a full round: there is more due right now
+        return await self.store.next_receipt_at()
 
     async def _ask(self, api_key: str, records: list[MessageRecord]) -> dict[str, CastReceipt]:
         """The receipts Cast has for the open parts of `records`, by Cast message id."""
@@ -274,6 +315,9 @@ class ReceiptDesk:
         return found
 
     async def _settle(self, record: MessageRecord, found: dict[str, CastReceipt]) -> None:
+        if record.status is not None:  # decided, and the status not queued yet: a crash
+            await self.final.hand_over(record)
+            return
         changed: dict[int, tuple[str, str | None]] = {}
         for n, part in record.parts.items():
             receipt = found.get(part.cast_message_id or "")
@@ -281,10 +325,13 @@ class ReceiptDesk:
                 part.receipt, part.dlr = receipt.status, receipt.dlr_status
                 changed[n] = (receipt.status, receipt.dlr_status)
         decided = verdict(record)
-        if decided is None and record.receipt_check >= len(self.policy.delays):
+        delays = self.policy.delays
+        if decided is None and record.receipt_check >= len(delays):
             decided = self._unknown()
         if decided is None:
-            await self.store.receipts_read(record.message_id, changed)
+            await self.store.receipts_read(record.message_id, changed,
+                                           check=record.receipt_check + 1,
+                                           at=self.clock() + delays[record.receipt_check])
             return
         status, error = decided
         RECEIPTS.labels(error.code if error else status).inc()

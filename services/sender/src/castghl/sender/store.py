@@ -109,13 +109,15 @@ class MessageStore(Protocol):
     async def claim(self, sms: OutboundSms) -> MessageRecord: ...
     async def part_sending(self, message_id: str, n: int, sent: Sent) -> None: ...
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str,
-                            sent: Sent) -> bool:
-        """Record Cast's acceptance; true only the first time."""
+                            sent: Sent, *, receipts_at: float | None = None) -> bool:
+        """Record Cast's acceptance; true only the first time. With `receipts_at` (the
+        last part), the first receipt check comes due then."""
         ...
-    async def receipt_wanted(self, message_id: str, check: int) -> bool: ...
-    async def receipt_due(self, message_id: str, check: int) -> bool: ...
-    async def due_receipts(self, limit: int) -> list[MessageRecord]: ...
-    async def receipts_read(self, message_id: str, receipts: Receipts) -> None: ...
+    async def receipts_due_now(self, message_id: str, check: int, now: float) -> None: ...
+    async def due_receipts(self, now: float, limit: int) -> list[MessageRecord]: ...
+    async def next_receipt_at(self) -> float | None: ...
+    async def receipts_read(self, message_id: str, receipts: Receipts, *, check: int,
+                            at: float) -> None: ...
     async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
                      receipts: Receipts | None = None) -> MessageRecord: ...
     async def status_queued(self, message_id: str) -> None: ...
@@ -155,8 +157,9 @@ class MongoMessageStore:
         await self.messages.create_index("expires_at", expireAfterSeconds=0)
         # Inbound routing: the location that most recently texted a number.
         await self.messages.create_index([("to", ASCENDING), ("sent_ts", DESCENDING)])
-        # The receipt desk's work list.
-        await self.messages.create_index("receipt_due")
+        # The receipt desk's work list: open messages by when their next check is due
+        # (sparse: a message has the field only while it waits for receipts).
+        await self.messages.create_index("receipt_at", sparse=True)
         # The console's "last send" and "last status written" (sender/ops.py).
         await self.messages.create_index([("sent_ts", DESCENDING)])
         await self.messages.create_index([("written_ts", DESCENDING)])
@@ -171,7 +174,7 @@ class MongoMessageStore:
             "status": None, "error": None, "status_queued": False, "status_written": False,
             "status_lease_ts": 0.0, "to": None, "sent_ts": 0.0, "updated_ts": ts,
             "created_ts": ts, "channel": "sms", "key": CastKey.DEFAULT.value,
-            "receipt_check": 0, "receipt_due": "no", "created_at": now,
+            "receipt_check": 0, "created_at": now,
             "expires_at": now + RETENTION,
         }
         try:
@@ -190,53 +193,50 @@ class MongoMessageStore:
              "$inc": {f"parts.{n}.attempts": 1}})
 
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str,
-                            sent: Sent) -> bool:
+                            sent: Sent, *, receipts_at: float | None = None) -> bool:
         # With idempotency a part has no "sending" state before its call: `$in` with None
         # matches a missing field on MongoDB and on the emulator alike.
         now = time.time()
+        due = {"receipt_check": 1, "receipt_at": receipts_at} if receipts_at else {}
         result = await self.messages.update_one(
             {"_id": message_id, f"parts.{n}.state": {"$in": ["sending", None]}},
             {"$set": {f"parts.{n}.state": "accepted", f"parts.{n}.cast_id": cast_message_id,
-                      f"parts.{n}.accepted_ts": now, **sent.fields(now)}})
+                      f"parts.{n}.accepted_ts": now, **sent.fields(now), **due}})
         return result.modified_count == 1
 
-    async def receipt_wanted(self, message_id: str, check: int) -> bool:
-        """Whether check number `check` still has something to do: the message is open and
-        the check is newer than the last one marked, or is that one, not yet answered (a
-        copy delivered again after a crash)."""
-        # Read by `_id` and decided here: the emulator scans the whole collection for a
-        # filter with `$or` (36 ms against 1 ms at 2,000 messages; docs/architecture.md).
-        doc = await self.messages.find_one(
-            {"_id": message_id}, {"status": 1, "receipt_check": 1, "receipt_due": 1})
-        if doc is None or doc.get("status") is not None:
-            return False
-        last = int(doc.get("receipt_check") or 0)
-        return last < check or (last == check and doc.get("receipt_due") == "yes")
+    async def receipts_due_now(self, message_id: str, check: int, now: float) -> None:
+        """A check of the one-message-per-check scheme (senders before receipts were kept
+        in the record) came due: the message's receipts are due now, at that check."""
+        await self.messages.update_one(
+            {"_id": message_id, "status": None, "receipt_at": {"$exists": False}},
+            {"$set": {"receipt_check": check, "receipt_at": now}})
 
-    async def receipt_due(self, message_id: str, check: int) -> bool:
-        """Mark check number `check` of the message's receipts as due; false when it (or a
-        later one) already was: a duplicate check message, which must not fork the chain."""
-        result = await self.messages.update_one(
-            {"_id": message_id, "receipt_check": {"$lt": check}, "status": None},
-            # A string flag: the emulator stores a `$set` boolean as 1 (reference/stack.md).
-            {"$set": {"receipt_check": check, "receipt_due": "yes", "updated_ts": time.time()}})
-        return result.modified_count == 1
-
-    async def due_receipts(self, limit: int) -> list[MessageRecord]:
-        cursor = self.messages.find({"receipt_due": "yes"}).limit(limit)
+    async def due_receipts(self, now: float, limit: int) -> list[MessageRecord]:
+        """Messages whose receipt check is due at `now`, the longest waiting first; also
+        decided ones whose status was not queued yet (a crash in between)."""
+        cursor = self.messages.find({"receipt_at": {"$lte": now}},
+                                    sort=[("receipt_at", ASCENDING)], limit=limit)
         return [_record(doc) async for doc in cursor]
 
-    async def receipts_read(self, message_id: str, receipts: Receipts) -> None:
-        """A look-up that did not decide: keep what it read; the check is no longer due
-        (one write)."""
-        await self.messages.update_one({"_id": message_id}, {"$set": {
-            **_receipt_fields(receipts, time.time()), "receipt_due": "no"}})
+    async def next_receipt_at(self) -> float | None:
+        """When the next receipt check comes due, if any message waits for one."""
+        doc = await self.messages.find_one({"receipt_at": {"$gt": 0}}, {"receipt_at": 1},
+                                           sort=[("receipt_at", ASCENDING)])
+        return float(doc["receipt_at"]) if doc else None
+
+    async def receipts_read(self, message_id: str, receipts: Receipts, *, check: int,
+                            at: float) -> None:
+        """A look-up that did not decide: keep what it read, and when check number `check`
+        comes due (one write)."""
+        await self.messages.update_one({"_id": message_id, "status": None}, {"$set": {
+            **_receipt_fields(receipts, time.time()), "receipt_check": check,
+            "receipt_at": at}})
 
     async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
                      receipts: Receipts | None = None) -> MessageRecord:
         """Record the final status, with the receipts that decided it; the first decision
-        wins and is returned. A due check stays due until the status is queued
-        (`status_queued`): a crash in between is answered again by the receipt desk."""
+        wins and is returned. A due check stays due (`receipt_at`) until the status is
+        queued (`status_queued`): a crash in between is answered again by the receipt desk."""
         now = time.time()
         doc = await self.messages.find_one_and_update(
             {"_id": message_id, "status": None},
@@ -254,8 +254,8 @@ class MongoMessageStore:
 
     async def status_queued(self, message_id: str) -> None:
         """The decided status is on its way to GHL: no receipt check is left to answer."""
-        await self.messages.update_one({"_id": message_id},
-                                       {"$set": {"status_queued": True, "receipt_due": "no"}})
+        await self.messages.update_one({"_id": message_id}, {"$set": {"status_queued": True},
+                                                             "$unset": {"receipt_at": ""}})
 
     async def status_written(self, message_id: str) -> bool:
         doc = await self.messages.find_one({"_id": message_id}, {"status_written": 1})
