@@ -4,6 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
 .PHONY: help setup test test-stress lint typecheck unit integration e2e demo bench compose-test \
+	compose-build \
 	update-uv screenshots \
 	clean
 
@@ -13,6 +14,7 @@ help:
 	@echo "make bench   benchmark the gateway and the outbound pipeline"
 	@echo "make compose-test   build the images, run the sandbox stack in Docker with 3 senders"
 	@echo "                    and check it end to end (needs a Docker API; docs/deploy.md)"
+	@echo "make compose-build  only build those images"
 	@echo "make test-stress    the whole suite while stress-ng keeps every core busy"
 	@echo "make screenshots    the console's pages, from the browser tests, into docs/screenshots"
 	@echo "make unit | integration | e2e | lint | typecheck"
@@ -83,6 +85,10 @@ bench: setup
 # naming what is missing. Builds, runs and always removes its own project (down -v).
 compose-test: setup
 	$(RUN) python -m castghl.sandbox.compose
+
+# The compose test's images alone (compose-test builds them again, from the cache).
+compose-build: setup
+	$(RUN) python -m castghl.sandbox.compose --build-only
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache var

@@ -11,6 +11,8 @@ twice. It prints a table of the counts, always tears the stack down (`down -v`) 
 non-zero on any failure.
 
     python -m castghl.sandbox.compose [--senders 3] [--burst 40] [--kill-burst 150] [--keep]
+    python -m castghl.sandbox.compose --build-only     (the images alone: CI builds them
+                                                        while the tests run)
 
 The cases, firing, waiting and the table are `castghl.sandbox.scenarios`, which the demo
 plays on processes; driving and observing go through `ComposeBridge`, a
@@ -124,7 +126,7 @@ class Compose:
         return sorted(line for line in out.split() if line)
 
 
-def preflight(compose: Compose) -> None:
+def preflight(compose: Compose, *, ports: bool = True) -> None:
     """Fail before building anything, with the reason and what to do about it."""
     if shutil.which(compose.docker) is None:
         raise ComposeTestError("the docker CLI is not installed")
@@ -138,7 +140,7 @@ def preflight(compose: Compose) -> None:
         check=False, stdin=subprocess.DEVNULL)
     if version.returncode != 0:
         raise ComposeTestError("the Docker Compose v2 plugin (`docker compose`) is missing")
-    busy = [f"{name} :{port}" for name, port in PORTS.items() if _port_taken(port)]
+    busy = [f"{name} :{port}" for name, port in PORTS.items() if ports and _port_taken(port)]
     if busy:
         raise ComposeTestError(
             f"127.0.0.1 ports in use: {', '.join(busy)} — the sandbox stack publishes these; "
@@ -501,6 +503,27 @@ def timed(say: Callable[[str], None], what: str, figures: dict[str, float]) -> I
         say(f"   {what}: {figures[what]:.1f} s")
 
 
+def build(compose: Compose, log: Path) -> None:
+    # One build at a time: parallel classic (non-BuildKit) builds race on the shared
+    # `build` stage and may store it twice, after which a dependency layer can miss the
+    # cache. Serial is also faster on two cores (the shared stage is built once).
+    compose.run_logged(log, "build", serial=True)
+
+
+def build_only(root: Path, say: Callable[[str], None]) -> bool:
+    compose = Compose(root)
+    preflight(compose, ports=False)
+    log = root / "var" / "compose-build" / "build.log"
+    figures: dict[str, float] = {}
+    try:
+        with timed(say, f"build images (output: {log})", figures):
+            build(compose, log)
+    except subprocess.CalledProcessError as exc:
+        say(f"FAILED: `{' '.join(exc.cmd[1:4])} … {exc.cmd[-1]}` exited {exc.returncode}")
+        return False
+    return True
+
+
 def run(root: Path, plan: Plan, say: Callable[[str], None]) -> bool:
     compose = Compose(root)
     preflight(compose)
@@ -509,11 +532,8 @@ def run(root: Path, plan: Plan, say: Callable[[str], None]) -> bool:
     try:
         logs = root / "var" / "compose-test"
         say(f"(build, up and down output: {logs})")
-        # One build at a time: parallel classic (non-BuildKit) builds race on the shared
-        # `build` stage and may store it twice, after which a dependency layer can miss
-        # the cache. Serial is also faster on two cores (the shared stage is built once).
         with timed(say, "build images", figures):
-            compose.run_logged(logs / "build.log", "build", serial=True)
+            build(compose, logs / "build.log")
         with timed(say, f"up with {plan.senders} senders, until all are healthy", figures):
             compose.run_logged(logs / "up.log", "up", "-d", "--scale", f"sender={plan.senders}",
                                "--wait", "--wait-timeout", "300")
@@ -659,6 +679,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mongo-down", type=float, default=MONGO_DOWN_SECONDS,
                         help="seconds Mongo stays stopped mid-burst (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="leave the stack up afterwards")
+    parser.add_argument("--build-only", action="store_true",
+                        help="build the images and stop (the test builds them again from "
+                             "the cache)")
     parser.add_argument("--root", type=Path, default=Path.cwd(),
                         help="the repository (holds docker-compose.yaml)")
     args = parser.parse_args(argv)
@@ -668,11 +691,18 @@ def main(argv: list[str] | None = None) -> None:
         print(text, flush=True)
 
     try:
-        ok = run(args.root.resolve(), Plan(args.senders, args.burst, args.kill_burst,
-                                           args.outage_burst, args.keep, args.mongo_down), say)
+        if args.build_only:
+            ok = build_only(args.root.resolve(), say)
+        else:
+            ok = run(args.root.resolve(), Plan(args.senders, args.burst, args.kill_burst,
+                                               args.outage_burst, args.keep, args.mongo_down),
+                     say)
     except ComposeTestError as exc:
         print(f"compose-test: {exc}", file=sys.stderr)
         sys.exit(2)
+    if args.build_only:
+        print("images built" if ok else "IMAGE BUILD FAILED")
+        sys.exit(0 if ok else 1)
     print("compose test passed" if ok else "COMPOSE TEST FAILED")
     sys.exit(0 if ok else 1)
 
