@@ -15,10 +15,13 @@ from .conftest import RunningGateway
 from .test_provider_outbound import PATH, webhook
 
 TRICKLERS = 200
-SHORT_LIMIT = 1.0  # seconds, for the head and body timeouts of these tests
+# Seconds, for the head and body timeouts where a test waits for them to strike. Where
+# an answer must come before them (413), they stay as deployed: a crowd of 200 on a
+# loaded machine can hold the event loop longer than a short limit, and the timer would
+# answer first.
+SHORT_LIMIT = 3.0
 
 
-@pytest.fixture(autouse=True)
 def short_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("castghl.common.serve.HEAD_TIMEOUT_SECONDS", SHORT_LIMIT)
     monkeypatch.setattr("castghl.gateway.intake.BODY_TIMEOUT_SECONDS", SHORT_LIMIT)
@@ -48,7 +51,10 @@ async def healthy_webhooks(gateway: RunningGateway, n: int) -> list[int]:
      b"content-length: 60000\r\n\r\n{", b"408"),
 ], ids=["trickled-head", "declared-too-large", "trickled-body"])
 async def test_tricklers_are_cut_off_and_healthy_webhooks_answered_meanwhile(
-        gateway: RunningGateway, start: bytes, answer: bytes) -> None:
+        gateway: RunningGateway, start: bytes, answer: bytes,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if answer == b"408":
+        short_limits(monkeypatch)
     stop = asyncio.Event()
     slow = await crowd(gateway.url, start, stop)
     try:

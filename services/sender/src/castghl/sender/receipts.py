@@ -192,10 +192,9 @@ class ReceiptDesk:
         owns the lane (only its owner asks Cast), so the desk starts with a round, which
         takes up checks a previous owner left due."""
         self._on_duty_until = self.clock() + self.duty_seconds
-        if self._runner is None:
-            log.info("this replica owns the Cast lane now (sms.outbound has one active "
-                     "consumer at a time)")
         if self._runner is None or self._runner.done():
+            log.info("this replica owns the Cast lane now (sms.outbound has one active "
+                     "consumer at a time): receipt desk on duty")
             self._next = self.clock()
             self._runner = asyncio.create_task(self._run(), name="receipt-desk")
 
