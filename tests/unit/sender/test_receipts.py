@@ -208,7 +208,7 @@ async def test_the_desk_asks_while_on_duty_and_stops_after() -> None:
                           ticks=FakeTicks(every=0.2), final=h.desk.final, policy=policy)
     h.pipeline.receipts = h.desk
     h.store.clock = time.time
-    h.desk.on_duty()
+    h.desk.on_duty(lambda: True)
     await h.settled.process(sms(), attempt=1)
     try:
         deadline = time.monotonic() + 30
@@ -294,3 +294,18 @@ async def test_cast_not_answering_a_read_leaves_the_message_due(
     h.cast.read_error = None
     await h.desk.round()
     assert h.status() == ("delivered", None, None)
+
+
+async def test_a_desk_whose_lane_channel_closed_asks_nothing_more() -> None:
+    # After a reconnect another replica may own the lane: its sends are not this lane's.
+    h = Harness()
+    open_ = True
+    await h.settled.process(sms(), attempt=1)
+    h.clock.now += 10  # its first check is due
+    h.desk.on_duty(lambda: open_)
+    open_ = False
+    runner = h.desk._runner  # the task itself is what is observed
+    assert runner is not None
+    await asyncio.wait_for(runner, timeout=30)
+    assert h.cast.reads == []
+    assert await h.next_check() == (1, 0)  # still due, for whoever owns the lane

@@ -90,6 +90,14 @@ async def undecoded(message: RabbitMessage) -> RabbitMessage:
     return message
 
 
+def channel_open(message: RabbitMessage) -> Callable[[], bool]:
+    """Whether the AMQP channel `message` came on is still open. A single active consumer
+    whose channel closed has lost its turn: after the reconnect another replica may hold
+    it, and only a new delivery says otherwise."""
+    channel = message.raw_message.channel
+    return lambda: not channel.is_closed
+
+
 def attempt_of(message: RabbitMessage) -> int:
     """1 for a first delivery; tiers carry the count forward in a header."""
     try:

@@ -46,7 +46,7 @@ from castghl.common.messages import (
 )
 from castghl.common.oauth_client import OAuthClient, OAuthTimings
 from castghl.common.topology import KIND_HEADER, RECEIPT_CHECK
-from castghl.common.worker import Delivery, Settler, undecoded
+from castghl.common.worker import Delivery, Settler, channel_open, undecoded
 from castghl.sender.channels import Channels
 from castghl.sender.credits import CreditPolicy, CreditWatch
 from castghl.sender.final import FinalStatuses
@@ -174,7 +174,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
                        channel=Channel(prefetch_count=settings.cast_lane_concurrency,
                                        on_return_raises=True))
     async def on_outbound(message: Delivery) -> None:
-        desk.on_duty()
+        desk.on_duty(channel_open(message))
         if message.headers.get(KIND_HEADER) == RECEIPT_CHECK:
             await receipt_checks.run(message, ReceiptCheck, desk.check)
         else:

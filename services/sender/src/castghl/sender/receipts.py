@@ -20,8 +20,9 @@ The schedule lives in Mongo, so a check costs no broker message and no write of 
 receipts are awaited, one small message at a time waits in a delay tier of the lane's
 queue (`LaneTicks`) and comes back to whoever owns the lane. It keeps the owner's desk on
 duty, and if the owner dies it reaches the next owner, whose desk then takes up every due
-message from the record. A desk that has had no lane delivery for `duty_seconds` stops
-(its process no longer owns the lane, or has nothing left to ask).
+message from the record. A desk stops when the channel of its last lane delivery closes
+(after a reconnect the lane may be another replica's) or when no lane delivery came for
+`duty_seconds`.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ class ReceiptDesk:
         self.duty_seconds = TICKS_TO_DUTY * ticks.every
         self._next: float | None = None  # the earliest moment a check may be due
         self._on_duty_until = 0.0
+        self._lane_open: Callable[[], bool] = lambda: False
         self._tick_back_by = 0.0  # until then, the tick last sent is still on its way
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -187,11 +189,14 @@ class ReceiptDesk:
         self._soon(self.clock())
         return Done()
 
-    def on_duty(self) -> None:
-        """Called on every delivery of the Cast lane: the first one means this process
-        owns the lane (only its owner asks Cast), so the desk starts with a round, which
-        takes up checks a previous owner left due."""
+    def on_duty(self, lane_open: Callable[[], bool]) -> None:
+        """Called on every delivery of the Cast lane, with whether the channel it came on
+        is still open: the first one means this process owns the lane (only its owner
+        asks Cast), so the desk starts with a round, which takes up checks a previous
+        owner left due. The desk stops when that channel closes: after a reconnect the
+        lane may be another replica's, whose sends a read from here would not wait for."""
         self._on_duty_until = self.clock() + self.duty_seconds
+        self._lane_open = lane_open
         if self._runner is None or self._runner.done():
             log.info("this replica owns the Cast lane now (sms.outbound has one active "
                      "consumer at a time): receipt desk on duty")
@@ -225,7 +230,7 @@ class ReceiptDesk:
     # --- the desk -------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while (now := self.clock()) < self._on_duty_until:
+        while (now := self.clock()) < self._on_duty_until and self._lane_open():
             if self._next is None or self._next > now:
                 until = min(self._on_duty_until, self._next or self._on_duty_until)
                 self._wake.clear()
@@ -243,7 +248,7 @@ class ReceiptDesk:
                 self._soon(self.clock() + TROUBLE_PAUSE_SECONDS)
                 continue
             await asyncio.sleep(self.round_gap)
-        log.info("receipt desk off duty: no Cast lane delivery lately")
+        log.info("receipt desk off duty: no Cast lane delivery lately, or its channel closed")
 
     async def round(self) -> float | None:
         """Ask Cast about every message due; returns when the next check comes due."""
