@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from castghl.common.crypto import generate_key
+from castghl.common.serve import STARTUP_FAILURE
 from castghl.common.settings import BrokerSettings
 from castghl.common.topology import Topology
 from castghl.sandbox import infra, oracle
@@ -41,6 +42,11 @@ from castghl.sandbox.server import free_port
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 45.0
+# A service whose start-up failed is started again this many times, as the deployment's
+# supervisor does (docker-compose.yaml: `restart: unless-stopped`). Seen once in CI:
+# RabbitMQ 3.10 answered two senders registering on the single-active-consumer quorum
+# queue at the same moment with INTERNAL_ERROR, closing one's connection mid-start-up.
+START_RETRIES = 1
 _PARTS_SENT = re.compile(r"^castghl_cast_parts_sent_total\s+([0-9.e+]+)$", re.M)
 _IN_FLIGHT = re.compile(r"^castghl_in_flight\{[^}]*\}\s+([0-9.e+-]+)$", re.M)
 # How often `wait_quiet` looks; two equal idle looks in a row mean quiet.
@@ -108,8 +114,15 @@ class Process:
         assert self.popen is not None
         assert self.url is not None
         deadline = time.monotonic() + timeout
+        retries = START_RETRIES
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
+                if self.popen.returncode == STARTUP_FAILURE and retries > 0:
+                    retries -= 1
+                    print(f"[stack] {self.name} failed its start-up; started again, as its "
+                          f"supervisor would:\n{self.log_tail(5)}", file=sys.stderr)
+                    self.start()
+                    continue
                 raise StackError(f"{self.name} exited with {self.popen.returncode}:\n"
                                  f"{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
