@@ -51,6 +51,13 @@ async def test_nothing_is_reported_until_the_carrier_answers_then_delivered() ->
 
 async def test_the_first_check_is_due_the_first_delay_after_the_send() -> None:
     h = Harness(receipts=THREE_CHECKS)
+    acquire = h.lane.acquire
+
+    async def slow_lane(*args: object, **kwargs: object) -> None:
+        h.clock.now += 5  # the message waited in the lane behind other sends
+        await acquire(*args, **kwargs)  # type: ignore[arg-type]
+
+    h.lane.acquire = slow_lane  # type: ignore[method-assign]
     await h.settled.process(sms(), attempt=1)
     assert await h.next_check() == (1, 10)
     h.clock.now += 9.9

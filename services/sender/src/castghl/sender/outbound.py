@@ -154,17 +154,16 @@ class OutboundPipeline:
         if record.status is not None:
             log.info("duplicate delivery of a decided message", extra={"status": record.status})
             return await self.final.hand_over(record)
-        # Accepted is not delivered (invariant 9): the carrier's receipts decide. The
-        # write recording the last part accepted also records when to ask first.
-        receipts_at = self.receipts.first_check()
         try:
-            parts = await self._send(message, record, location, receipts_at)
+            parts = await self._send(message, record, location)
         except BridgeError as error:
             return await self._failed(message, error)
         # One INFO line per message here and one at its decision (final.py): the parts'
         # Cast ids are at DEBUG, and in the message's record (the console's timeline).
         log.info("Cast accepted the message", extra={"parts": parts})
-        await self.receipts.expect(receipts_at)
+        # Accepted is not delivered (invariant 9): the carrier's receipts decide. The write
+        # recording the last part accepted also recorded when to ask first.
+        await self.receipts.expect(self.receipts.first_check())
         return Done()
 
     def _cast_key(self, location: LocationSettings) -> str:
@@ -176,7 +175,7 @@ class OutboundPipeline:
                              user_message=NOT_SET_UP)
 
     async def _send(self, message: OutboundSms, record: MessageRecord,
-                    location: LocationSettings, receipts_at: float) -> int:
+                    location: LocationSettings) -> int:
         """Send every part not yet accepted; how many parts the message has."""
         # A message already on its way when the location was stopped is finished, not cut.
         if location.stopped and not record.parts:
@@ -196,9 +195,8 @@ class OutboundPipeline:
             if record.maybe_sent(n) and not self.policy.idempotency:
                 raise UncertainError(f"part {n} was in flight when the last attempt stopped")
             request = CastSendRequest(to=todo.to, message=text, sender_id=sender_id)
-            last = n == len(todo.parts) - 1
             await self._send_part(message.message_id, n, request, api_key, location,
-                                  channel=channel, receipts_at=receipts_at if last else None)
+                                  channel=channel, last=n == len(todo.parts) - 1)
         return len(todo.parts)
 
     async def _check_consent(self, location_id: str, to: PhMobile, api_key: str,
@@ -216,7 +214,7 @@ class OutboundPipeline:
 
     async def _send_part(self, message_id: str, n: int, request: CastSendRequest,
                          api_key: str, location: LocationSettings, *,
-                         channel: Channel, receipts_at: float | None) -> None:
+                         channel: Channel, last: bool) -> None:
         sent = Sent(request.to, channel, location.cast_key)
         for _ in range(MAX_RATE_LIMITED_IN_A_ROW):
             # Without Cast's idempotency a part whose answer was lost must never be sent
@@ -242,7 +240,9 @@ class OutboundPipeline:
                 log.warning("Cast rate limit hit; lane paused",
                             extra={"retry_after": limited.retry_after})
                 continue
-            # Cast took it: without this record a retry would send it again.
+            # Cast took it: without this record a retry would send it again. The last part's
+            # record also says when to ask for receipts: the first delay after this send.
+            receipts_at = self.receipts.first_check() if last else None
             await outlast(partial(self.store.part_accepted, message_id, n, answer.message_id,
                                   sent, receipts_at=receipts_at), what="part_accepted")
             SENT_PARTS.inc()
