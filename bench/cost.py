@@ -49,6 +49,7 @@ CAST_KNOBS: dict[str, Any] = {"rate_per_second": 100_000.0, "burst": 100_000,
                               "dlr_delay_seconds": 5.0}
 GHL_KNOBS: dict[str, Any] = {"rate_limit_max": 1_000_000}
 SENDER_ENV = {"CAST_RATE_LIMIT_PER_SECOND": f"{LIFTED:g}", "CAST_RATE_BURST": "10000",
+              "CAST_KEY_RATE_LIMIT_PER_SECOND": f"{LIFTED:g}",
               "GHL_LOCATION_CALLS_PER_10S": "100000"}
 MEASURED = ("gateway", "sender-1", "oauth")
 
@@ -91,6 +92,29 @@ def _wait_final(stack: Stack, ids: set[str]) -> dict[str, dict[str, Any]]:
                 time.monotonic() > deadline):
             return held
         time.sleep(1.0)
+
+
+def _phases(stack: Stack, held: dict[str, dict[str, Any]], start: float) -> dict[str, float]:
+    """Seconds from the first webhook of the burst to its first and last Cast send and
+    to its last status written: where a slow burst spends its time."""
+    sends = [entry["at"] - start for entry in stack.cast_sent() if entry["at"] >= start]
+    written = [seconds(message["statuses"][-1]["at"]) - start for message in held.values()
+               if message["statuses"]]
+    return {"first send": min(sends, default=0.0), "last send": max(sends, default=0.0),
+            "last status": max(written, default=0.0)}
+
+
+def _bulk_writes(metrics: str) -> dict[str, float]:
+    """Gathered writes per bulk write, by collection, from the sender's /metrics text."""
+    counts: dict[str, dict[str, float]] = {}
+    for line in metrics.splitlines():
+        for kind in ("round_trips", "writes"):
+            prefix = f"castghl_mongo_bulk_{kind}_total{{collection=\""
+            if line.startswith(prefix):
+                name, _, value = line[len(prefix):].partition("\"} ")
+                counts.setdefault(name, {})[kind] = float(value)
+    return {name: c.get("writes", 0.0) / c["round_trips"] for name, c in counts.items()
+            if c.get("round_trips")}
 
 
 def _idle_latency(stack: Stack) -> tuple[list[float], set[str]]:
@@ -140,6 +164,9 @@ def run(rabbitmq_url: str, mongo: Infra, workdir: Path, *, messages: int = MESSA
             held = _wait_final(stack, set(ids))
             elapsed = time.monotonic() - started
             after = _cpu(pids)
+            phases = _phases(stack, held, time.time() - elapsed)
+            bulk = _bulk_writes(httpx.get(f"{stack.processes['sender-1'].url}/metrics",
+                                          timeout=10).text)
             rss = {name: (rss_mb(pid), rss_mb(pid, "VmHWM")) for name, pid in pids.items()}
     finally:
         rabbit.delete_queues(rabbitmq_url, Topology(prefix=stack.queue_prefix))
@@ -153,6 +180,8 @@ def run(rabbitmq_url: str, mongo: Infra, workdir: Path, *, messages: int = MESSA
         "ghl_statuses": statuses,
         "status_writes_over_one": sum(1 for m in held.values() if len(m["statuses"]) > 1),
         "cpu_s_per_1000": per_1000,
+        "phases_s": phases,
+        "mongo_bulk": bulk,
         "counted": list(counted),
         "total_cpu_s_per_1000": sum(per_1000[name] for name in counted),
         "idle_ms": {"samples": len(latencies), "p50": cuts[49], "p99": cuts[98],
@@ -163,6 +192,7 @@ def run(rabbitmq_url: str, mongo: Infra, workdir: Path, *, messages: int = MESSA
                                                "after 5 s",
                              "sender": f"CAST_RATE_LIMIT_PER_SECOND={LIFTED:g}, "
                                        "CAST_RATE_BURST=10000, "
+                                       f"CAST_KEY_RATE_LIMIT_PER_SECOND={LIFTED:g}, "
                                        "GHL_LOCATION_CALLS_PER_10S=100000"},
     }
 
@@ -190,6 +220,10 @@ def render(result: dict[str, Any]) -> str:
                                         f"{result['webhook_answers']}"),
             ("GHL final statuses", f"{result['ghl_statuses']}; more than one status "
                                    f"write: {result['status_writes_over_one']}"),
+            ("burst phases", ", ".join(f"{name} {at:.1f} s" for name, at in
+                                       result["phases_s"].items())),
+            ("writes per bulk write", ", ".join(f"{name} {per:.1f}" for name, per in
+                                                result["mongo_bulk"].items())),
             ("total CPU-s per 1,000 SMS", f"{total:.2f} (target <= {targets['total']:g}; "
                                           f"{total / targets['total']:.1f}x the target)"),
             ("idle webhook 200 -> Cast call", f"p50 {idle['p50']:.1f} ms, p99 "
