@@ -627,8 +627,9 @@ async def test_a_part_is_accepted_and_a_message_decided_once_for_usage(
         messages: MessageStore) -> None:
     await messages.claim(sms("m1"))
     await messages.part_sending("m1", 0, Sent(PhMobile.parse("+639171234567")))
-    assert await messages.part_accepted("m1", 0, "CAST-A", SENT)
-    assert not await messages.part_accepted("m1", 0, "CAST-A", SENT)
+    await messages.part_accepted("m1", 0, "CAST-A", SENT)
+    await messages.part_accepted("m1", 0, "CAST-B", SENT)  # a replay changes nothing
+    assert (await messages.claim(sms("m1"))).parts[0].cast_message_id == "CAST-A"
     assert (await messages.decide("m1", "delivered", None)).decided_now
     assert not (await messages.decide("m1", "failed", FAILED)).decided_now
 

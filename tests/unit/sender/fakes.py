@@ -95,17 +95,15 @@ class MemoryMessageStore:
         self._sent(record, sent)
 
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str,
-                            sent: store.Sent, *, receipts_at: float | None = None) -> bool:
+                            sent: store.Sent, *, receipts_at: float | None = None) -> None:
         if (record := self.records.get(message_id)) is None:
-            return False
+            return
         part = record.parts.setdefault(n, Part("sending"))
-        first = part.state != "accepted"
-        if first:
+        if part.state != "accepted":
             part.state, part.cast_message_id = "accepted", cast_message_id
             self._sent(record, sent)
             if receipts_at:
                 record.receipt_check, self.receipt_at[message_id] = 1, receipts_at
-        return first
 
     async def receipts_due_now(self, message_id: str, check: int, now: float) -> None:
         record = self.records.get(message_id)

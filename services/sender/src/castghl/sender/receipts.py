@@ -270,8 +270,8 @@ class ReceiptDesk:
                 log.warning("Cast did not answer a receipt look-up; asking again shortly",
                             extra={"error_code": error.code})
                 return now + TROUBLE_PAUSE_SECONDS
-            for record in records:
-                await self._settle(record, found)
+            # Settled side by side: their writes share round trips (castghl.common.bulk).
+            await asyncio.gather(*(self._settle(record, found) for record in records))
         if len(due) >= ROUND_LIMIT:
             return now  # a full round: there is more due right now
         return await self.store.next_receipt_at()

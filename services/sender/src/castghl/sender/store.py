@@ -24,6 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from castghl.common.bulk import BulkWrites
 from castghl.common.cast.models import Channel
 from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
@@ -109,9 +110,9 @@ class MessageStore(Protocol):
     async def claim(self, sms: OutboundSms) -> MessageRecord: ...
     async def part_sending(self, message_id: str, n: int, sent: Sent) -> None: ...
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str,
-                            sent: Sent, *, receipts_at: float | None = None) -> bool:
-        """Record Cast's acceptance; true only the first time. With `receipts_at` (the
-        last part), the first receipt check comes due then."""
+                            sent: Sent, *, receipts_at: float | None = None) -> None:
+        """Record Cast's acceptance (once: a repeat changes nothing). With `receipts_at`
+        (the last part), the first receipt check comes due then."""
         ...
     async def receipts_due_now(self, message_id: str, check: int, now: float) -> None: ...
     async def due_receipts(self, now: float, limit: int) -> list[MessageRecord]: ...
@@ -150,8 +151,12 @@ def _record(doc: dict[str, Any]) -> MessageRecord:
 
 
 class MongoMessageStore:
+    """Steps that need no answer from the write go through `BulkWrites`: messages in
+    flight together share their round trips. Compare-and-sets and reads go alone."""
+
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.messages: AsyncCollection[dict[str, Any]] = db["messages"]
+        self.bulk = BulkWrites(self.messages)
 
     async def ensure_indexes(self) -> None:
         await self.messages.create_index("expires_at", expireAfterSeconds=0)
@@ -177,37 +182,34 @@ class MongoMessageStore:
             "receipt_check": 0, "created_at": now,
             "expires_at": now + RETENTION,
         }
-        try:
-            await self.messages.insert_one(fresh)
+        if await self.bulk.insert(fresh):
             return _record(fresh)
-        except DuplicateKeyError:
-            doc = await self.messages.find_one({"_id": sms.message_id})
+        doc = await self.messages.find_one({"_id": sms.message_id})
         if doc is None:  # expired between the two calls: it is new again
             return await self.claim(sms)
         return _record(doc)
 
     async def part_sending(self, message_id: str, n: int, sent: Sent) -> None:
-        await self.messages.update_one(
+        await self.bulk.update(
             {"_id": message_id},
             {"$set": {f"parts.{n}.state": "sending", **sent.fields(time.time())},
              "$inc": {f"parts.{n}.attempts": 1}})
 
     async def part_accepted(self, message_id: str, n: int, cast_message_id: str,
-                            sent: Sent, *, receipts_at: float | None = None) -> bool:
+                            sent: Sent, *, receipts_at: float | None = None) -> None:
         # With idempotency a part has no "sending" state before its call: `$in` with None
         # matches a missing field on MongoDB and on the emulator alike.
         now = time.time()
         due = {"receipt_check": 1, "receipt_at": receipts_at} if receipts_at else {}
-        result = await self.messages.update_one(
+        await self.bulk.update(
             {"_id": message_id, f"parts.{n}.state": {"$in": ["sending", None]}},
             {"$set": {f"parts.{n}.state": "accepted", f"parts.{n}.cast_id": cast_message_id,
                       f"parts.{n}.accepted_ts": now, **sent.fields(now), **due}})
-        return result.modified_count == 1
 
     async def receipts_due_now(self, message_id: str, check: int, now: float) -> None:
         """A check of the one-message-per-check scheme (senders before receipts were kept
         in the record) came due: the message's receipts are due now, at that check."""
-        await self.messages.update_one(
+        await self.bulk.update(
             {"_id": message_id, "status": None, "receipt_at": {"$exists": False}},
             {"$set": {"receipt_check": check, "receipt_at": now}})
 
@@ -228,7 +230,7 @@ class MongoMessageStore:
                             at: float) -> None:
         """A look-up that did not decide: keep what it read, and when check number `check`
         comes due (one write)."""
-        await self.messages.update_one({"_id": message_id, "status": None}, {"$set": {
+        await self.bulk.update({"_id": message_id, "status": None}, {"$set": {
             **_receipt_fields(receipts, time.time()), "receipt_check": check,
             "receipt_at": at}})
 
@@ -254,8 +256,8 @@ class MongoMessageStore:
 
     async def status_queued(self, message_id: str) -> None:
         """The decided status is on its way to GHL: no receipt check is left to answer."""
-        await self.messages.update_one({"_id": message_id}, {"$set": {"status_queued": True},
-                                                             "$unset": {"receipt_at": ""}})
+        await self.bulk.update({"_id": message_id}, {"$set": {"status_queued": True},
+                                                     "$unset": {"receipt_at": ""}})
 
     async def status_written(self, message_id: str) -> bool:
         doc = await self.messages.find_one({"_id": message_id}, {"status_written": 1})
@@ -287,14 +289,14 @@ class MongoMessageStore:
         return "done" if doc.get("status_written") else "busy"
 
     async def release_status_write(self, message_id: str) -> None:
-        await self.messages.update_one({"_id": message_id, "status_written": {"$ne": True}},
-                                       {"$set": {"status_lease_ts": 0.0}})
+        await self.bulk.update({"_id": message_id, "status_written": {"$ne": True}},
+                               {"$set": {"status_lease_ts": 0.0}})
 
     async def mark_status_written(self, message_id: str) -> None:
         now = time.time()
-        await self.messages.update_one({"_id": message_id},
-                                       {"$set": {"status_written": True, "written_ts": now,
-                                                 "updated_ts": now}})
+        await self.bulk.update({"_id": message_id},
+                               {"$set": {"status_written": True, "written_ts": now,
+                                         "updated_ts": now}})
 
     async def locations_that_texted(self, to: PhMobile, since: float) -> list[str]:
         """The locations that sent to `to` since `since` (epoch seconds), latest first."""
@@ -528,6 +530,7 @@ class MongoUsage:
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.usage: AsyncCollection[dict[str, Any]] = db[USAGE_COLLECTION]
+        self.bulk = BulkWrites(self.usage)
 
     async def ensure_indexes(self) -> None:
         await self.usage.create_index("expires_at", expireAfterSeconds=0)
@@ -535,7 +538,7 @@ class MongoUsage:
 
     async def add(self, location_id: str, at: float, counts: dict[str, int]) -> None:
         day = usage_day(at)
-        await self.usage.update_one(
+        await self.bulk.update(
             {"_id": f"{location_id}:{day}"},
             {"$inc": counts,
              "$setOnInsert": {"location_id": location_id, "day": day,

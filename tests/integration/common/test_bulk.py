@@ -1,0 +1,79 @@
+"""`BulkWrites` on a real Mongo wire server: concurrent callers share round trips, and
+each still gets its own answer — its write done, its duplicate, its error."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
+
+from castghl.common.bulk import BulkWrites
+
+Collection = AsyncCollection[dict[str, Any]]
+
+
+@pytest.fixture
+async def things(mongo_uri: str) -> AsyncIterator[Collection]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+    try:
+        yield client.get_default_database()["things"]
+    finally:
+        await client.close()
+
+
+async def test_writes_asked_together_share_one_round_trip(things: Collection) -> None:
+    bulk = BulkWrites(things)
+    inserted = await asyncio.gather(*(bulk.insert({"_id": f"m{n}", "n": 0}) for n in range(100)))
+    await asyncio.gather(*(bulk.update({"_id": f"m{n}"}, {"$inc": {"n": n}})
+                           for n in range(100)))
+
+    assert inserted == [True] * 100
+    assert bulk.round_trips == 2
+    assert {doc["_id"]: doc["n"] async for doc in things.find({})} == {
+        f"m{n}": n for n in range(100)}
+
+
+async def test_writes_asked_while_one_is_on_its_way_go_together_next(things: Collection) -> None:
+    bulk = BulkWrites(things)
+    first = asyncio.ensure_future(bulk.insert({"_id": "first"}))
+    await asyncio.sleep(0)  # the first bulk write leaves alone
+    rest = [bulk.insert({"_id": f"m{n}"}) for n in range(50)]
+
+    assert await asyncio.gather(first, *rest) == [True] * 51
+    assert bulk.round_trips == 2
+
+
+async def test_a_duplicate_and_an_error_answer_their_callers_only(things: Collection) -> None:
+    await things.insert_one({"_id": "taken", "n": "text"})
+    bulk = BulkWrites(things)
+
+    answers = await asyncio.gather(
+        bulk.insert({"_id": "new"}), bulk.insert({"_id": "taken"}),
+        bulk.update({"_id": "taken"}, {"$inc": {"n": 1}}),  # $inc on a string
+        bulk.update({"_id": "new"}, {"$set": {"n": 1}}), return_exceptions=True)
+
+    assert answers[:2] == [True, False]
+    assert isinstance(answers[2], OperationFailure)
+    assert answers[3] is None
+    assert bulk.round_trips == 1
+    assert await things.find_one({"_id": "new"}) == {"_id": "new", "n": 1}
+
+
+async def test_a_failed_round_trip_fails_every_caller_in_it_and_the_next_one_goes() -> None:
+    # Nothing listens on port 9: server selection gives up quickly.
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        "mongodb://127.0.0.1:9/x", serverSelectionTimeoutMS=300)
+    try:
+        bulk = BulkWrites(client.get_default_database()["things"])
+        answers = await asyncio.gather(bulk.insert({"_id": 1}), bulk.update({"_id": 2}, {
+            "$set": {"n": 1}}), return_exceptions=True)
+        assert all(isinstance(answer, ServerSelectionTimeoutError) for answer in answers)
+        with pytest.raises(ServerSelectionTimeoutError):
+            await bulk.insert({"_id": 4})  # a new round trip, not a stuck queue
+    finally:
+        await client.close()
