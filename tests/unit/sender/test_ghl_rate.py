@@ -49,6 +49,45 @@ async def test_replicas_together_never_exceed_100_calls_in_any_10_seconds() -> N
     assert len(admitted) >= 20 + 8 * 60 - 1
 
 
+class CountedSchedules(MemorySchedules):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def tat(self, key: str) -> int | None:
+        self.calls += 1
+        return await super().tat(key)
+
+    async def swap(self, key: str, old: int | None, new: int) -> bool:
+        self.calls += 1
+        return await super().swap(key, old, new)
+
+
+async def test_callers_asking_at_once_are_admitted_by_one_read_and_one_swap() -> None:
+    time, schedules = VirtualTime(), CountedSchedules()
+    limit = rate(schedules, time)
+    start = time.now
+
+    await time.run(*(asyncio.ensure_future(limit.acquire("loc1")) for _ in range(20)))
+
+    assert (time.now, schedules.calls) == (start, 2)  # the burst: all at once
+    late = [asyncio.ensure_future(limit.acquire("loc1")) for _ in range(8)]
+    await time.run(*late)
+    assert time.now == pytest.approx(start + 1.0)  # then 8 calls a second
+
+
+async def test_a_caller_that_gives_up_waiting_leaves_the_others_their_turn() -> None:
+    time, schedules = VirtualTime(), MemorySchedules()
+    limit = rate(schedules, time)
+    await time.run(*(asyncio.ensure_future(limit.acquire("loc1")) for _ in range(20)))
+    first, second = (asyncio.ensure_future(limit.acquire("loc1")) for _ in range(2))
+    await asyncio.sleep(0)
+    first.cancel()
+    await time.run(second)
+    assert second.done()
+    assert not second.cancelled()
+
+
 async def test_one_location_using_up_its_limit_does_not_slow_another() -> None:
     time, schedules = VirtualTime(), MemorySchedules()
     limit = rate(schedules, time)

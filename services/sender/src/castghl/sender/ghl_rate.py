@@ -29,7 +29,6 @@ from typing import Protocol
 from prometheus_client import Counter
 
 from castghl.common.errors import RateLimited
-from castghl.sender.locks import KeyedLocks
 from castghl.sender.tokens import Tokens
 
 log = logging.getLogger(__name__)
@@ -81,31 +80,83 @@ class LocationRate:
         self.max_wait = max_wait
         self.clock = clock
         self.sleep = sleep
-        # Callers of one replica take turns per location: they would only collide on the
-        # compare-and-set, and each collision costs another round trip to Mongo.
-        self.turns = KeyedLocks()
+        # Callers of one replica for one location queue up and are admitted together, by
+        # one task per location: one read of the schedule and one compare-and-set let
+        # every caller go that may go now (apart, each would cost both round trips, and
+        # they would collide on the compare-and-set).
+        self._queues: dict[str, list[asyncio.Future[None]]] = {}
+        self._admitting: dict[str, asyncio.Task[None]] = {}
 
     async def acquire(self, location_id: str) -> None:
         """Return when a call for the location may go; raise RateLimited if that is
         further off than `max_wait`."""
-        async with self.turns.hold(location_id):
-            waited = False
-            while True:
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
+        self._queues.setdefault(location_id, []).append(turn)
+        if location_id not in self._admitting:
+            self._admitting[location_id] = loop.create_task(self._admit(location_id))
+        await turn
+
+    async def _admit(self, location_id: str) -> None:
+        queue = self._queues[location_id]
+        waited: set[asyncio.Future[None]] = set()
+        try:
+            while queue := [turn for turn in queue if not turn.done()]:
+                self._queues[location_id] = queue  # later callers join this list
                 tat = await self.schedules.tat(location_id)
-                new, wait_us = self.gcra.admit(tat, int(self.clock() * MICROS))
-                if wait_us > self.max_wait * MICROS:
-                    WAITS.labels("deferred").inc()
-                    raise RateLimited("this location's GHL rate limit is used up for now",
-                                      retry_after=wait_us / MICROS,
-                                      code="ghl_location_rate")
-                if wait_us:
-                    waited = True
+                new, admitted, wait_us = self._fit(tat, len(queue))
+                if admitted and new is not None:
+                    if await self.schedules.swap(location_id, tat, new):
+                        _go(queue[:admitted], waited)
+                elif wait_us > self.max_wait * MICROS:
+                    _defer(queue, wait_us)  # everyone queued would wait at least as long
+                else:
+                    waited.update(queue)
                     await self.sleep(wait_us / MICROS)
-                    continue
-                if await self.schedules.swap(location_id, tat, new):
-                    if waited:
-                        WAITS.labels("waited").inc()
-                    return
+                queue = self._queues[location_id]
+        except BaseException as error:
+            _abandon(self._queues[location_id], error)
+            raise
+        finally:
+            del self._queues[location_id], self._admitting[location_id]
+
+    def _fit(self, tat: int | None, wanted: int) -> tuple[int | None, int, int]:
+        """How many of `wanted` calls may go now, the schedule after them, and when none
+        may: how long until one can (microseconds)."""
+        now = int(self.clock() * MICROS)
+        new, admitted, wait_us = tat, 0, 0
+        while admitted < wanted:
+            after, wait_us = self.gcra.admit(new, now)
+            if wait_us:
+                break
+            new, admitted = after, admitted + 1
+        return new, admitted, wait_us
+
+
+def _go(turns: list[asyncio.Future[None]], waited: set[asyncio.Future[None]]) -> None:
+    for turn in turns:
+        if turn in waited:
+            WAITS.labels("waited").inc()
+        if not turn.done():
+            turn.set_result(None)
+
+
+def _defer(turns: list[asyncio.Future[None]], wait_us: int) -> None:
+    for turn in (turn for turn in turns if not turn.done()):
+        WAITS.labels("deferred").inc()
+        turn.set_exception(RateLimited("this location's GHL rate limit is used up for now",
+                                       retry_after=wait_us / MICROS, code="ghl_location_rate"))
+
+
+def _abandon(turns: list[asyncio.Future[None]], error: BaseException) -> None:
+    """The admitting task failed (Mongo) or was cancelled: so do its callers."""
+    for turn in turns:
+        if turn.done():
+            continue
+        if isinstance(error, Exception):
+            turn.set_exception(error)
+        else:
+            turn.cancel()
 
 
 class PacedTokens:
