@@ -37,6 +37,7 @@ from castghl.common.health import (
     mongo_check,
     watch_consumers,
 )
+from castghl.common.http import pooled_client
 from castghl.common.messages import (
     InboundSms,
     LocationChanged,
@@ -129,15 +130,14 @@ def create_app(settings: SenderSettings) -> FastAPI:
     suppressions = MongoSuppressions(mongo[settings.mongo_database])
     usage = MongoUsage(mongo[settings.mongo_database])
     # One pooled client per upstream, keeping alive as many connections as may be in use
-    # at once (httpx keeps 20 by default, and closes the rest after each call: a new TCP
-    # or TLS handshake per call once more are in flight).
-    cast_http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.cast_http_timeout_seconds, connect=5.0),
-        limits=_pool(settings.cast_lane_concurrency))
-    ghl_http = httpx.AsyncClient(timeout=settings.ghl_http_timeout_seconds, limits=_pool(
-        settings.status_concurrency + settings.inbound_concurrency))
+    # at once (castghl.common.http).
+    cast_http = pooled_client(
+        settings.cast_lane_concurrency,
+        timeout=httpx.Timeout(settings.cast_http_timeout_seconds, connect=5.0))
+    ghl_http = pooled_client(settings.status_concurrency + settings.inbound_concurrency,
+                             timeout=settings.ghl_http_timeout_seconds)
     # Many look-ups in flight at once (the lane, statuses and replies ask concurrently).
-    oauth_http = httpx.AsyncClient(limits=_pool(OAUTH_CONNECTIONS))
+    oauth_http = pooled_client(OAUTH_CONNECTIONS)
     oauth = OAuthClient(oauth_http, str(settings.oauth_url),
                         settings.sender_api_key.get_secret_value(),
                         OAuthTimings(timeout=settings.oauth_timeout_seconds,
@@ -225,10 +225,6 @@ def create_app(settings: SenderSettings) -> FastAPI:
         admin_api_key=settings.admin_api_key.get_secret_value(),
         broker_url=str(settings.rabbitmq_url), topology=topology, messages=store,
         accounts=accounts, usage=usage, low_credits=settings.cast_low_credits, checks=checks))
-
-
-def _pool(size: int) -> httpx.Limits:
-    return httpx.Limits(max_connections=size, max_keepalive_connections=size)
 
 
 def _http_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
