@@ -64,6 +64,31 @@ async def test_a_duplicate_and_an_error_answer_their_callers_only(things: Collec
     assert await things.find_one({"_id": "new"}) == {"_id": "new", "n": 1}
 
 
+async def test_compare_and_sets_asked_together_know_which_of_them_won(
+        things: Collection) -> None:
+    await things.insert_many([{"_id": f"m{n}", "status": None} for n in range(20)])
+    bulk = BulkWrites(things)
+
+    # Every one wins: the count says so, one round trip.
+    won = await asyncio.gather(*(bulk.update_if({"_id": f"m{n}", "status": None},
+                                                {"$set": {"status": "first"}})
+                                 for n in range(10)))
+    assert (won, bulk.round_trips) == ([True] * 10, 1)
+
+    # Some win: each reads its document back. Ten race for m10; m0 is taken; m11 is free.
+    asked = [("m10", n) for n in range(10)] + [("m0", 10), ("m11", 11), ("gone", 12)]
+    answers = await asyncio.gather(*(bulk.update_if({"_id": key, "status": None},
+                                                    {"$set": {"status": f"s{n}"}})
+                                     for key, n in asked))
+    winners = {n for (_, n), mine in zip(asked, answers, strict=True) if mine}
+    assert 11 in winners
+    assert 10 not in winners
+    assert 12 not in winners
+    [m10] = winners - {11}
+    assert (await things.find_one({"_id": "m10"}) or {}).get("status") == f"s{m10}"
+    assert (await things.find_one({"_id": "m0"}) or {}).get("status") == "first"
+
+
 async def test_a_failed_round_trip_fails_every_caller_in_it_and_the_next_one_goes() -> None:
     # Nothing listens on port 9: server selection gives up quickly.
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -71,7 +96,8 @@ async def test_a_failed_round_trip_fails_every_caller_in_it_and_the_next_one_goe
     try:
         bulk = BulkWrites(client.get_default_database()["things"])
         answers = await asyncio.gather(bulk.insert({"_id": 1}), bulk.update({"_id": 2}, {
-            "$set": {"n": 1}}), return_exceptions=True)
+            "$set": {"n": 1}}), bulk.update_if({"_id": 3}, {"$set": {"n": 1}}),
+            return_exceptions=True)
         assert all(isinstance(answer, ServerSelectionTimeoutError) for answer in answers)
         with pytest.raises(ServerSelectionTimeoutError):
             await bulk.insert({"_id": 4})  # a new round trip, not a stuck queue

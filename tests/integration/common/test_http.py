@@ -28,8 +28,9 @@ BIG = 1_000_000
 
 @dataclass
 class Server:
-    """Answers `GET /n` with n bytes, `GET /slow` after 2 s, and `GET /bye` by closing
-    the connection once answered; counts the connections it accepted."""
+    """Answers `GET /n` with n bytes, `GET /slow` after 2 s, `GET /bye` by closing the
+    connection once answered, and `POST /echo` with the body's length and last byte;
+    counts the connections it accepted."""
 
     url: str = ""
     connections: int = 0
@@ -44,6 +45,10 @@ class Server:
                 if path == "/slow":
                     await asyncio.sleep(2)
                 body = b"x" * int(path[1:]) if path[1:].isdigit() else b"ok"
+                if path == "/echo":
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    sent = await reader.readexactly(length)
+                    body = b"%d %s" % (length, sent[-1:])
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
                              % (len(body), body))
                 await writer.drain()
@@ -90,6 +95,16 @@ async def test_a_connection_the_server_closed_is_not_used_again(server: Server) 
         assert (await http.get(f"{server.url}/bye")).text == "ok"
         assert (await http.get(f"{server.url}/ok")).text == "ok"
     assert server.connections == 3
+
+
+async def test_request_bodies_small_and_big_arrive_whole(server: Server) -> None:
+    async with pooled_client(2) as http:
+        small = await http.post(f"{server.url}/echo", content=b"hello")
+        big = await http.post(f"{server.url}/echo", content=b"y" * 300_000 + b"z")
+        after = await http.post(f"{server.url}/echo", json={"to": "+639171234567"})
+    assert (small.text, big.text) == ("5 o", "300001 z")
+    assert after.text == "22 }"  # {"to":"+639171234567"}
+    assert server.connections == 1
 
 
 async def test_a_big_body_arrives_whole(server: Server) -> None:
@@ -146,6 +161,7 @@ async def test_https_with_a_certificate_the_client_trusts(tmp_path: Path) -> Non
 
 SCENARIOS = [test_calls_reuse_one_kept_alive_connection,
              test_a_connection_the_server_closed_is_not_used_again,
+             test_request_bodies_small_and_big_arrive_whole,
              test_a_big_body_arrives_whole, test_a_slow_answer_is_a_read_timeout]
 
 

@@ -228,6 +228,28 @@ async def test_decisions_at_the_same_moment_agree_on_one(messages: MessageStore)
         {("delivered", None)}, {("failed", FAILED)})
 
 
+async def test_decisions_on_a_held_record_agree_on_one_and_answer_it(
+        messages: MessageStore) -> None:
+    # The receipt desk's way: it holds the record it read, every part settled.
+    await messages.claim(sms("m1"))
+    await messages.part_accepted("m1", 0, "CAST-A", SENT, receipts_at=100.0)
+    [held] = await messages.due_receipts(100.0, 10)
+
+    decided = await asyncio.gather(*(
+        messages.decide("m1", status, error, {0: (status, dlr)}, held=held)
+        for status, error, dlr in [("delivered", None, "DELIVRD"),
+                                   ("failed", FAILED, "UNDELIV")] * 3))
+
+    [first] = [record for record in decided if record.decided_now]
+    assert {(r.status, r.error, r.parts[0].dlr) for r in decided} == {
+        (first.status, first.error, first.parts[0].dlr)}
+    assert first.parts[0].cast_message_id == "CAST-A"
+    assert first.location_id == "loc1"
+    stored = await messages.claim(sms("m1"))
+    assert (stored.status, stored.parts[0].dlr) == (first.status, first.parts[0].dlr)
+    assert held.status is None  # the caller's copy is left as it was
+
+
 async def test_a_decision_keeps_the_parts(messages: MessageStore) -> None:
     await messages.claim(sms("m1"))
     await messages.part_sending("m1", 0, Sent(PhMobile.parse("09171234567")))

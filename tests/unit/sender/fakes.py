@@ -131,7 +131,8 @@ class MemoryMessageStore:
             record.receipt_check, self.receipt_at[message_id] = check, at
 
     async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
-                     receipts: Receipts | None = None) -> MessageRecord:
+                     receipts: Receipts | None = None, *,
+                     held: MessageRecord | None = None) -> MessageRecord:
         await asyncio.sleep(0)
         record = self.records[message_id]
         decided_now = record.status is None

@@ -8,16 +8,25 @@ way as the next one: every caller still awaits its own acknowledged write, so a 
 recorded before its caller goes on — only the round trips are shared. With nothing else
 in flight a write goes at the next turn of the event loop.
 
-A bulk write answers errors per operation but counts matches only in total, so only
-writes whose caller needs no count come here; a compare-and-set stays a single update.
-Reads stay single too: an `$in` read serves many keys from MongoDB's index, but the
-MongoDB-wire emulator answers it by scanning the collection.
+A bulk write answers errors per operation but counts matches only in total. So
+compare-and-sets (`update_if`) go in bulk writes of their own, each marking its document
+with a mark of its own: when the count says every one of them changed its document, each
+knows it did; otherwise each reads its document back by `_id` and looks for its mark. That
+needs updates whose change falsifies their own filter (a status set where none was, a
+lease taken where it had expired): another such update of the same document cannot
+match before a caller has read the new state, so a mark is overwritten before its
+read-back only by a later compare-and-set built on it. Reads stay single: an `$in` read
+serves many keys from MongoDB's index, but the MongoDB-wire emulator answers it by
+scanning the collection.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import itertools
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from prometheus_client import Counter
@@ -26,9 +35,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 Document = dict[str, Any]
-# Operations per round trip: a bounded command, and a bounded wait for the last in it.
-MAX_BATCH: Final = 1000
+# Operations per round trip: a bounded command, and a bounded wait for whoever asks next
+# (past ~100 documents, PyMongo's cost per round trip is already a small share).
+MAX_BATCH: Final = 200
 DUPLICATE_KEY: Final = frozenset({11000, 11001})
+# The field a compare-and-set marks its document with (see above).
+WRITE_MARK: Final = "write_mark"
 ROUND_TRIPS = Counter("castghl_mongo_bulk_round_trips_total",
                       "Bulk writes sent to Mongo (gathered single-document writes)",
                       ["collection"])
@@ -36,74 +48,141 @@ WRITES = Counter("castghl_mongo_bulk_writes_total",
                  "Single-document writes sent inside those bulk writes", ["collection"])
 
 
+Request = InsertOne[Document] | UpdateOne
+
+
+@dataclass(frozen=True)
+class Asked:
+    request: Request
+    answer: asyncio.Future[bool]
+    mark: str | None = None  # a compare-and-set's mark, with its document's `_id`
+    key: Any = None
+
+
 class BulkWrites:
     def __init__(self, collection: AsyncCollection[Document], *,
                  max_batch: int = MAX_BATCH) -> None:
         self.collection = collection
-        self.max_batch = max_batch
-        self._writes: list[tuple[InsertOne[Document] | UpdateOne, asyncio.Future[bool]]] = []
-        self._writer: asyncio.Task[None] | None = None
         self.round_trips = 0  # what the gathering saves, as the tests see it
+        self._writes = _Gathering(self._send_writes, max_batch)
+        self._sets = _Gathering(self._send_sets, max_batch)
+        self._marks = map(f"{secrets.token_hex(6)}-{{}}".format, itertools.count())
         self._trips = ROUND_TRIPS.labels(collection.name)
         self._written = WRITES.labels(collection.name)
 
     async def insert(self, document: Document) -> bool:
         """Insert `document`; False when one with its `_id` exists already."""
-        return await self._write(InsertOne(document))
+        return await self._writes.ask(lambda answer: Asked(InsertOne(document), answer))
 
     async def update(self, filter: Document, update: Document, *, upsert: bool = False) -> None:
         """Apply `update` to the document `filter` matches, if any."""
-        await self._write(UpdateOne(filter, update, upsert=upsert))
+        await self._writes.ask(lambda answer: Asked(UpdateOne(filter, update, upsert=upsert),
+                                                    answer))
 
-    async def _write(self, request: InsertOne[Document] | UpdateOne) -> bool:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._writes.append((request, future))
-        if self._writer is None:
-            self._writer = loop.create_task(self._write_all())
-        return await future
+    async def update_if(self, filter: Document, update: Document) -> bool:
+        """Apply `update` where `filter` (which names an `_id`) matches; whether this call
+        changed the document. Only for updates that falsify their own filter (above)."""
+        mark = next(self._marks)
+        marked = {**update, "$set": {**update.get("$set", {}), WRITE_MARK: mark}}
+        return await self._sets.ask(
+            lambda answer: Asked(UpdateOne(filter, marked), answer, mark, filter["_id"]))
 
-    async def _write_all(self) -> None:
-        try:
-            while self._writes:
-                batch = self._writes[:self.max_batch]
-                del self._writes[:self.max_batch]
-                await self._send(batch)
-        finally:
-            self._writer = None
-            _cancel(future for _, future in self._writes)
-
-    async def _send(self, batch: list[tuple[InsertOne[Document] | UpdateOne,
-                                            asyncio.Future[bool]]]) -> None:
+    async def _bulk_write(self, batch: list[Asked]) -> int | None:
+        """Send the batch: the number of documents it changed, or None when the round trip
+        failed. Callers whose operation failed, alone or with the rest, have their error."""
         self.round_trips += 1
         self._trips.inc()
         self._written.inc(len(batch))
-        failed: dict[int, dict[str, Any]] = {}
         try:
-            await self.collection.bulk_write([request for request, _ in batch], ordered=False)
+            result = await self.collection.bulk_write([asked.request for asked in batch],
+                                                      ordered=False)
         except BulkWriteError as error:
             if error.details.get("writeConcernErrors"):
-                _fail((future for _, future in batch), error)
-                return
-            failed = {int(each["index"]): each for each in error.details.get("writeErrors", [])}
+                _fail((asked.answer for asked in batch), error)
+                return None
+            for each in error.details.get("writeErrors", []):
+                _refuse(batch[int(each["index"])], each)
+            return int(error.details.get("nModified", 0))
         except BaseException as error:  # the round trip failed: so did every write in it
-            _fail((future for _, future in batch), error)
+            _fail((asked.answer for asked in batch), error)
             if not isinstance(error, Exception):
                 raise
+            return None
+        return result.modified_count
+
+    async def _send_writes(self, batch: list[Asked]) -> None:
+        if await self._bulk_write(batch) is not None:
+            _settle(batch, True)
+
+    async def _send_sets(self, batch: list[Asked]) -> None:
+        changed = await self._bulk_write(batch)
+        if changed is None:
             return
-        for index, (request, future) in enumerate(batch):
-            if future.done():
-                continue
-            refused = failed.get(index)
-            if refused is None:
-                future.set_result(True)
-            elif refused.get("code") in DUPLICATE_KEY and isinstance(request, InsertOne):
-                future.set_result(False)
-            else:
-                kind = DuplicateKeyError if refused.get("code") in DUPLICATE_KEY \
-                    else OperationFailure
-                future.set_exception(kind(str(refused.get("errmsg")), refused.get("code"),
-                                          refused))
+        open_ = [asked for asked in batch if not asked.answer.done()]
+        if changed >= len(open_):
+            _settle(open_, True)
+        elif changed == 0:
+            _settle(open_, False)
+        else:
+            await asyncio.gather(*(self._read_back(asked) for asked in open_))
+
+    async def _read_back(self, asked: Asked) -> None:
+        try:
+            found = await self.collection.find_one({"_id": asked.key}, {WRITE_MARK: 1})
+        except Exception as error:
+            _fail([asked.answer], error)
+            return
+        _settle([asked], found is not None and found.get(WRITE_MARK) == asked.mark)
+
+
+class _Gathering:
+    """Operations asked while the last batch is on its way go together as the next."""
+
+    def __init__(self, send: Callable[[list[Asked]], Awaitable[None]], max_batch: int) -> None:
+        self.send = send
+        self.max_batch = max_batch
+        self._asked: list[Asked] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def ask(self, operation: Callable[[asyncio.Future[bool]], Asked]) -> bool:
+        loop = asyncio.get_running_loop()
+        asked = operation(loop.create_future())
+        self._asked.append(asked)
+        if self._sender is None:
+            self._sender = loop.create_task(self._send_all())
+        return await asked.answer
+
+    async def _send_all(self) -> None:
+        try:
+            while self._asked:
+                batch = self._asked[:self.max_batch]
+                del self._asked[:self.max_batch]
+                try:
+                    await self.send(batch)
+                except BaseException as error:  # cancelled: nobody may wait for ever
+                    _fail((asked.answer for asked in batch), error)
+                    raise
+        finally:
+            self._sender = None
+            _fail((asked.answer for asked in self._asked), asyncio.CancelledError())
+
+
+def _settle(batch: Iterable[Asked], answer: bool) -> None:
+    for asked in batch:
+        if not asked.answer.done():
+            asked.answer.set_result(answer)
+
+
+def _refuse(asked: Asked, refused: dict[str, Any]) -> None:
+    if asked.answer.done():
+        return
+    duplicate = refused.get("code") in DUPLICATE_KEY
+    if duplicate and isinstance(asked.request, InsertOne):
+        asked.answer.set_result(False)
+        return
+    kind = DuplicateKeyError if duplicate else OperationFailure
+    asked.answer.set_exception(kind(str(refused.get("errmsg")), refused.get("code"), refused))
+
 
 def _fail(futures: Iterable[asyncio.Future[Any]], error: BaseException) -> None:
     for future in futures:
@@ -113,9 +192,3 @@ def _fail(futures: Iterable[asyncio.Future[Any]], error: BaseException) -> None:
             future.cancel()
         else:
             future.set_exception(error)
-
-
-def _cancel(futures: Iterable[asyncio.Future[Any]]) -> None:
-    """Only when the gathering task itself was cancelled (the loop is shutting down)."""
-    for future in futures:
-        future.cancel()

@@ -30,6 +30,8 @@ import httpx
 # A response body arriving faster than it is read is held up to this much; then the
 # socket is paused until it is read (bodies here are a few kB).
 READ_BUFFER_LIMIT: Final = 256 * 1024
+# A request held back to go in one write, up to this size (JSON bodies here are small).
+HELD_WRITE_LIMIT: Final = 64 * 1024
 
 
 def pooled_client(connections: int, *, verify: ssl.SSLContext | bool = True,
@@ -124,8 +126,14 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
+    """A request's head and body are written as httpcore hands them over, in two writes;
+    they are held and sent in one system call when the answer is first read (a send is
+    a good share of a small call's cost), or at once past HELD_WRITE_LIMIT."""
+
     def __init__(self, connection: _Connection) -> None:
         self.connection = connection
+        self._held: list[bytes] = []
+        self._held_bytes = 0
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -134,6 +142,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         connection = self.connection
+        if self._held:
+            await self._flush(timeout)
         try:
             await connection.readable(timeout)
         except TimeoutError:
@@ -147,9 +157,18 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
+        self._held.append(buffer)
+        self._held_bytes += len(buffer)
+        if self._held_bytes > HELD_WRITE_LIMIT:
+            await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
+        held = b"".join(self._held)
+        self._held.clear()
+        self._held_bytes = 0
         if self.connection.closed or self.transport.is_closing():
             raise httpcore.WriteError("the connection is closed")
-        self.transport.write(buffer)
+        self.transport.write(held)
         try:
             await self.connection.drained(timeout)
         except TimeoutError:

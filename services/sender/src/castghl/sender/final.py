@@ -33,8 +33,9 @@ class FinalStatuses:
         self.usage = usage
 
     async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
-                     receipts: Receipts | None = None) -> Outcome:
-        record = await self.store.decide(message_id, status, error, receipts)
+                     receipts: Receipts | None = None, *,
+                     held: MessageRecord | None = None) -> Outcome:
+        record = await self.store.decide(message_id, status, error, receipts, held=held)
         if record.decided_now and record.status is not None:
             # Counted once, with the decision: the parts Cast accepted and the outcome.
             counts: dict[str, int] = {record.status: 1}

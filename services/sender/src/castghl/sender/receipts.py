@@ -63,6 +63,7 @@ RECEIPTS = Counter("castghl_receipts_total", "Messages decided by their carrier 
 # Messages read per round of the desk, and parts below which one look-up per part is
 # cheaper than a page of logs.
 ROUND_LIMIT: Final = 2_000
+SETTLED_AT_ONCE: Final = 100
 FEW_PARTS: Final = 5
 # Rounds are at least this far apart (less when the first check comes sooner): what comes
 # due meanwhile is read together, a page of logs instead of a look-up per message.
@@ -270,8 +271,12 @@ class ReceiptDesk:
                 log.warning("Cast did not answer a receipt look-up; asking again shortly",
                             extra={"error_code": error.code})
                 return now + TROUBLE_PAUSE_SECONDS
-            # Settled side by side: their writes share round trips (castghl.common.bulk).
-            await asyncio.gather(*(self._settle(record, found) for record in records))
+            # Settled side by side, a slice at a time: their writes share round trips
+            # (castghl.common.bulk), and the lane's own writes wait behind one slice at
+            # most, not behind a whole round.
+            for start in range(0, len(records), SETTLED_AT_ONCE):
+                await asyncio.gather(*(self._settle(record, found) for record
+                                       in records[start:start + SETTLED_AT_ONCE]))
         if len(due) >= ROUND_LIMIT:
             return now  # a full round: there is more due right now
         return await self.store.next_receipt_at()
@@ -341,7 +346,7 @@ class ReceiptDesk:
         RECEIPTS.labels(error.code if error else status).inc()
         # The check stays due until the status is queued: a crash in between is answered
         # again by the next round.
-        await self.final.decide(record.message_id, status, error, changed)
+        await self.final.decide(record.message_id, status, error, changed, held=record)
 
     def _unknown(self) -> tuple[FinalStatus, StatusError | None]:
         if self.policy.unknown_as == "delivered":

@@ -15,7 +15,7 @@ and `expires_at`, which a TTL index uses to forget old messages).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -120,7 +120,8 @@ class MessageStore(Protocol):
     async def receipts_read(self, message_id: str, receipts: Receipts, *, check: int,
                             at: float) -> None: ...
     async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
-                     receipts: Receipts | None = None) -> MessageRecord: ...
+                     receipts: Receipts | None = None, *,
+                     held: MessageRecord | None = None) -> MessageRecord: ...
     async def status_queued(self, message_id: str) -> None: ...
     async def status_written(self, message_id: str) -> bool: ...
     async def claim_status_write(self, message_id: str, lease: float) -> Claim: ...
@@ -148,6 +149,15 @@ def _record(doc: dict[str, Any]) -> MessageRecord:
         receipt_check=int(doc.get("receipt_check") or 0),
         created_ts=float(doc.get("created_ts") or 0.0),
     )
+
+
+def _decided(held: MessageRecord, status: FinalStatus, error: StatusError | None,
+             receipts: Receipts) -> MessageRecord:
+    parts = {n: replace(part) for n, part in held.parts.items()}
+    for n, (receipt, dlr) in receipts.items():
+        part = parts.setdefault(n, Part("accepted"))
+        part.receipt, part.dlr = receipt, dlr
+    return replace(held, parts=parts, status=status, error=error, decided_now=True)
 
 
 class MongoMessageStore:
@@ -235,17 +245,27 @@ class MongoMessageStore:
             "receipt_at": at}})
 
     async def decide(self, message_id: str, status: FinalStatus, error: StatusError | None,
-                     receipts: Receipts | None = None) -> MessageRecord:
+                     receipts: Receipts | None = None, *,
+                     held: MessageRecord | None = None) -> MessageRecord:
         """Record the final status, with the receipts that decided it; the first decision
         wins and is returned. A due check stays due (`receipt_at`) until the status is
-        queued (`status_queued`): a crash in between is answered again by the receipt desk."""
+        queued (`status_queued`): a crash in between is answered again by the receipt desk.
+
+        `held` is the caller's copy of the undecided record with every part settled (the
+        receipt desk's): a decision made here is then answered from it, and the write goes
+        with the others asked at the same moment (`BulkWrites.update_if`)."""
         now = time.time()
-        doc = await self.messages.find_one_and_update(
-            {"_id": message_id, "status": None},
-            {"$set": {"status": status, "error": error.model_dump() if error else None,
-                      "decided_ts": now, "updated_ts": now,
-                      **_receipt_fields(receipts or {}, now)}},
-            return_document=ReturnDocument.AFTER)
+        undecided = {"_id": message_id, "status": None}
+        change = {"$set": {"status": status, "error": error.model_dump() if error else None,
+                           "decided_ts": now, "updated_ts": now,
+                           **_receipt_fields(receipts or {}, now)}}
+        if held is not None:
+            if await self.bulk.update_if(undecided, change):
+                return _decided(held, status, error, receipts or {})
+            doc = None
+        else:
+            doc = await self.messages.find_one_and_update(undecided, change,
+                                                          return_document=ReturnDocument.AFTER)
         decided_now = doc is not None
         if doc is None:
             doc = await self.messages.find_one({"_id": message_id})
@@ -272,11 +292,9 @@ class MongoMessageStore:
         # matches the `$or` alone (docs/architecture.md, "Mongo"). Records from before the
         # lease existed get one, free, on their first claim.
         for _ in range(2):
-            result = await self.messages.update_one(
-                {"_id": message_id, "status_written": {"$ne": True},
-                 "status_lease_ts": {"$lt": now}},
-                {"$set": {"status_lease_ts": now + lease}})
-            if result.modified_count == 1:
+            if await self.bulk.update_if({"_id": message_id, "status_written": {"$ne": True},
+                                          "status_lease_ts": {"$lt": now}},
+                                         {"$set": {"status_lease_ts": now + lease}}):
                 return "mine"
             added = await self.messages.update_one(
                 {"_id": message_id, "status_lease_ts": {"$exists": False}},
