@@ -53,9 +53,12 @@ Request = InsertOne[Document] | UpdateOne
 
 @dataclass(frozen=True)
 class Asked:
+    """One operation and where its caller waits for the answer; a compare-and-set also
+    carries its mark and its document's `_id`, to read them back."""
+
     request: Request
     answer: asyncio.Future[bool]
-    mark: str | None = None  # a compare-and-set's mark, with its document's `_id`
+    mark: str | None = None
     key: Any = None
 
 
