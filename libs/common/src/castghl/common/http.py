@@ -46,8 +46,8 @@ def pooled_client(connections: int, *, verify: ssl.SSLContext | bool = True,
     # here so that a release of httpx that renames the field fails at start, loudly.
     pool = transport._pool
     if not isinstance(getattr(pool, "_network_backend", None), httpcore.AsyncNetworkBackend):
-        raise TypeError("httpx's connection pool changed: castghl.common.http needs "
-                           "its network backend")
+        raise TypeError("httpx's connection pool changed: castghl.common.http needs its "
+                        "network backend")
     pool._network_backend = AsyncioBackend()
     return httpx.AsyncClient(transport=transport, **options)
 
