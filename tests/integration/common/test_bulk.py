@@ -12,7 +12,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
-from castghl.common.bulk import BulkWrites
+from castghl.common.bulk import BulkReads, BulkWrites
 
 Collection = AsyncCollection[dict[str, Any]]
 
@@ -89,6 +89,24 @@ async def test_compare_and_sets_asked_together_know_which_of_them_won(
     assert (await things.find_one({"_id": "m0"}) or {}).get("status") == "first"
 
 
+async def test_reads_asked_together_share_one_find_and_see_earlier_writes(
+        things: Collection) -> None:
+    await things.insert_many([{"_id": f"m{n}", "n": n} for n in range(10)])
+    reads, writes = BulkReads(things), BulkWrites(things)
+
+    found = await asyncio.gather(*(reads.get_many([f"m{n}", f"m{n + 1}", "nobody"])
+                                   for n in range(9)))
+
+    assert reads.round_trips == 1
+    assert [sorted(each) for each in found] == [[f"m{n}", f"m{n + 1}"] for n in range(9)]
+    assert found[3]["m4"] == {"_id": "m4", "n": 4}
+    early = asyncio.ensure_future(reads.get_many(["m0"]))
+    await asyncio.sleep(0)  # that read is on its way
+    await writes.update({"_id": "m0"}, {"$set": {"n": 100}})
+    assert (await reads.get_many(["m0"]))["m0"]["n"] == 100  # a new read, not the early one
+    assert (await early)["m0"]["n"] in {0, 100}
+
+
 async def test_a_failed_round_trip_fails_every_caller_in_it_and_the_next_one_goes() -> None:
     # Nothing listens on port 9: server selection gives up quickly.
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -97,7 +115,7 @@ async def test_a_failed_round_trip_fails_every_caller_in_it_and_the_next_one_goe
         bulk = BulkWrites(client.get_default_database()["things"])
         answers = await asyncio.gather(bulk.insert({"_id": 1}), bulk.update({"_id": 2}, {
             "$set": {"n": 1}}), bulk.update_if({"_id": 3}, {"$set": {"n": 1}}),
-            return_exceptions=True)
+            BulkReads(bulk.collection).get_many([4]), return_exceptions=True)
         assert all(isinstance(answer, ServerSelectionTimeoutError) for answer in answers)
         with pytest.raises(ServerSelectionTimeoutError):
             await bulk.insert({"_id": 4})  # a new round trip, not a stuck queue

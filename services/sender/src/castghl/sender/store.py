@@ -24,7 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from castghl.common.bulk import BulkWrites
+from castghl.common.bulk import BulkReads, BulkWrites
 from castghl.common.cast.models import Channel
 from castghl.common.messages import CastKey, OutboundSms, StatusError
 from castghl.common.phone import PhMobile
@@ -423,6 +423,8 @@ class MongoSuppressions:
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.suppressions: AsyncCollection[dict[str, Any]] = db["suppressions"]
+        # Every outbound SMS asks before its send: asked together, one find.
+        self.consents = BulkReads(self.suppressions)
 
     async def record(self, location_id: str, phone: PhMobile, consent: Consent, *,
                      at: float, word: str) -> Consent:
@@ -449,9 +451,9 @@ class MongoSuppressions:
         keys = [f"{location_id}:{phone.e164}", _cast_key(account, None, phone)]
         if sender_id is not None:
             keys.append(_cast_key(account, sender_id, phone))
-        found = [doc async for doc in self.suppressions.find(
-            {"_id": {"$in": keys}, "state": "opted_out"}, projection=["_id"])]
-        if any(doc["_id"] == keys[0] for doc in found):
+        found = {key for key, doc in (await self.consents.get_many(keys)).items()
+                 if doc.get("state") == "opted_out"}
+        if keys[0] in found:
             return "reply"
         return "cast" if found else None
 
