@@ -23,12 +23,14 @@ from cryptography.x509.oid import NameOID
 
 from castghl.common.http import pooled_client
 
+from .conftest import eventually
+
 BIG = 1_000_000
 
 
 @dataclass
 class Server:
-    """Answers `GET /n` with n bytes, `GET /slow` after 2 s, `GET /bye` by closing the
+    """Answers `GET /n` with n bytes, `GET /slow` never, `GET /bye` by closing the
     connection once answered, and `POST /echo` with the body's length and last byte;
     counts the connections it accepted."""
 
@@ -43,7 +45,7 @@ class Server:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 path = head.split(b" ", 2)[1].decode()
                 if path == "/slow":
-                    await asyncio.sleep(2)
+                    await asyncio.Event().wait()  # until the test ends
                 body = b"x" * int(path[1:]) if path[1:].isdigit() else b"ok"
                 if path == "/echo":
                     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
@@ -79,6 +81,14 @@ async def server() -> AsyncIterator[Server]:
         yield served
 
 
+async def _until_hung_up(http: httpx.AsyncClient) -> None:
+    """Until the client has seen the server close every pooled connection (a condition,
+    not a time: on a busy machine the close may take a while to arrive)."""
+    pool = http._transport._pool  # type: ignore[attr-defined]
+    await eventually(lambda: all(connection.has_expired() for connection in pool.connections),
+                     "the client to see the server's hang-up")
+
+
 async def test_calls_reuse_one_kept_alive_connection(server: Server) -> None:
     async with pooled_client(4) as http:
         answers = [await http.get(f"{server.url}/ok") for _ in range(5)]
@@ -90,7 +100,7 @@ async def test_a_connection_the_server_closed_is_not_used_again(server: Server) 
     async with pooled_client(4) as http:
         assert (await http.get(f"{server.url}/ok")).text == "ok"
         server.hang_up_all()
-        await asyncio.sleep(0.1)  # the hang-up arrives
+        await _until_hung_up(http)
         assert (await http.get(f"{server.url}/ok")).text == "ok"
         assert (await http.get(f"{server.url}/bye")).text == "ok"
         assert (await http.get(f"{server.url}/ok")).text == "ok"

@@ -229,7 +229,10 @@ def _refuse(asked: Asked, refused: dict[str, Any]) -> None:
         asked.answer.set_result(False)
         return
     kind = DuplicateKeyError if duplicate else OperationFailure
-    asked.answer.set_exception(kind(str(refused.get("errmsg")), refused.get("code"), refused))
+    # As a single write's error reads: without the operation PyMongo adds to a bulk's
+    # (its document would otherwise reach whatever prints the error).
+    details = {key: value for key, value in refused.items() if key != "op"}
+    asked.answer.set_exception(kind(str(refused.get("errmsg")), refused.get("code"), details))
 
 
 def _fail(futures: Iterable[asyncio.Future[Any]], error: BaseException) -> None:

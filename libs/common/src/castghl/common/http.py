@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
 import httpcore
@@ -60,8 +60,7 @@ class _Connection(asyncio.Protocol):
         self.received = bytearray()
         self.closed = False  # the server closed its side, or the connection is gone
         self.error: Exception | None = None
-        self._reader: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,35 +71,27 @@ class _Connection(asyncio.Protocol):
         self.received += data
         if len(self.received) > READ_BUFFER_LIMIT and self.transport is not None:
             self.transport.pause_reading()
-        _wake(self._reader)
+        _wake(self._waiter)
 
     def eof_received(self) -> bool:
         self.closed = True
-        _wake(self._reader)
+        _wake(self._waiter)
         return False  # close our side too: HTTP/1.1 has nothing to say after the server
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.error = exc
-        _wake(self._reader)
-        _wake(self._drained)
+        _wake(self._waiter)
 
     def pause_writing(self) -> None:
         self._paused = True
 
     def resume_writing(self) -> None:
         self._paused = False
-        _wake(self._drained)
+        _wake(self._waiter)
 
     async def readable(self, timeout: float | None) -> None:
-        if self.received or self.closed:
-            return
-        self._reader = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._reader
-        finally:
-            self._reader = None
+        await self._until(lambda: bool(self.received) or self.closed, timeout)
 
     def take(self, max_bytes: int) -> bytes:
         data = bytes(self.received[:max_bytes])
@@ -110,14 +101,20 @@ class _Connection(asyncio.Protocol):
         return data
 
     async def drained(self, timeout: float | None) -> None:
-        if not self._paused or self.closed:
+        await self._until(lambda: not self._paused or self.closed, timeout)
+
+    async def _until(self, ready: Callable[[], bool], timeout: float | None) -> None:
+        """Wait for `ready()`, woken by whatever the loop delivers (httpcore reads or
+        writes one at a time per connection, so one waiter is enough)."""
+        if ready():
             return
-        self._drained = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._drained
-        finally:
-            self._drained = None
+        async with asyncio.timeout(timeout):
+            while not ready():
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

@@ -161,8 +161,9 @@ def _decided(held: MessageRecord, status: FinalStatus, error: StatusError | None
 
 
 class MongoMessageStore:
-    """Steps that need no answer from the write go through `BulkWrites`: messages in
-    flight together share their round trips. Compare-and-sets and reads go alone."""
+    """The pipeline's writes go through `BulkWrites`: messages in flight together share
+    their round trips, the receipt desk's decisions and status leases as compare-and-sets
+    (`update_if`). Reads, and decisions made outside the desk, go alone."""
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.messages: AsyncCollection[dict[str, Any]] = db["messages"]
