@@ -24,8 +24,8 @@ setup:
 		|| python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
 	@# The browser tests drive Debian's Chromium (never a browser Playwright downloads).
-	@command -v chromium >/dev/null 2>&1 || apt-get install -y -qq chromium >/dev/null 2>&1 \
-		|| { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium >/dev/null; } \
 		|| { echo "setup: the browser tests need Debian's chromium (apt-get install chromium)" >&2; exit 2; }
 
 lint: setup

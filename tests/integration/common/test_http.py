@@ -1,6 +1,7 @@
-"""`castghl.common.http`: httpx on asyncio transports, against a real HTTP/1.1 server on
-this machine — keep-alive, a server that hangs up, timeouts, refusals, TLS, big bodies —
-on asyncio's loop and on uvloop, which the services run on."""
+"""`castghl.common.http`: httpx's client on our HTTP/1.1 transport, against a real server
+on this machine — keep-alive and its race, a server that hangs up, every way an answer is
+framed, a bounded pool, timeouts, refusals, TLS, big bodies — on asyncio's loop and on
+uvloop, which the services run on."""
 
 from __future__ import annotations
 
@@ -21,38 +22,64 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from castghl.common.http import pooled_client
+from castghl.common.http import Http11Transport, pooled_client
 
 from .conftest import eventually
 
 BIG = 1_000_000
 
 
+# Answers written as they are, for the paths that test how an answer may be framed.
+RAW_ANSWERS = {
+    "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"2;note=x\r\nhe\r\n3\r\nllo\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    "/continue": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "/nocontent": b"HTTP/1.1 204 No Content\r\n\r\n",
+    "/close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+    "/garbage": b"SPDY/3 fine thanks\r\n\r\n",
+}
+
+
 @dataclass
 class Server:
     """Answers `GET /n` with n bytes, `GET /slow` never, `GET /bye` by closing the
-    connection once answered, and `POST /echo` with the body's length and last byte;
-    counts the connections it accepted."""
+    connection once answered, `/first-only` only as a connection's first request (later
+    ones find it closed: the keep-alive race, every time), `/unframed` with no length,
+    closing to end it, the paths of RAW_ANSWERS as written there, and `POST /echo` with
+    the body's length and last byte; counts the connections it accepted and the requests
+    it read."""
 
     url: str = ""
     connections: int = 0
+    requests: int = 0
     open: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.open.append(writer)
+        answered = 0
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
+                self.requests += 1
                 path = head.split(b" ", 2)[1].decode()
                 if path == "/slow":
                     await asyncio.Event().wait()  # until the test ends
+                if path == "/first-only" and answered:
+                    break
+                answered += 1
                 body = b"x" * int(path[1:]) if path[1:].isdigit() else b"ok"
                 if path == "/echo":
                     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                     sent = await reader.readexactly(length)
                     body = b"%d %s" % (length, sent[-1:])
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(body), body))
+                if path in RAW_ANSWERS:
+                    writer.write(RAW_ANSWERS[path])
+                elif path == "/unframed":
+                    writer.write(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+                    break
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (len(body), body))
                 await writer.drain()
                 if path == "/bye":
                     break
@@ -84,8 +111,10 @@ async def server() -> AsyncIterator[Server]:
 async def _until_hung_up(http: httpx.AsyncClient) -> None:
     """Until the client has seen the server close every pooled connection (a condition,
     not a time: on a busy machine the close may take a while to arrive)."""
-    pool = http._transport._pool  # type: ignore[attr-defined]
-    await eventually(lambda: all(connection.has_expired() for connection in pool.connections),
+    transport = http._transport
+    assert isinstance(transport, Http11Transport)
+    await eventually(lambda: not any(connection.usable()
+                                     for connection in transport.idle_connections()),
                      "the client to see the server's hang-up")
 
 
@@ -161,7 +190,6 @@ async def test_https_with_a_certificate_the_client_trusts(tmp_path: Path) -> Non
         trusting = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
         async with pooled_client(2, verify=trusting) as http:
             answers = [await http.get(f"{served.url}/ok") for _ in range(3)]
-            assert answers[0].extensions["network_stream"].get_extra_info("ssl_object")
         async with pooled_client(2) as doubting:  # the system's trust store: refused
             with pytest.raises(httpx.ConnectError):
                 await doubting.get(f"{served.url}/ok")
@@ -169,7 +197,86 @@ async def test_https_with_a_certificate_the_client_trusts(tmp_path: Path) -> Non
     assert served.connections == 1  # kept alive; the refused handshake never got this far
 
 
-SCENARIOS = [test_calls_reuse_one_kept_alive_connection,
+async def test_every_framing_of_an_answer(server: Server) -> None:
+    async with pooled_client(2) as http:
+        chunked = await http.get(f"{server.url}/chunked")
+        interim = await http.get(f"{server.url}/continue")
+        empty = await http.get(f"{server.url}/nocontent")
+        head = await http.head(f"{server.url}/5")
+        unframed = await http.get(f"{server.url}/unframed")
+    assert (chunked.text, interim.text, empty.content) == ("hello", "ok", b"")
+    assert (empty.status_code, head.status_code, head.content) == (204, 200, b"")
+    assert unframed.text == "until the end"
+    assert server.connections == 2  # one kept alive throughout; `/unframed` ended its own
+
+
+async def test_connection_close_is_honoured(server: Server) -> None:
+    async with pooled_client(2) as http:
+        assert (await http.get(f"{server.url}/close")).text == "ok"
+        assert (await http.get(f"{server.url}/ok")).text == "ok"
+    assert server.connections == 2
+
+
+async def test_what_is_not_http_is_a_protocol_error(server: Server) -> None:
+    async with pooled_client(2) as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(f"{server.url}/garbage")
+        assert (await http.get(f"{server.url}/ok")).text == "ok"
+
+
+async def test_a_header_with_a_line_break_is_never_sent(server: Server) -> None:
+    async with pooled_client(2) as http:
+        with pytest.raises(httpx.LocalProtocolError):
+            await http.get(f"{server.url}/ok", headers={"X-Token": "a\r\nX-Evil: 1"})
+    assert server.requests == 0
+
+
+async def test_the_keep_alive_race_replays_only_what_may_be_replayed(server: Server) -> None:
+    url = f"{server.url}/first-only"
+    async with pooled_client(1) as http:
+        assert (await http.get(url)).text == "ok"
+        assert (await http.get(url)).text == "ok"  # found closed unanswered: sent again
+        keyed = await http.post(url, content=b"{}", headers={"X-Idempotency-Key": "k-1"})
+        assert keyed.text == "ok"
+        with pytest.raises(httpx.RemoteProtocolError):  # a POST may have been acted on
+            await http.post(url, content=b"{}")
+    # GET and keyed POST each found their connection closed and went again on a new one.
+    assert (server.connections, server.requests) == (3, 6)
+
+
+async def test_more_calls_than_connections_wait_their_turn(server: Server) -> None:
+    async with pooled_client(2) as http:
+        answers = await asyncio.gather(*(http.get(f"{server.url}/ok") for _ in range(20)))
+    assert [answer.text for answer in answers] == ["ok"] * 20
+    assert server.connections <= 2
+
+
+async def test_a_full_pool_is_a_pool_timeout_and_a_cancelled_call_frees_its_slot(
+        server: Server) -> None:
+    async with pooled_client(1, timeout=httpx.Timeout(5.0, pool=0.1)) as http:
+        slow = asyncio.create_task(http.get(f"{server.url}/slow"))
+        await eventually(lambda: server.requests == 1, "the slow call to arrive")
+        with pytest.raises(httpx.PoolTimeout):
+            await http.get(f"{server.url}/ok")
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert (await http.get(f"{server.url}/ok")).text == "ok"
+    assert server.connections == 2  # the interrupted connection was not used again
+
+
+async def test_an_idle_connection_is_not_kept_past_its_time(server: Server) -> None:
+    transport = Http11Transport(2, keepalive_seconds=0.0)
+    async with httpx.AsyncClient(transport=transport) as http:
+        for _ in range(3):
+            assert (await http.get(f"{server.url}/ok")).text == "ok"
+    assert server.connections == 3
+
+
+SCENARIOS = [test_every_framing_of_an_answer,
+             test_the_keep_alive_race_replays_only_what_may_be_replayed,
+             test_more_calls_than_connections_wait_their_turn,
+             test_calls_reuse_one_kept_alive_connection,
              test_a_connection_the_server_closed_is_not_used_again,
              test_request_bodies_small_and_big_arrive_whole,
              test_a_big_body_arrives_whole, test_a_slow_answer_is_a_read_timeout]
