@@ -37,6 +37,7 @@ RAW_ANSWERS = {
     "/nocontent": b"HTTP/1.1 204 No Content\r\n\r\n",
     "/close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
     "/garbage": b"SPDY/3 fine thanks\r\n\r\n",
+    "/cookie": b"HTTP/1.1 200 OK\r\nSet-Cookie: tenant=a; Path=/\r\nContent-Length: 2\r\n\r\nok",
 }
 
 
@@ -52,6 +53,7 @@ class Server:
     url: str = ""
     connections: int = 0
     requests: int = 0
+    heads: list[bytes] = field(default_factory=list)
     open: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -61,6 +63,7 @@ class Server:
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 self.requests += 1
+                self.heads.append(head)
                 path = head.split(b" ", 2)[1].decode()
                 if path == "/slow":
                     await asyncio.Event().wait()  # until the test ends
@@ -208,6 +211,13 @@ async def test_every_framing_of_an_answer(server: Server) -> None:
     assert (empty.status_code, head.status_code, head.content) == (204, 200, b"")
     assert unframed.text == "until the end"
     assert server.connections == 2  # one kept alive throughout; `/unframed` ended its own
+
+
+async def test_no_cookie_is_kept(server: Server) -> None:
+    async with pooled_client(2) as http:
+        await http.get(f"{server.url}/cookie")
+        await http.get(f"{server.url}/ok")
+    assert b"cookie" not in server.heads[1].lower()
 
 
 async def test_connection_close_is_honoured(server: Server) -> None:
