@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator
@@ -37,6 +38,8 @@ RAW_ANSWERS = {
     "/nocontent": b"HTTP/1.1 204 No Content\r\n\r\n",
     "/close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
     "/garbage": b"SPDY/3 fine thanks\r\n\r\n",
+    "/gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+             % (len(gzip.compress(b'{"ok":true}')), gzip.compress(b'{"ok":true}')),
     "/cookie": b"HTTP/1.1 200 OK\r\nSet-Cookie: tenant=a; Path=/\r\nContent-Length: 2\r\n\r\nok",
 }
 
@@ -206,10 +209,11 @@ async def test_every_framing_of_an_answer(server: Server) -> None:
         interim = await http.get(f"{server.url}/continue")
         empty = await http.get(f"{server.url}/nocontent")
         head = await http.head(f"{server.url}/5")
+        zipped = await http.get(f"{server.url}/gzip")
         unframed = await http.get(f"{server.url}/unframed")
     assert (chunked.text, interim.text, empty.content) == ("hello", "ok", b"")
     assert (empty.status_code, head.status_code, head.content) == (204, 200, b"")
-    assert unframed.text == "until the end"
+    assert (zipped.json(), unframed.text) == ({"ok": True}, "until the end")
     assert server.connections == 2  # one kept alive throughout; `/unframed` ended its own
 
 
