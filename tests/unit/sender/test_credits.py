@@ -36,8 +36,11 @@ class FakeCast:
 
 
 class Keys:
+    def __init__(self) -> None:
+        self.in_use = [OWN]
+
     async def cast_keys(self) -> list[str]:
-        return [OWN]
+        return self.in_use
 
 
 class Clock:
@@ -48,8 +51,9 @@ class Clock:
         return self.now
 
 
-def watch(cast: FakeCast, store: MemoryAccounts, clock: Clock) -> CreditWatch:
-    return CreditWatch(cast=cast, keys=Keys(), store=store, clock=clock,
+def watch(cast: FakeCast, store: MemoryAccounts, clock: Clock,
+          keys: Keys | None = None) -> CreditWatch:
+    return CreditWatch(cast=cast, keys=keys or Keys(), store=store, clock=clock,
                        policy=CreditPolicy(default_api_key=DEFAULT, every_seconds=300,
                                            low_credits=500))
 
@@ -67,6 +71,16 @@ async def test_every_account_in_use_gets_a_gauge_named_without_its_key() -> None
                              f"key {fingerprint(OWN)}"])
     assert gauge(f"Agency main ({fingerprint(DEFAULT)[:6]})") == 10_000
     assert all(DEFAULT not in label and OWN not in label for label in labels)
+
+
+async def test_names_are_kept_only_for_accounts_in_use() -> None:
+    cast, store, clock, keys = FakeCast(), MemoryAccounts(), Clock(), Keys()
+    watcher = watch(cast, store, clock, keys)
+    await watcher.round()
+    assert set(watcher._names) == {fingerprint(DEFAULT), fingerprint(OWN)}
+    keys.in_use = []  # the location with its own key was uninstalled
+    await watcher.round()
+    assert set(watcher._names) == {fingerprint(DEFAULT)}
 
 
 async def test_replicas_check_each_account_once_per_period() -> None:

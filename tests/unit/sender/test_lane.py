@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from castghl.sender.lane import WINDOW_SLACK_SECONDS, Lane, RateLimit
+from castghl.sender.lane import KEY_LIMITS_KEPT, WINDOW_SLACK_SECONDS, Lane, RateLimit
 
 from .virtual_time import VirtualTime, max_in_any_window, settle
 
@@ -110,6 +110,23 @@ async def test_a_key_call_is_counted_when_the_shared_lane_lets_it_go(time: Virtu
     # Counted at the real send time, not when the key's own window had room.
     assert lane.keys["cast_key_a"].sent[-1] >= started + 0.3
     assert lane.ip.sent[-1] >= started + 0.3
+
+
+async def test_the_lane_keeps_no_limit_for_keys_idle_past_their_window(
+        time: VirtualTime) -> None:
+    lane = Lane(rate=100_000, burst=100_000, default_key_rate=2, clock=time, sleep=time.sleep)
+    for n in range(KEY_LIMITS_KEPT - 1):
+        await time.run(asyncio.ensure_future(lane.acquire(f"cast_key_{n}")))
+    time.advance(1.0 + WINDOW_SLACK_SECONDS + 0.01)  # every key so far goes idle
+    for _ in range(2):  # this one fills its window of 2 calls a second
+        await time.run(asyncio.ensure_future(lane.acquire("cast_key_busy")))
+    busy = lane.keys["cast_key_busy"]
+    assert len(lane.keys) == KEY_LIMITS_KEPT
+    await time.run(asyncio.ensure_future(lane.acquire("cast_key_new")))  # one too many
+    assert set(lane.keys) == {"cast_key_busy", "cast_key_new"}
+    # A limit still counting its window is kept, and still holds its key back.
+    assert lane.keys["cast_key_busy"] is busy
+    assert busy.wait_needed() > 0
 
 
 async def test_concurrent_callers_on_many_keys_never_exceed_any_limit(

@@ -24,6 +24,8 @@ from castghl.common.singleflight import SingleFlight
 CACHE_SECONDS: Final = 300.0
 # A missing sender ID reads the list again only if the cached one is older than this.
 RELOAD_AFTER_SECONDS: Final = 30.0
+# Past this many Cast keys' lists, the expired ones are dropped as another is added.
+CHANNELS_KEPT: Final = 1_000
 
 
 class SenderIdSource(Protocol):
@@ -73,5 +75,10 @@ class Channels:
             return await self.cast.sender_ids(api_key=api_key)
 
         listed = await self._reads.run(key, read)
-        self._cache[key] = cached = _Cached(listed, self.clock())
+        now = self.clock()
+        if key not in self._cache and len(self._cache) >= CHANNELS_KEPT:
+            for old in [old for old, kept in self._cache.items()
+                        if now - kept.at > CACHE_SECONDS]:
+                del self._cache[old]
+        self._cache[key] = cached = _Cached(listed, now)
         return cached

@@ -115,6 +115,9 @@ class CreditWatch:
 
     async def round(self) -> None:
         keys = {self.policy.default_api_key, *await self.keys.cast_keys()}
+        # Names of accounts no longer in use go: the names kept are as many as the keys.
+        in_use = {fingerprint(api_key) for api_key in keys}
+        self._names = {print_: name for print_, name in self._names.items() if print_ in in_use}
         for api_key in sorted(keys):
             await self._check(api_key)
         self.show(await self.store.accounts_list())

@@ -32,6 +32,10 @@ from typing import Final
 
 # Slack added to the rolling window: send times are ours, arrival times are Cast's.
 WINDOW_SLACK_SECONDS: Final = 0.02
+# Past this many Cast keys' limits, those idle for a whole window are dropped as another
+# is added: an idle limit is the same as a new one, and the lane's owner must not keep
+# one for every key it ever sent on.
+KEY_LIMITS_KEPT: Final = 1_000
 Clock = Callable[[], float]
 # Waiting is injected with the clock: tests drive both by hand, so no test of the lane
 # depends on how fast the machine is.
@@ -102,6 +106,13 @@ class RateLimit:
             yield
             self._take()
 
+    def idle(self, now: float) -> bool:
+        """Nothing of this limit's state can hold back a call any more: a new one would
+        behave the same."""
+        return (not self._lock.locked() and now >= self.paused_until
+                and (not self.sent or now - self.sent[-1] > 1.0 + WINDOW_SLACK_SECONDS)
+                and (self.capacity == float("inf") or self.tokens >= self.capacity))
+
     def pause(self, seconds: float) -> None:
         """Cast said 429: nobody calls before `seconds` from now, and no saved-up burst."""
         now = self.clock()
@@ -128,6 +139,10 @@ class Lane:
         rate = rate or self.default_key_rate
         limit = self.keys.get(api_key)
         if limit is None or limit.rate != min(rate, float(max(1, int(rate)))):
+            if limit is None and len(self.keys) >= KEY_LIMITS_KEPT:
+                now = self.clock()
+                for key in [key for key, kept in self.keys.items() if kept.idle(now)]:
+                    del self.keys[key]
             limit = self.keys[api_key] = RateLimit(rate, max(1, int(rate)), clock=self.clock,
                                                    sleep=self.sleep, bucket=False)
         return limit
