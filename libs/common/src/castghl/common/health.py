@@ -32,6 +32,8 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
+from castghl.common.broker import Publisher
+
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -53,6 +55,13 @@ async def _passes(check: ReadinessCheck) -> bool:
 def broker_check(broker: RabbitBroker) -> ReadinessCheck:
     async def connected() -> bool:
         return await broker.ping(timeout=1.0)
+
+    return connected
+
+
+def publisher_check(publisher: Publisher) -> ReadinessCheck:
+    async def connected() -> bool:
+        return publisher.connected()
 
     return connected
 

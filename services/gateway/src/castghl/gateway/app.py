@@ -10,7 +10,7 @@ from starlette.types import ASGIApp
 
 from castghl.common import answers
 from castghl.common.broker import Publisher
-from castghl.common.health import health_router
+from castghl.common.health import health_router, publisher_check
 from castghl.common.signatures import WebhookVerifier
 from castghl.gateway.inbound import inbound_routes
 from castghl.gateway.intake import Intake, WebhookApp
@@ -36,13 +36,10 @@ def create_app(settings: GatewaySettings) -> ASGIApp:
         yield
         await publisher.close()
 
-    async def rabbitmq_ready() -> bool:
-        return publisher.connected()
-
     rest = FastAPI(title="Cast SMS gateway", lifespan=lifespan, docs_url=None,
                    redoc_url=None, openapi_url=None)
     answers.install(rest)
-    rest.include_router(health_router({"rabbitmq": rabbitmq_ready}))
+    rest.include_router(health_router({"rabbitmq": publisher_check(publisher)}))
     routes = {**webhook_routes(intake),
               **inbound_routes(intake, settings.inbound_api_key.get_secret_value())}
     return WebhookApp(routes, rest, max_body_bytes=settings.max_body_bytes,

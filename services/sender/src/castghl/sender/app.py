@@ -26,7 +26,7 @@ from pymongo import AsyncMongoClient
 
 from castghl.common import answers
 from castghl.common.background import running
-from castghl.common.broker import declare, make_broker
+from castghl.common.broker import Publisher, declare, make_broker
 from castghl.common.cast.client import CastClient
 from castghl.common.ghl.api import GhlApi
 from castghl.common.health import (
@@ -35,6 +35,7 @@ from castghl.common.health import (
     consumers_check,
     health_router,
     mongo_check,
+    publisher_check,
     watch_consumers,
 )
 from castghl.common.http import pooled_client
@@ -78,7 +79,8 @@ NOTICES = Counter("castghl_location_notices_total",
                   "Location changes announced by the OAuth service (cached settings dropped)")
 
 
-def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMessageStore,
+def _cast_lane(settings: SenderSettings, broker: RabbitBroker, publisher: Publisher, *,
+               store: MongoMessageStore,
                suppressions: MongoSuppressions, usage: MongoUsage, oauth: OAuthClient,
                cast_http: httpx.AsyncClient) -> tuple[OutboundPipeline, ReceiptDesk]:
     """The two users of the Cast lane: sends, and the receipt checks behind them."""
@@ -86,7 +88,7 @@ def _cast_lane(settings: SenderSettings, broker: RabbitBroker, *, store: MongoMe
     cast = CastClient(cast_http, str(settings.cast_api_url), idempotency=settings.cast_idempotency)
     lane = Lane(settings.cast_rate_limit_per_second, settings.cast_rate_burst,
                 settings.cast_key_rate_limit_per_second)
-    final = FinalStatuses(store, DelayedStatusQueue(broker, topology.status,
+    final = FinalStatuses(store, DelayedStatusQueue(publisher, topology.status,
                                                     settings.ghl_status_delay_seconds), usage)
     desk = ReceiptDesk(
         store=store, cast=cast, lane=lane, locations=oauth,
@@ -120,30 +122,36 @@ def _credit_watch(settings: SenderSettings, cast_http: httpx.AsyncClient, oauth:
                             low_credits=settings.cast_low_credits))
 
 
+def _upstreams(settings: SenderSettings
+               ) -> tuple[httpx.AsyncClient, httpx.AsyncClient, httpx.AsyncClient]:
+    """One pooled client per upstream (Cast, GHL, the OAuth service), keeping alive as
+    many connections as may be in use at once (castghl.common.http)."""
+    cast = pooled_client(settings.cast_lane_concurrency,
+                         timeout=httpx.Timeout(settings.cast_http_timeout_seconds, connect=5.0))
+    ghl = pooled_client(settings.status_concurrency + settings.inbound_concurrency,
+                        timeout=settings.ghl_http_timeout_seconds)
+    # Many look-ups in flight at once (the lane, statuses and replies ask concurrently).
+    return cast, ghl, pooled_client(OAUTH_CONNECTIONS)
+
+
 def create_app(settings: SenderSettings) -> FastAPI:
     topology = settings.topology()
     broker = make_broker(settings, SERVICE)
+    # Decided statuses, one per SMS, go out on a channel of their own (status.py).
+    publisher = Publisher(str(settings.rabbitmq_url), SERVICE)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(str(settings.mongo_uri),
                                                                 tz_aware=True)
     store = MongoMessageStore(mongo[settings.mongo_database])
     inbound_store = MongoInboundStore(mongo[settings.mongo_database])
     suppressions = MongoSuppressions(mongo[settings.mongo_database])
     usage = MongoUsage(mongo[settings.mongo_database])
-    # One pooled client per upstream, keeping alive as many connections as may be in use
-    # at once (castghl.common.http).
-    cast_http = pooled_client(
-        settings.cast_lane_concurrency,
-        timeout=httpx.Timeout(settings.cast_http_timeout_seconds, connect=5.0))
-    ghl_http = pooled_client(settings.status_concurrency + settings.inbound_concurrency,
-                             timeout=settings.ghl_http_timeout_seconds)
-    # Many look-ups in flight at once (the lane, statuses and replies ask concurrently).
-    oauth_http = pooled_client(OAUTH_CONNECTIONS)
+    cast_http, ghl_http, oauth_http = _upstreams(settings)
     oauth = OAuthClient(oauth_http, str(settings.oauth_url),
                         settings.sender_api_key.get_secret_value(),
                         OAuthTimings(timeout=settings.oauth_timeout_seconds,
                                      settings_ttl=settings.location_cache_seconds))
 
-    pipeline, desk = _cast_lane(settings, broker, store=store,
+    pipeline, desk = _cast_lane(settings, broker, publisher, store=store,
                                 suppressions=suppressions, usage=usage, oauth=oauth,
                                 cast_http=cast_http)
     ghl = GhlApi(ghl_http, str(settings.ghl_api_url))
@@ -205,6 +213,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
         for indexed in (store, inbound_store, usage):
             await indexed.ensure_indexes()
         await broker.connect()
+        await publisher.connect()
         await declare(broker, [q for work in (topology.outbound, topology.status,
                                               topology.inbound) for q in work.side_queues()])
         await broker.start()
@@ -214,12 +223,13 @@ def create_app(settings: SenderSettings) -> FastAPI:
                 yield
         finally:
             await broker.stop()  # waits for in-flight handlers (graceful_timeout)
-            await desk.close()
-            for http in (cast_http, ghl_http, oauth_http):
-                await http.aclose()
+            for close in (publisher.close, desk.close, cast_http.aclose, ghl_http.aclose,
+                          oauth_http.aclose):
+                await close()
             await mongo.close()
 
-    checks = {"rabbitmq": broker_check(broker), "consumers": consumers_check(broker),
+    checks = {"rabbitmq": broker_check(broker), "publisher": publisher_check(publisher),
+              "consumers": consumers_check(broker),
               "mongo": mongo_check(mongo)}
     return _http_app(lifespan, checks, ops_router(
         admin_api_key=settings.admin_api_key.get_secret_value(),
