@@ -4,8 +4,9 @@ Publishing is always persistent, mandatory and confirmed, on a channel that rais
 RabbitMQ returns an unroutable message: a call that returns means the message sits in a
 durable queue (reference/stack.md: FastStream defaults to neither persistence nor
 raising on returns). Workers publish through their FastStream broker (`publish`); the
-gateway, which only publishes, uses `Publisher`: the same guarantees on aio-pika's
-channel directly, at about half FastStream's CPU per publish (bench/publish.py).
+gateway, which only publishes, and the sender, for its one publish per SMS (a decided
+status), use `Publisher`: the same guarantees on aio-pika's channel directly, at about
+half FastStream's CPU per publish (bench/publish.py).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ async def _declare_queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQue
 
 class Publisher:
     """Persistent, mandatory, confirmed publishes on one aio-pika channel of a robust
-    connection, for a service that publishes and consumes nothing (the gateway).
+    connection of its own: the gateway's, and the sender's decided statuses.
 
     The channel confirms every publish and raises when RabbitMQ returns one as unroutable,
     so `publish` returning means the message is stored. After a lost connection aio-pika

@@ -4,15 +4,17 @@ The callers keep httpx's client (URLs, headers, JSON, timeouts, errors, and
 `httpx.MockTransport` in unit tests); below it, `Http11Transport` replaces httpx's
 default transport (httpcore's pool and h11). Measured on this machine at the Cast lane's
 concurrency, that transport cost about 500 µs of CPU per call against 130 µs for the
-whole client layer above it: its pool re-scans every connection for every queued request
-each time one finishes, and when two requests race for one connection the loser is sent
-round again — 8.6 passes through the pool per call — while h11 validates every header
-of every event (bench/README.md, "Cost per message, continued").
+whole client layer above it: each time a call starts or ends, its pool checks every
+connection against every queued request (337 `is_idle` checks per call with 32 calls in
+flight), and h11 validates every header of every event (bench/README.md, "Cost per
+message, a faster machine").
 
 What the upstreams need of HTTP/1.1 is small, and it is all here: keep-alive connections
 per origin up to a limit, waited for in turn; one write per request; answers framed by
 Content-Length, chunked or by close; 1xx interim answers skipped; a connection that was
-closed, idle too long, interrupted or told `Connection: close` is never used again.
+closed, idle too long, interrupted or told `Connection: close` is never used again; a
+request that found its kept-alive connection closed before any answer goes again only
+when that cannot act twice (an idempotent method, or an idempotency key).
 """
 # The `timeout` arguments follow httpx's transport interface.
 # ruff: noqa: ASYNC109
