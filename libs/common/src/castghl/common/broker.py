@@ -80,7 +80,7 @@ class NotConfirmed(Exception):
     """RabbitMQ answered a publish with something other than an ack."""
 
 
-async def _declare_queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQueue
+async def declare_queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQueue
                          ) -> aio_pika.abc.AbstractQueue:
     """Declared with aio-pika exactly as FastStream declares it (either may go first)."""
     return await channel.declare_queue(
@@ -120,6 +120,13 @@ class Publisher:
             await self._connection.close()
 
     @property
+    def connection(self) -> AbstractRobustConnection:
+        """The robust connection, for other channels of this service's (its consumers')."""
+        if self._connection is None:
+            raise RuntimeError("Publisher.connect() was not called")
+        return self._connection
+
+    @property
     def channel(self) -> AbstractRobustChannel:
         if self._channel is None:
             raise RuntimeError("Publisher.connect() was not called")
@@ -144,8 +151,8 @@ class Publisher:
                     exchange.name, aio_pika.ExchangeType(exchange.type.value),
                     durable=exchange.durable)
                 for work in works:
-                    await _declare_queue(channel, work.parked)
-                    made = await _declare_queue(channel, work.queue)
+                    await declare_queue(channel, work.parked)
+                    made = await declare_queue(channel, work.queue)
                     await made.bind(declared, routing_key=work.queue.name)
         except aiormq.exceptions.ChannelAccessRefused:
             pass

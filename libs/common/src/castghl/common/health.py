@@ -37,6 +37,8 @@ from castghl.common.broker import Publisher
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+# The names of queues a process should consume and does not, now.
+Missing = Callable[[], list[str]]
 CHECK_TIMEOUT_SECONDS = 2.0
 # A consumer missing this long on a connected broker is not coming back by itself (aio-pika
 # restores consumers within a second or two of reconnecting).
@@ -72,15 +74,24 @@ def consuming(subscriber: Any) -> bool:
     being cancelled by a check's timeout, can cancel the reopening itself."""
     queue, tag = getattr(subscriber, "_queue_obj", None), getattr(subscriber, "_consumer_tag",
                                                                   None)
-    if queue is None or tag is None or queue.channel.is_closed:
+    return queue is not None and tag is not None and queue_consuming(queue, tag)
+
+
+def queue_consuming(queue: Any, tag: str) -> bool:
+    """Whether aio-pika's `queue` has consumer `tag` on the AMQP channel it is on now."""
+    if queue.channel.is_closed:
         return False
     underlay = getattr(queue.channel, "_channel", None)  # aio-pika's open AMQP channel
     return underlay is not None and tag in underlay.channel.consumers
 
 
-def consumers_check(broker: RabbitBroker) -> ReadinessCheck:
+def consumers_check(broker: RabbitBroker, *, also_missing: Missing = list
+                    ) -> ReadinessCheck:
+    """Every FastStream subscriber consuming, and none of the queues consumed without
+    FastStream (`also_missing`, `consumers.DirectConsumers.missing`) missing."""
     async def all_consuming() -> bool:
-        return all(consuming(subscriber) for subscriber in broker.subscribers)
+        return (all(consuming(subscriber) for subscriber in broker.subscribers)
+                and not also_missing())
 
     return all_consuming
 
@@ -89,7 +100,8 @@ def _stop_process() -> None:
     os.kill(os.getpid(), signal.SIGTERM)  # a graceful stop; the supervisor restarts it
 
 
-async def watch_consumers(broker: RabbitBroker, *, grace: float = CONSUMER_GRACE_SECONDS,
+async def watch_consumers(broker: RabbitBroker, *, also_missing: Missing = list,
+                          grace: float = CONSUMER_GRACE_SECONDS,
                           every: float = CONSUMER_LOOK_SECONDS,
                           on_lost: Callable[[], None] = _stop_process,
                           clock: Callable[[], float] = time.monotonic) -> None:
@@ -99,7 +111,8 @@ async def watch_consumers(broker: RabbitBroker, *, grace: float = CONSUMER_GRACE
     missing_since: float | None = None
     while True:
         await asyncio.sleep(every)
-        missing = [subscriber for subscriber in broker.subscribers if not consuming(subscriber)]
+        missing = [_queue_name(subscriber) for subscriber in broker.subscribers
+                   if not consuming(subscriber)] + also_missing()
         if not missing or not await broker.ping(timeout=every):
             missing_since = None
             continue
@@ -107,7 +120,7 @@ async def watch_consumers(broker: RabbitBroker, *, grace: float = CONSUMER_GRACE
         if clock() - missing_since >= grace:
             log.error("a consumer did not come back after the broker reconnected; stopping "
                       "for the supervisor to restart this process",
-                      extra={"queues": [_queue_name(s) for s in missing]})
+                      extra={"queues": missing})
             on_lost()
             return
 

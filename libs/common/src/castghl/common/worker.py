@@ -12,10 +12,10 @@ losing it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from faststream.rabbit import RabbitBroker, RabbitQueue
 from faststream.rabbit.message import RabbitMessage
@@ -90,15 +90,31 @@ async def undecoded(message: RabbitMessage) -> RabbitMessage:
     return message
 
 
-def channel_open(message: RabbitMessage) -> Callable[[], bool]:
+class Received(Protocol):
+    """A delivery as `Settler` reads it: FastStream's `RabbitMessage`, or aio-pika's
+    `IncomingMessage` where a queue is consumed without FastStream (consumers.py)."""
+
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def headers(self) -> Mapping[str, Any]: ...
+    @property
+    def message_id(self) -> str | None: ...
+    async def ack(self) -> None: ...
+
+
+def channel_open(message: Received) -> Callable[[], bool]:
     """Whether the AMQP channel `message` came on is still open. A single active consumer
     whose channel closed has lost its turn: after the reconnect another replica may hold
     it, and only a new delivery says otherwise."""
-    channel = message.raw_message.channel
+    # aio-pika's delivery holds its channel; FastStream's wraps aio-pika's.
+    channel = getattr(getattr(message, "raw_message", message), "channel", None)
+    if channel is None:
+        raise TypeError(f"not an AMQP delivery: {type(message).__name__}")
     return lambda: not channel.is_closed
 
 
-def attempt_of(message: RabbitMessage) -> int:
+def attempt_of(message: Received) -> int:
     """1 for a first delivery; tiers carry the count forward in a header."""
     try:
         return max(1, int(message.headers.get(ATTEMPT_HEADER, 1)))
@@ -134,14 +150,14 @@ class Settler:
         self.backoff = backoff
         self.exhausted = exhausted
 
-    async def run(self, message: RabbitMessage, model: type[M], handle: Handler[M]) -> None:
+    async def run(self, message: Received, model: type[M], handle: Handler[M]) -> None:
         """Parse, handle and settle one delivery. Never raises for a bad message: an
         unreadable one is parked, an unexpected failure retried (and parked when the
         attempts run out); only a failure to settle leaves it unacked for redelivery."""
         with IN_FLIGHT.labels(self.work.name).track_inprogress():
             await self._run(message, model, handle)
 
-    async def _run(self, message: RabbitMessage, model: type[M], handle: Handler[M]) -> None:
+    async def _run(self, message: Received, model: type[M], handle: Handler[M]) -> None:
         attempt = attempt_of(message)
         try:
             parsed = model.model_validate_json(message.body)
@@ -186,7 +202,7 @@ class Settler:
                           extra={"queue": self.work.name, "attempt": attempt})
             return Retry(self.backoff[-1], retry.code, counts=False)
 
-    async def settle(self, message: RabbitMessage, outcome: Outcome) -> None:
+    async def settle(self, message: Received, outcome: Outcome) -> None:
         attempt = attempt_of(message)
         headers: dict[str, Any] = dict(message.headers)
         if isinstance(outcome, Retry):
@@ -205,7 +221,7 @@ class Settler:
                                                  "reason": outcome.reason})
         await message.ack()
 
-    async def _publish(self, queue: RabbitQueue, message: RabbitMessage,
+    async def _publish(self, queue: RabbitQueue, message: Received,
                        headers: dict[str, Any]) -> None:
         # Through a broker outage: after a restart a consumer can get deliveries before
         # this process's publishing channel is back, and a settle that gave up would

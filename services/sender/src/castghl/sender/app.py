@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from aio_pika.abc import AbstractIncomingMessage
 from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker
@@ -28,6 +29,7 @@ from castghl.common import answers
 from castghl.common.background import running
 from castghl.common.broker import Publisher, declare, make_broker
 from castghl.common.cast.client import CastClient
+from castghl.common.consumers import DirectConsumers
 from castghl.common.ghl.api import GhlApi
 from castghl.common.health import (
     ReadinessCheck,
@@ -122,6 +124,36 @@ def _credit_watch(settings: SenderSettings, cast_http: httpx.AsyncClient, oauth:
                             low_credits=settings.cast_low_credits))
 
 
+def _every_sms_queues(settings: SenderSettings, broker: RabbitBroker,
+                      pipeline: OutboundPipeline, desk: ReceiptDesk,
+                      reporter: StatusReporter) -> DirectConsumers:
+    """The two queues every SMS passes through, consumed without FastStream
+    (common/consumers.py). Prefetch bounds the lane's in-flight messages; each waits its
+    turn in the lane."""
+    topology = settings.topology()
+    outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,
+                       settings.outbound_retry_delays, exhausted=pipeline.exhausted)
+    receipt_checks = Settler(broker, topology.outbound, settings.outbound_max_attempts,
+                             settings.outbound_retry_delays)
+    status = Settler(broker, topology.status, settings.status_max_attempts,
+                     settings.status_retry_delays)
+
+    async def on_outbound(message: AbstractIncomingMessage) -> None:
+        desk.on_duty(channel_open(message))
+        if message.headers.get(KIND_HEADER) == RECEIPT_CHECK:
+            await receipt_checks.run(message, ReceiptCheck, desk.check)
+        else:
+            await outbound.run(message, OutboundSms, pipeline.process)
+
+    async def on_status(message: AbstractIncomingMessage) -> None:
+        await status.run(message, StatusUpdate, reporter.process)
+
+    direct = DirectConsumers()
+    direct.add(topology.outbound.queue, settings.cast_lane_concurrency, on_outbound)
+    direct.add(topology.status.queue, settings.status_concurrency, on_status)
+    return direct
+
+
 def _upstreams(settings: SenderSettings
                ) -> tuple[httpx.AsyncClient, httpx.AsyncClient, httpx.AsyncClient]:
     """One pooled client per upstream (Cast, GHL, the OAuth service), keeping alive as
@@ -168,31 +200,9 @@ def create_app(settings: SenderSettings) -> FastAPI:
                               conversation_provider_id=settings.ghl_conversation_provider_id)
     accounts = MongoAccounts(mongo[settings.mongo_database])
     credits = _credit_watch(settings, cast_http, oauth, accounts, suppressions)
-    outbound = Settler(broker, topology.outbound, settings.outbound_max_attempts,
-                       settings.outbound_retry_delays, exhausted=pipeline.exhausted)
-    receipt_checks = Settler(broker, topology.outbound, settings.outbound_max_attempts,
-                             settings.outbound_retry_delays)
-    status = Settler(broker, topology.status, settings.status_max_attempts,
-                     settings.status_retry_delays)
+    direct = _every_sms_queues(settings, broker, pipeline, desk, reporter)
     inbound = Settler(broker, topology.inbound, settings.inbound_max_attempts,
                       settings.inbound_retry_delays)
-
-    # Prefetch bounds the lane's in-flight messages; each waits its turn in the lane.
-    @broker.subscriber(topology.outbound.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
-                       channel=Channel(prefetch_count=settings.cast_lane_concurrency,
-                                       on_return_raises=True))
-    async def on_outbound(message: Delivery) -> None:
-        desk.on_duty(channel_open(message))
-        if message.headers.get(KIND_HEADER) == RECEIPT_CHECK:
-            await receipt_checks.run(message, ReceiptCheck, desk.check)
-        else:
-            await outbound.run(message, OutboundSms, pipeline.process)
-
-    @broker.subscriber(topology.status.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
-                       channel=Channel(prefetch_count=settings.status_concurrency,
-                                       on_return_raises=True))
-    async def on_status(message: Delivery) -> None:
-        await status.run(message, StatusUpdate, reporter.process)
 
     @broker.subscriber(topology.inbound.queue, ack_policy=AckPolicy.MANUAL, decoder=undecoded,
                        channel=Channel(prefetch_count=settings.inbound_concurrency,
@@ -217,11 +227,14 @@ def create_app(settings: SenderSettings) -> FastAPI:
         await declare(broker, [q for work in (topology.outbound, topology.status,
                                               topology.inbound) for q in work.side_queues()])
         await broker.start()
+        await direct.start(publisher.connection)
         try:
             async with running(credits.run(), "credit-watch"), \
-                    running(watch_consumers(broker), "consumer-watch"):
+                    running(watch_consumers(broker, also_missing=direct.missing),
+                            "consumer-watch"):
                 yield
         finally:
+            await direct.stop()  # lets the handlers in flight finish
             await broker.stop()  # waits for in-flight handlers (graceful_timeout)
             for close in (publisher.close, desk.close, cast_http.aclose, ghl_http.aclose,
                           oauth_http.aclose):
@@ -229,7 +242,7 @@ def create_app(settings: SenderSettings) -> FastAPI:
             await mongo.close()
 
     checks = {"rabbitmq": broker_check(broker), "publisher": publisher_check(publisher),
-              "consumers": consumers_check(broker),
+              "consumers": consumers_check(broker, also_missing=direct.missing),
               "mongo": mongo_check(mongo)}
     return _http_app(lifespan, checks, ops_router(
         admin_api_key=settings.admin_api_key.get_secret_value(),
