@@ -90,7 +90,8 @@ async def declare_queue(channel: aio_pika.abc.AbstractChannel, queue: RabbitQueu
 
 class Publisher:
     """Persistent, mandatory, confirmed publishes on one aio-pika channel of a robust
-    connection of its own: the gateway's, and the sender's decided statuses.
+    connection of its own: the gateway's, and the sender's decided statuses (whose
+    `DirectConsumers` use the same connection).
 
     The channel confirms every publish and raises when RabbitMQ returns one as unroutable,
     so `publish` returning means the message is stored. After a lost connection aio-pika
