@@ -124,6 +124,27 @@ async def test_a_stop_finishes_what_is_in_hand_and_takes_nothing_more(
     assert await rig.has_depth(rig.work.queue.name, 2)
 
 
+async def test_a_delivery_left_unsettled_comes_back_once_its_channel_closes(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    async def cannot_settle(_: AbstractIncomingMessage) -> None:
+        raise ConnectionError("the publish of its retry failed")
+
+    await rig.declare_all()
+    publisher = Publisher(rig.url, "test-direct")
+    await publisher.connect()
+    consumers = DirectConsumers()
+    consumers.add(rig.work.queue, 10, cannot_settle)
+    try:
+        await consumers.start(publisher.connection)
+        await rig.send("stuck")
+        await eventually(lambda: "could not be settled" in caplog.text, "the failure logged")
+        assert consumers.missing() == []  # the consumer goes on
+    finally:
+        await consumers.stop(grace=5.0)
+        await publisher.close()
+    await rig.until_depth(rig.work.queue.name, 1)
+
+
 async def test_a_consumer_lost_with_its_connection_is_missing_then_back(
         rig: Rig, relay: tuple[Relay, str], direct: Started) -> None:
     async def done(_: Job, __: int) -> Outcome:

@@ -28,6 +28,8 @@ from castghl.common.settings import BrokerSettings
 from castghl.common.topology import WorkQueue
 
 PUBLISH_TIMEOUT_SECONDS = 10.0
+# How long a stopping worker lets the handlers in flight finish.
+GRACEFUL_STOP_SECONDS = 30.0
 PERSISTENT = 2  # AMQP delivery mode: written to disk (quorum queues store every message)
 
 
@@ -36,7 +38,7 @@ def make_broker(settings: BrokerSettings, service: str) -> RabbitBroker:
         str(settings.rabbitmq_url),
         default_channel=Channel(publisher_confirms=True, on_return_raises=True),
         app_id=service,
-        graceful_timeout=30.0,
+        graceful_timeout=GRACEFUL_STOP_SECONDS,
         logger=logging.getLogger(f"castghl.{service}.broker"),
         log_level=logging.DEBUG,
         fail_fast=True,

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from aio_pika.abc import (
     AbstractIncomingMessage,
@@ -32,14 +32,12 @@ from aio_pika.abc import (
 )
 from faststream.rabbit import RabbitQueue
 
-from castghl.common.broker import declare_queue
+from castghl.common.broker import GRACEFUL_STOP_SECONDS, declare_queue
 from castghl.common.health import queue_consuming
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
-# As long as FastStream's graceful stop gave handlers in flight (common/broker.py).
-STOP_GRACE_SECONDS: Final = 30.0
 
 
 @dataclass
@@ -67,12 +65,17 @@ class DirectConsumers:
             queue = await declare_queue(channel, consumer.queue)
 
             async def deliver(message: AbstractIncomingMessage,
-                              handle: Handler = consumer.handle) -> None:
+                              handle: Handler = consumer.handle,
+                              name: str = consumer.queue.name) -> None:
                 task = asyncio.current_task()
                 if task is not None:
                     self._in_flight.add(task)
                 try:
                     await handle(message)
+                except Exception:
+                    # Only a failure to settle gets here (Settler.run): the delivery stays
+                    # unacked, and comes again once its channel closes.
+                    log.exception("a delivery could not be settled", extra={"queue": name})
                 finally:
                     if task is not None:
                         self._in_flight.discard(task)
@@ -88,7 +91,7 @@ class DirectConsumers:
                 if consumer.consuming is None or consumer.tag is None
                 or not queue_consuming(consumer.consuming, consumer.tag)]
 
-    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+    async def stop(self, grace: float = GRACEFUL_STOP_SECONDS) -> None:
         """No more deliveries; then up to `grace` seconds for the handlers in flight."""
         for consumer in self._consumers:
             tag, consumer.tag = consumer.tag, None
