@@ -46,7 +46,8 @@ RAW_ANSWERS = {
 
 @dataclass
 class Server:
-    """Answers `GET /n` with n bytes, `GET /slow` never, `GET /bye` by closing the
+    """Answers `GET /n` with n bytes, `GET /slow` never, `GET /wait` once `go` is set,
+    `GET /bye` by closing the
     connection once answered, `/first-only` only as a connection's first request (later
     ones find it closed: the keep-alive race, every time), `/unframed` with no length,
     closing to end it, the paths of RAW_ANSWERS as written there, and `POST /echo` with
@@ -57,6 +58,7 @@ class Server:
     connections: int = 0
     requests: int = 0
     heads: list[bytes] = field(default_factory=list)
+    go: asyncio.Event = field(default_factory=asyncio.Event)  # `/wait` answers once set
     open: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -70,6 +72,8 @@ class Server:
                 path = head.split(b" ", 2)[1].decode()
                 if path == "/slow":
                     await asyncio.Event().wait()  # until the test ends
+                if path == "/wait":
+                    await self.go.wait()
                 if path == "/first-only" and answered:
                     break
                 answered += 1
@@ -277,6 +281,18 @@ async def test_a_full_pool_is_a_pool_timeout_and_a_cancelled_call_frees_its_slot
             await slow
         assert (await http.get(f"{server.url}/ok")).text == "ok"
     assert server.connections == 2  # the interrupted connection was not used again
+
+
+async def test_a_call_in_flight_when_the_client_closes_keeps_no_connection(
+        server: Server) -> None:
+    transport = Http11Transport(2)
+    http = httpx.AsyncClient(transport=transport)
+    call = asyncio.create_task(http.get(f"{server.url}/wait"))
+    await eventually(lambda: server.requests == 1, "the call to arrive")
+    await http.aclose()
+    server.go.set()
+    assert (await call).text == "ok"  # it finishes ...
+    assert transport.idle_connections() == []  # ... and its connection is not kept
 
 
 async def test_an_idle_connection_is_not_kept_past_its_time(server: Server) -> None:

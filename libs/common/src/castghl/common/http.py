@@ -150,7 +150,6 @@ class Http11Transport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for pool in self._pools.values():
             pool.close()
-        self._pools.clear()
 
 
 def _head(request: httpx.Request) -> bytes:
@@ -205,6 +204,7 @@ class _Pool:
         self.limit = limit
         self.keepalive = keepalive
         self.open = 0
+        self.closed = False  # the transport was closed: nothing goes back to idle
         self.idle: deque[_Connection] = deque()
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
 
@@ -246,7 +246,7 @@ class _Pool:
             raise
 
     def release(self, connection: _Connection, reusable: bool) -> None:
-        if reusable and connection.usable():
+        if reusable and connection.usable() and not self.closed:
             connection.idle_since = asyncio.get_running_loop().time()
             self._hand_on(connection)
         else:
@@ -270,6 +270,8 @@ class _Pool:
         self.open -= 1
 
     def close(self) -> None:
+        """Close the idle connections; those in use close when their call ends."""
+        self.closed = True
         while self.idle:
             self._discard(self.idle.pop())
 
