@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
+import phonenumbers
 import pytest
+from phonenumbers import PhoneNumberType
 from pydantic import BaseModel, ValidationError
 
 from castghl.common.cast.client import cast_number
@@ -183,3 +187,32 @@ def test_invalid_number_is_permanent_and_keeps_the_number_out_of_logs() -> None:
         PhMobile.parse("+1 202 555 0123")
     assert str(caught.value) == "invalid phone number: not_philippine"
     assert "555" not in str(caught.value)
+
+
+def _general_parse(raw: str) -> str | None:
+    """What phonenumbers alone makes of `raw`: its E.164 form if a PH mobile, else None."""
+    try:
+        number = phonenumbers.parse(raw, "PH")
+    except phonenumbers.NumberParseException:
+        return None
+    if number.country_code != 63 or not phonenumbers.is_valid_number(number) or (
+            phonenumbers.number_type(number) not in {PhoneNumberType.MOBILE,
+                                                     PhoneNumberType.FIXED_LINE_OR_MOBILE}):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@pytest.mark.parametrize("form", ["+63{}", "63{}", "0{}", "{}", "+63 {} {} {}", "0{}-{}-{}"])
+def test_the_common_forms_read_as_a_general_parse_does(form: str) -> None:
+    """`parse` skips the general parse for the forms GHL stores most (its fast path): for
+    every 9xx prefix, known to be mobile or not, both must say the same."""
+    rng = random.Random(form)
+    for prefix in range(900, 1000):
+        digits = f"{prefix}{rng.randrange(10**7):07d}"
+        raw = form.format(*([digits] if form.count("{}") == 1 else
+                            [digits[:3], digits[3:6], digits[6:]]))
+        try:
+            ours: str | None = PhMobile.parse(raw).e164
+        except InvalidPhoneNumber:
+            ours = None
+        assert ours == _general_parse(raw), raw

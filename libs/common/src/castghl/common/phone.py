@@ -34,6 +34,10 @@ _PH_COUNTRY_CODE = 63
 # Digits and the punctuation people type around them. Letters are refused up front
 # because phonenumbers would otherwise read vanity numbers ("0917-CALL-NOW") as digits.
 _PHONE_CHARS = re.compile(r"[0-9+\s\-.()\u2010-\u2015]+")
+# The forms GHL stores most often: +639…, 639…, 09… or 9…, the ten national digits of a
+# 9xx mobile, spaced or dashed or not. Such a number needs no general parse (~40 µs of
+# CPU per SMS on a 2-core machine): its type alone decides, as it does after a parse.
+_COMMON_FORM = re.compile(r"(?:\+?63|0)?(9[0-9]{9})")
 _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
 _LANDLINE_TYPES = frozenset({PhoneNumberType.FIXED_LINE})
 _MAX_SHOWN = 32
@@ -107,6 +111,12 @@ class PhMobile:
 
 def _parse_ph_mobile(raw: str) -> PhoneNumber:
     text = raw.strip()
+    common = _COMMON_FORM.fullmatch(text.replace(" ", "").replace("-", ""))
+    if common is not None:
+        number = PhoneNumber(country_code=_PH_COUNTRY_CODE, national_number=int(common[1]))
+        if phonenumbers.number_type(number) in _MOBILE_TYPES:
+            return number
+        # Not a known mobile prefix: the general parse below says what it is instead.
     if not text:
         raise InvalidPhoneNumber("empty", "Cast SMS: the recipient's phone number is empty")
     if not _PHONE_CHARS.fullmatch(text) or not any(c.isdigit() for c in text):
