@@ -146,6 +146,19 @@ async def test_one_tick_is_on_its_way_while_receipts_are_awaited() -> None:
     assert h.ticks.sent == 3
 
 
+async def test_a_tick_is_settled_only_once_the_next_one_is_on_its_way() -> None:
+    # An owner killed after acking a tick and before its round sent the next would leave
+    # the awaited receipts with nobody to wake for them (seen: 5 SMS without a status).
+    h = Harness(receipts=THREE_CHECKS)
+    await h.settled.process(sms(), attempt=1)
+    assert h.ticks.sent == 1
+    await h.desk.check(ReceiptCheck(), attempt=1)  # came back: nothing ran since
+    assert h.ticks.sent == 2
+    h.store.receipt_at.clear()  # nothing awaited any more: the ticking ends
+    await h.desk.check(ReceiptCheck(), attempt=1)
+    assert h.ticks.sent == 2
+
+
 async def test_a_check_from_an_older_sender_makes_its_message_due_now() -> None:
     # Before the schedule moved into the record, a sender queued one check per message.
     h = Harness(receipts=THREE_CHECKS)

@@ -188,6 +188,11 @@ class ReceiptDesk:
         if check.message_id:
             await self.store.receipts_due_now(check.message_id, check.check, self.clock())
         self._soon(self.clock())
+        # The tick is acked when this returns: while receipts are awaited, the next one is
+        # on its way first, or an owner dying before its round sent one would leave the
+        # checks due with nobody to wake for them until the next SMS.
+        if await self.store.next_receipt_at() is not None:
+            await self._keep_ticking()
         return Done()
 
     def on_duty(self, lane_open: Callable[[], bool]) -> None:
