@@ -25,6 +25,7 @@ from pymongo import AsyncMongoClient
 from bench import report
 from castghl.common.crypto import TokenCipher, generate_key
 from castghl.common.ghl.oauth import TokenGrant
+from castghl.common.http import pooled_upstream
 from castghl.common.oauth_client import OAuthClient, OAuthTimings
 from castghl.oauth.store import COLLECTION, MongoInstallations
 from castghl.sandbox.server import free_port
@@ -66,7 +67,8 @@ def _start(rabbitmq_url: str, mongo_uri: str, key: str, port: int, log: Path
 
 async def _measure(url: str, ids: list[str]) -> dict[str, Any]:
     # The sender's own pool size (castghl.sender.app.OAUTH_CONNECTIONS).
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=OAUTH_CONNECTIONS)) as http:
+    http = pooled_upstream(OAUTH_CONNECTIONS, timeout=60)
+    try:
         def fresh() -> OAuthClient:  # no cache between the runs
             return OAuthClient(http, url, SENDER_KEY, OAuthTimings(timeout=60))
 
@@ -91,6 +93,8 @@ async def _measure(url: str, ids: list[str]) -> dict[str, Any]:
                 await asyncio.gather(*(burst.location(i) for i in batch))
             figures[f"{LOCATIONS} {kind} look-ups at once (ms)"] = (
                 (time.perf_counter() - started) * 1000)
+    finally:
+        await http.aclose()
     round_trip = figures["one look-up (median ms)"]
     for kind in ("settings", "tokens"):
         took = figures[f"{LOCATIONS} {kind} look-ups at once (ms)"]

@@ -37,6 +37,29 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def reference_work_ms(rounds: int = 3) -> float:
+    """CPU milliseconds this machine takes for a fixed piece of pure-Python work (JSON,
+    dicts, strings, calls: what a service spends its CPU on), the best of `rounds`.
+
+    Machines of one kind have differed by more than three times in the CPU the same
+    commit spent per message (bench/README.md): figures from two machines compare only
+    through this one."""
+    def step(i: int) -> int:
+        entry = {"messageId": f"m{i:08d}", "locationId": "loc-1", "status": "delivered",
+                 "parts": [{"n": n, "id": f"c{i}-{n}"} for n in range(3)]}
+        text = json.dumps(entry)
+        return len(json.loads(text)["parts"]) + len(text.split(",")) + sorted(entry).index(
+            "status")
+
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        total = sum(step(i) for i in range(20_000))
+        best = min(best, (time.process_time() - started) * 1000)
+    assert total > 0
+    return best
+
+
 def background_load(seconds: float = 1.0) -> str:
     """How busy the machine is before we start: other work on these cores skews figures."""
     from bench.load import machine_cpu

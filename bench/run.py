@@ -78,6 +78,9 @@ def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
             figures["machine"] = report.machine(rabbitmq,
                                                 mongo.description if mongo else "not used")
             figures["machine"]["busy before the run"] = report.background_load()
+            figures["machine"]["reference work"] = (
+                f"{report.reference_work_ms():.0f} ms of CPU (bench/report.py; lower is "
+                "faster)")
             print(report.heading("Machine"))
             print(report.pairs(list(figures["machine"].items())))
             if args.only in (None, "gateway"):

@@ -17,6 +17,7 @@ import pytest
 from castghl.common.cast.client import CastClient
 from castghl.common.cast.models import CastSendRequest
 from castghl.common.errors import PermanentError
+from castghl.common.http import pooled_upstream
 from castghl.common.phone import PhMobile
 from castghl.sandbox.cast.knobs import DEFAULT_API_KEY
 
@@ -25,8 +26,9 @@ GLOBE, DITO = PhMobile.parse("0917 123 4567"), PhMobile.parse("0895 123 4567")
 
 @pytest.fixture
 async def cast(cast_sim: Any) -> AsyncIterator[CastClient]:
-    async with httpx.AsyncClient() as http:
-        yield CastClient(http, cast_sim.url, idempotency=True)
+    http = pooled_upstream(4, timeout=10)
+    yield CastClient(http, cast_sim.url, idempotency=True)
+    await http.aclose()
 
 
 async def sent_to(cast_sim: Any) -> list[str]:

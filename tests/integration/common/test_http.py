@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from castghl.common.http import Http11Transport, pooled_client
+from castghl.common.http import Http11Transport, Upstream, pooled_upstream
 
 from .conftest import eventually
 
@@ -118,10 +118,10 @@ async def server() -> AsyncIterator[Server]:
         yield served
 
 
-async def _until_hung_up(http: httpx.AsyncClient) -> None:
+async def _until_hung_up(http: Upstream) -> None:
     """Until the client has seen the server close every pooled connection (a condition,
     not a time: on a busy machine the close may take a while to arrive)."""
-    transport = http._transport
+    transport = http.transport
     assert isinstance(transport, Http11Transport)
     await eventually(lambda: not any(connection.usable()
                                      for connection in transport.idle_connections()),
@@ -129,43 +129,43 @@ async def _until_hung_up(http: httpx.AsyncClient) -> None:
 
 
 async def test_calls_reuse_one_kept_alive_connection(server: Server) -> None:
-    async with pooled_client(4) as http:
-        answers = [await http.get(f"{server.url}/ok") for _ in range(5)]
+    async with pooled_upstream(4) as http:
+        answers = [await http.request("GET", f"{server.url}/ok") for _ in range(5)]
     assert [answer.text for answer in answers] == ["ok"] * 5
     assert server.connections == 1
 
 
 async def test_a_connection_the_server_closed_is_not_used_again(server: Server) -> None:
-    async with pooled_client(4) as http:
-        assert (await http.get(f"{server.url}/ok")).text == "ok"
+    async with pooled_upstream(4) as http:
+        assert (await http.request("GET", f"{server.url}/ok")).text == "ok"
         server.hang_up_all()
         await _until_hung_up(http)
-        assert (await http.get(f"{server.url}/ok")).text == "ok"
-        assert (await http.get(f"{server.url}/bye")).text == "ok"
-        assert (await http.get(f"{server.url}/ok")).text == "ok"
+        assert (await http.request("GET", f"{server.url}/ok")).text == "ok"
+        assert (await http.request("GET", f"{server.url}/bye")).text == "ok"
+        assert (await http.request("GET", f"{server.url}/ok")).text == "ok"
     assert server.connections == 3
 
 
 async def test_request_bodies_small_and_big_arrive_whole(server: Server) -> None:
-    async with pooled_client(2) as http:
-        small = await http.post(f"{server.url}/echo", content=b"hello")
-        big = await http.post(f"{server.url}/echo", content=b"y" * 300_000 + b"z")
-        after = await http.post(f"{server.url}/echo", json={"to": "+639171234567"})
+    async with pooled_upstream(2) as http:
+        small = await http.request("POST", f"{server.url}/echo", content=b"hello")
+        big = await http.request("POST", f"{server.url}/echo", content=b"y" * 300_000 + b"z")
+        after = await http.request("POST", f"{server.url}/echo", json={"to": "+639171234567"})
     assert (small.text, big.text) == ("5 o", "300001 z")
     assert after.text == "22 }"  # {"to":"+639171234567"}
     assert server.connections == 1
 
 
 async def test_a_big_body_arrives_whole(server: Server) -> None:
-    async with pooled_client(2) as http:
-        answer = await http.get(f"{server.url}/{BIG}")
+    async with pooled_upstream(2) as http:
+        answer = await http.request("GET", f"{server.url}/{BIG}")
     assert len(answer.content) == BIG
 
 
 async def test_a_slow_answer_is_a_read_timeout(server: Server) -> None:
-    async with pooled_client(2, timeout=httpx.Timeout(5.0, read=0.2)) as http:
+    async with pooled_upstream(2, timeout=httpx.Timeout(5.0, read=0.2)) as http:
         with pytest.raises(httpx.ReadTimeout):
-            await http.get(f"{server.url}/slow")
+            await http.request("GET", f"{server.url}/slow")
 
 
 async def test_a_refused_connection_is_a_connect_error() -> None:
@@ -173,9 +173,9 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
     port = listening.sockets[0].getsockname()[1]
     listening.close()
     await listening.wait_closed()
-    async with pooled_client(2) as http:
+    async with pooled_upstream(2) as http:
         with pytest.raises(httpx.ConnectError):
-            await http.get(f"http://127.0.0.1:{port}/ok")
+            await http.request("GET", f"http://127.0.0.1:{port}/ok")
 
 
 async def test_https_with_a_certificate_the_client_trusts(tmp_path: Path) -> None:
@@ -198,23 +198,23 @@ async def test_https_with_a_certificate_the_client_trusts(tmp_path: Path) -> Non
     served, listening = await _serve(tls)
     async with listening:
         trusting = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
-        async with pooled_client(2, verify=trusting) as http:
-            answers = [await http.get(f"{served.url}/ok") for _ in range(3)]
-        async with pooled_client(2) as doubting:  # the system's trust store: refused
+        async with pooled_upstream(2, verify=trusting) as http:
+            answers = [await http.request("GET", f"{served.url}/ok") for _ in range(3)]
+        async with pooled_upstream(2) as doubting:  # the system's trust store: refused
             with pytest.raises(httpx.ConnectError):
-                await doubting.get(f"{served.url}/ok")
+                await doubting.request("GET", f"{served.url}/ok")
     assert [answer.text for answer in answers] == ["ok"] * 3
     assert served.connections == 1  # kept alive; the refused handshake never got this far
 
 
 async def test_every_framing_of_an_answer(server: Server) -> None:
-    async with pooled_client(2) as http:
-        chunked = await http.get(f"{server.url}/chunked")
-        interim = await http.get(f"{server.url}/continue")
-        empty = await http.get(f"{server.url}/nocontent")
-        head = await http.head(f"{server.url}/5")
-        zipped = await http.get(f"{server.url}/gzip")
-        unframed = await http.get(f"{server.url}/unframed")
+    async with pooled_upstream(2) as http:
+        chunked = await http.request("GET", f"{server.url}/chunked")
+        interim = await http.request("GET", f"{server.url}/continue")
+        empty = await http.request("GET", f"{server.url}/nocontent")
+        head = await http.request("HEAD", f"{server.url}/5")
+        zipped = await http.request("GET", f"{server.url}/gzip")
+        unframed = await http.request("GET", f"{server.url}/unframed")
     assert (chunked.text, interim.text, empty.content) == ("hello", "ok", b"")
     assert (empty.status_code, head.status_code, head.content) == (204, 200, b"")
     assert (zipped.json(), unframed.text) == ({"ok": True}, "until the end")
@@ -222,72 +222,73 @@ async def test_every_framing_of_an_answer(server: Server) -> None:
 
 
 async def test_no_cookie_is_kept(server: Server) -> None:
-    async with pooled_client(2) as http:
-        await http.get(f"{server.url}/cookie")
-        await http.get(f"{server.url}/ok")
+    async with pooled_upstream(2) as http:
+        await http.request("GET", f"{server.url}/cookie")
+        await http.request("GET", f"{server.url}/ok")
     assert b"cookie" not in server.heads[1].lower()
 
 
 async def test_connection_close_is_honoured(server: Server) -> None:
-    async with pooled_client(2) as http:
-        assert (await http.get(f"{server.url}/close")).text == "ok"
-        assert (await http.get(f"{server.url}/ok")).text == "ok"
+    async with pooled_upstream(2) as http:
+        assert (await http.request("GET", f"{server.url}/close")).text == "ok"
+        assert (await http.request("GET", f"{server.url}/ok")).text == "ok"
     assert server.connections == 2
 
 
 async def test_what_is_not_http_is_a_protocol_error(server: Server) -> None:
-    async with pooled_client(2) as http:
+    async with pooled_upstream(2) as http:
         with pytest.raises(httpx.RemoteProtocolError):
-            await http.get(f"{server.url}/garbage")
-        assert (await http.get(f"{server.url}/ok")).text == "ok"
+            await http.request("GET", f"{server.url}/garbage")
+        assert (await http.request("GET", f"{server.url}/ok")).text == "ok"
 
 
 async def test_a_header_with_a_line_break_is_never_sent(server: Server) -> None:
-    async with pooled_client(2) as http:
+    async with pooled_upstream(2) as http:
         with pytest.raises(httpx.LocalProtocolError):
-            await http.get(f"{server.url}/ok", headers={"X-Token": "a\r\nX-Evil: 1"})
+            await http.request("GET", f"{server.url}/ok", headers={"X-Token": "a\r\nX-Evil: 1"})
     assert server.requests == 0
 
 
 async def test_the_keep_alive_race_replays_only_what_may_be_replayed(server: Server) -> None:
     url = f"{server.url}/first-only"
-    async with pooled_client(1) as http:
-        assert (await http.get(url)).text == "ok"
-        assert (await http.get(url)).text == "ok"  # found closed unanswered: sent again
-        keyed = await http.post(url, content=b"{}", headers={"X-Idempotency-Key": "k-1"})
+    async with pooled_upstream(1) as http:
+        assert (await http.request("GET", url)).text == "ok"
+        assert (await http.request("GET", url)).text == "ok"  # found closed unanswered: sent again
+        keyed = await http.request("POST", url, content=b"{}", headers={"X-Idempotency-Key": "k-1"})
         assert keyed.text == "ok"
         with pytest.raises(httpx.RemoteProtocolError):  # a POST may have been acted on
-            await http.post(url, content=b"{}")
+            await http.request("POST", url, content=b"{}")
     # GET and keyed POST each found their connection closed and went again on a new one.
     assert (server.connections, server.requests) == (3, 6)
 
 
 async def test_more_calls_than_connections_wait_their_turn(server: Server) -> None:
-    async with pooled_client(2) as http:
-        answers = await asyncio.gather(*(http.get(f"{server.url}/ok") for _ in range(20)))
+    async with pooled_upstream(2) as http:
+        answers = await asyncio.gather(*(http.request("GET", f"{server.url}/ok")
+                                         for _ in range(20)))
     assert [answer.text for answer in answers] == ["ok"] * 20
     assert server.connections <= 2
 
 
 async def test_a_full_pool_is_a_pool_timeout_and_a_cancelled_call_frees_its_slot(
         server: Server) -> None:
-    async with pooled_client(1, timeout=httpx.Timeout(5.0, pool=0.1)) as http:
-        slow = asyncio.create_task(http.get(f"{server.url}/slow"))
+    async with pooled_upstream(1, timeout=httpx.Timeout(5.0, pool=0.1)) as http:
+        slow = asyncio.create_task(http.request("GET", f"{server.url}/slow"))
         await eventually(lambda: server.requests == 1, "the slow call to arrive")
         with pytest.raises(httpx.PoolTimeout):
-            await http.get(f"{server.url}/ok")
+            await http.request("GET", f"{server.url}/ok")
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
-        assert (await http.get(f"{server.url}/ok")).text == "ok"
+        assert (await http.request("GET", f"{server.url}/ok")).text == "ok"
     assert server.connections == 2  # the interrupted connection was not used again
 
 
 async def test_a_call_in_flight_when_the_client_closes_keeps_no_connection(
         server: Server) -> None:
     transport = Http11Transport(2)
-    http = httpx.AsyncClient(transport=transport)
-    call = asyncio.create_task(http.get(f"{server.url}/wait"))
+    http = Upstream(transport)
+    call = asyncio.create_task(http.request("GET", f"{server.url}/wait"))
     await eventually(lambda: server.requests == 1, "the call to arrive")
     await http.aclose()
     server.go.set()
@@ -297,9 +298,9 @@ async def test_a_call_in_flight_when_the_client_closes_keeps_no_connection(
 
 async def test_an_idle_connection_is_not_kept_past_its_time(server: Server) -> None:
     transport = Http11Transport(2, keepalive_seconds=0.0)
-    async with httpx.AsyncClient(transport=transport) as http:
+    async with Upstream(transport) as http:
         for _ in range(3):
-            assert (await http.get(f"{server.url}/ok")).text == "ok"
+            assert (await http.request("GET", f"{server.url}/ok")).text == "ok"
     assert server.connections == 3
 
 

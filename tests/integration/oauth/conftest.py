@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from castghl.common.broker import make_broker
 from castghl.common.crypto import generate_key
+from castghl.common.http import pooled_upstream
 from castghl.common.oauth_client import OAuthClient, OAuthTimings
 from castghl.common.settings import BrokerSettings
 from castghl.common.topology import Topology
@@ -215,7 +216,7 @@ class Callers:
     """The sender's side of the internal API, as the sender builds it; closed afterwards."""
 
     def __init__(self) -> None:
-        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
+        self.http = pooled_upstream(256, timeout=60)
 
     def to(self, url: str) -> OAuthClient:
         return OAuthClient(self.http, url, SENDER_KEY, OAuthTimings(timeout=60))

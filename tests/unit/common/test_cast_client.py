@@ -27,6 +27,7 @@ from castghl.common.errors import (
     RetryableError,
     UncertainError,
 )
+from castghl.common.http import Upstream
 
 REQUEST = CastSendRequest(to="09171234567", message="Hello", sender_id="CASTPH")
 API_KEY = "cast_" + "ab" * 32
@@ -43,7 +44,7 @@ def client(answer: httpx.Response | Callable[[httpx.Request], httpx.Response],
         return answer(request) if callable(answer) else answer
 
     transport = httpx.MockTransport(handle)
-    return CastClient(httpx.AsyncClient(transport=transport), BASE_URL,
+    return CastClient(Upstream(transport), BASE_URL,
                       idempotency=idempotency)
 
 
@@ -337,7 +338,7 @@ async def test_without_idempotency_no_idempotency_key_is_sent() -> None:
 
 async def test_no_sender_id_leaves_it_to_cast_and_a_trailing_slash_is_harmless() -> None:
     seen: list[httpx.Request] = []
-    cast = CastClient(httpx.AsyncClient(transport=httpx.MockTransport(
+    cast = CastClient(Upstream(httpx.MockTransport(
         lambda request: seen.append(request) or accepted())), BASE_URL + "/",
         idempotency=True)
     await cast.send(CastSendRequest(to="09171234567", message="Hi"), api_key=API_KEY,

@@ -8,6 +8,7 @@ import pytest
 from castghl.common.errors import RetryableError
 from castghl.common.ghl.api import GhlApi
 from castghl.common.ghl.oauth import GhlOAuth
+from castghl.common.http import Upstream
 
 
 async def test_the_message_id_is_one_quoted_path_segment() -> None:
@@ -17,7 +18,7 @@ async def test_the_message_id_is_one_quoted_path_segment() -> None:
         seen.append(request.url)
         return httpx.Response(200, json={"messageId": "x", "status": "delivered"})
 
-    api = GhlApi(httpx.AsyncClient(transport=httpx.MockTransport(ghl)), "https://ghl.test")
+    api = GhlApi(Upstream(httpx.MockTransport(ghl)), "https://ghl.test")
     # A webhook's id must never reach another path of GHL's API.
     await api.update_status("token", "../../contacts/abc?x=1#y", "delivered")
     assert seen[0].raw_path == (b"/conversations/messages/..%2F..%2Fcontacts%2Fabc%3Fx%3D1%23y"

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from castghl.common import answers
 from castghl.common.errors import NeedsReauth, NotInstalled, ServiceUnavailable
+from castghl.common.http import Upstream
 from castghl.common.messages import CastKey, InstallStatus
 from castghl.common.oauth_client import OAuthClient
 from castghl.oauth.installation import LocationPrefs
@@ -33,11 +34,12 @@ NOBODY, EVERYONE = DefaultKeyFor(), DefaultKeyFor(everyone=True)
 class Service:
     store: FakeStore
     ghl: FakeGhl
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # to send what the OAuth client never would
+    transport: httpx.AsyncBaseTransport
     default_key_for: DefaultKeyFor = NOBODY
 
     def client(self) -> OAuthClient:
-        return OAuthClient(self.http, "http://oauth", SENDER_KEY)
+        return OAuthClient(Upstream(self.transport), "http://oauth", SENDER_KEY)
 
 
 def app_for(store: FakeStore, ghl: FakeGhl, default_key_for: DefaultKeyFor) -> FastAPI:
@@ -54,7 +56,7 @@ async def service() -> AsyncIterator[Service]:
     store, ghl = FakeStore(), FakeGhl()
     transport = httpx.ASGITransport(app=app_for(store, ghl, NOBODY))
     async with httpx.AsyncClient(transport=transport, base_url="http://oauth") as http:
-        yield Service(store, ghl, http)
+        yield Service(store, ghl, http, transport)
 
 
 @pytest.mark.parametrize(("method", "path"), [
@@ -145,7 +147,7 @@ async def test_a_broken_store_is_the_service_being_unavailable(service: Service)
         assert answer.json() == {"code": "service_unavailable",
                                  "detail": "OAuth service problem: token store unavailable"}
         with pytest.raises(ServiceUnavailable):
-            await OAuthClient(http, "http://oauth", SENDER_KEY).location("x")
+            await OAuthClient(Upstream(transport), "http://oauth", SENDER_KEY).location("x")
 
 
 @pytest.mark.parametrize("body", [
@@ -190,8 +192,7 @@ async def test_the_default_key_is_only_for_the_companies_the_operator_allows(
     store = FakeStore()
     store.put(installation(company_id=company))
     transport = httpx.ASGITransport(app=app_for(store, FakeGhl(), default_key_for))
-    async with httpx.AsyncClient(transport=transport, base_url="http://oauth") as http:
-        found = await OAuthClient(http, "http://oauth", SENDER_KEY).location("loc1")
+    found = await OAuthClient(Upstream(transport), "http://oauth", SENDER_KEY).location("loc1")
     assert found.cast_key is expected
     assert found.cast_api_key is None  # the default key itself never travels
 

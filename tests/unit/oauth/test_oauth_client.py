@@ -24,6 +24,7 @@ from castghl.common.errors import (
     ServiceUnavailable,
     UpstreamUnavailable,
 )
+from castghl.common.http import Upstream
 from castghl.common.messages import (
     LocationChanged,
     LocationSettings,
@@ -85,7 +86,7 @@ class FakeService:
 
 def client(service: Callable[[httpx.Request], Awaitable[httpx.Response]],
            **timings: Any) -> OAuthClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(service))
+    http = Upstream(httpx.MockTransport(service))
     return OAuthClient(http, "http://oauth.internal", KEY, OAuthTimings(**timings))
 
 
@@ -265,7 +266,7 @@ async def test_an_answer_that_cannot_be_used_is_retried_as_an_attempt(
 async def test_location_settings_are_cached_for_their_ttl_and_dropped_on_notice() -> None:
     now = [0.0]
     service = FakeService(settings_answer(company_id="co1", sender_id="CASTPH"))
-    oauth = OAuthClient(httpx.AsyncClient(transport=httpx.MockTransport(service)),
+    oauth = OAuthClient(Upstream(httpx.MockTransport(service)),
                         "http://oauth.internal", KEY, OAuthTimings(settings_ttl=60),
                         monotonic=lambda: now[0])
     assert (await oauth.location("loc1")).sender_id == "CASTPH"

@@ -12,6 +12,7 @@ import pytest
 
 from castghl.common.cast.models import CastOptOut, CastUnsubscribed
 from castghl.common.ghl.api import GhlApi
+from castghl.common.http import Upstream
 from castghl.common.messages import InboundSms, InstallStatus, LocationSettings, OutboundSms
 from castghl.common.phone import PhMobile
 from castghl.common.worker import Done, Park, Retry
@@ -56,7 +57,7 @@ class FakeGhl:
         return httpx.Response(status, json=body)
 
     def api(self) -> GhlApi:
-        return GhlApi(httpx.AsyncClient(transport=httpx.MockTransport(self.handle)),
+        return GhlApi(Upstream(httpx.MockTransport(self.handle)),
                       "https://ghl.test")
 
     def paths(self) -> list[str]:

@@ -11,6 +11,7 @@ from pymongo.errors import AutoReconnect
 
 from castghl.common.errors import PermanentError, RetryableError
 from castghl.common.ghl.api import GhlApi
+from castghl.common.http import Upstream
 from castghl.common.messages import OutboundSms, StatusError, StatusUpdate
 from castghl.common.worker import Done, Park, Retry
 from castghl.sender.status import BUSY_RETRY_SECONDS, StatusReporter
@@ -29,7 +30,7 @@ def ghl(*answers: tuple[int, dict[str, object]], seen: list[httpx.Request],
         status, body = script.pop(0) if script else (200, {"success": True})
         return httpx.Response(status, json=body, headers=headers or {})
 
-    return GhlApi(httpx.AsyncClient(transport=httpx.MockTransport(handle)), "https://ghl.test")
+    return GhlApi(Upstream(httpx.MockTransport(handle)), "https://ghl.test")
 
 
 async def reporter(api: GhlApi, tokens: FakeTokens | None = None
@@ -90,7 +91,7 @@ async def test_a_copy_arriving_while_the_status_is_written_looks_again_later() -
         await gate.wait()
         return httpx.Response(200, json={"success": True})
 
-    api = GhlApi(httpx.AsyncClient(transport=httpx.MockTransport(slow_ghl)), "https://ghl.test")
+    api = GhlApi(Upstream(httpx.MockTransport(slow_ghl)), "https://ghl.test")
     worker, _ = await reporter(api)
     writing = asyncio.create_task(worker.process(FAILED, attempt=1))
     await asked.wait()

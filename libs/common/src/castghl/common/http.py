@@ -1,8 +1,14 @@
-"""Pooled HTTP/1.1 clients for the upstreams, on the event loop's own transports.
+"""Pooled HTTP/1.1 calls to the upstreams, on the event loop's own transports.
 
-The callers keep httpx's client (URLs, headers, JSON, timeouts, errors, and
-`httpx.MockTransport` in unit tests); below it, `Http11Transport` replaces httpx's
-default transport (httpcore's pool and h11). Measured on this machine at the Cast lane's
+The sender's calls (Cast, GHL, the OAuth service) go through `Upstream`: httpx's request
+and response types, its errors, and any httpx transport below (`httpx.MockTransport` in
+unit tests), but not its client. What the client does around a call — merging URLs and
+headers, the auth and redirect machinery, hooks, timers — cost ~200 µs of CPU per call on
+a 2-core machine, as much as the call itself, and these upstreams need none of it
+(bench/README.md, "Cost per message, a slower machine").
+
+Below it, `Http11Transport` replaces httpx's default transport (httpcore's pool and h11).
+Measured on a faster machine at the Cast lane's
 concurrency, that transport cost about 500 µs of CPU per call against 130 µs for the
 whole client layer above it: each time a call starts or ends, its pool checks every
 connection against every queued request (337 `is_idle` checks per call with 32 calls in
@@ -25,7 +31,8 @@ import asyncio
 import socket
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from json import dumps
 from typing import Any, Final, cast
 
 import httpx
@@ -47,30 +54,60 @@ _IDEMPOTENCY_HEADERS: Final = ("idempotency-key", "x-idempotency-key")
 Origin = tuple[bytes, str, int]
 
 
-def pooled_client(connections: int, *, verify: ssl.SSLContext | bool = True,
-                  **options: Any) -> httpx.AsyncClient:
-    """An `httpx.AsyncClient` keeping alive up to `connections` connections per origin
-    (httpx keeps 20 by default and closes the rest after each call: a new TCP or TLS
-    handshake per call once more are in flight), keeping no cookies. `verify` as httpx
-    takes it."""
-    client = httpx.AsyncClient(transport=Http11Transport(connections, verify=verify),
-                               **options)
-    # httpx takes no cookie policy: give the client ours. Checked here so that a release
-    # of httpx that renames the field fails at start, loudly.
-    if not isinstance(getattr(client, "_cookies", None), httpx.Cookies):
-        raise TypeError("httpx's client changed: castghl.common.http needs its cookie jar")
-    client._cookies = _NoCookies()
-    return client
+USER_AGENT: Final = "castghl"
 
 
-class _NoCookies(httpx.Cookies):
-    """Keeps none. One client carries every tenant's calls to an upstream, so a cookie
-    one call was given (a CDN's, say) must not ride along on another location's; and
-    none of the upstreams needs one. Reading each answer for cookies also cost ~30 µs of
-    CPU per call, a quarter of httpx's client layer."""
+class Upstream:
+    """Calls to one upstream. Keeps no cookies: one upstream carries every tenant's calls,
+    so a cookie one call was given (a CDN's, say) must never ride along on another
+    location's; and follows no redirects (none of these APIs sends one on purpose).
+    `timeout` as httpx takes it, for every phase of a call."""
 
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
+    def __init__(self, transport: httpx.AsyncBaseTransport, *,
+                 timeout: httpx.Timeout | float = 5.0) -> None:
+        self.transport = transport
+        self._timeouts = httpx.Timeout(timeout).as_dict()
+
+    async def request(self, method: str, url: httpx.URL | str, *,
+                      headers: Mapping[str, str] | None = None, json: Any = None,
+                      content: bytes | None = None, params: Mapping[str, str] | None = None,
+                      timeout: float | None = None) -> httpx.Response:
+        """Send one request and read its whole answer; httpx's transport errors as raised.
+        `json` is sent as compact UTF-8 JSON; `timeout` overrides the upstream's."""
+        fields = {"User-Agent": USER_AGENT, **(headers or {})}
+        if json is not None:
+            content = dumps(json, ensure_ascii=False, separators=(",", ":"),
+                            allow_nan=False).encode()
+            fields["Content-Type"] = "application/json"
+        if params:
+            url = httpx.URL(url).copy_merge_params(params)
+        timeouts = self._timeouts if timeout is None else httpx.Timeout(timeout).as_dict()
+        request = httpx.Request(method, url, headers=fields, content=content,
+                                extensions={"timeout": timeouts})
+        response = await self.transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        response.request = request
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> Upstream:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+def pooled_upstream(connections: int, *, timeout: httpx.Timeout | float = 5.0,
+                    verify: ssl.SSLContext | bool = True) -> Upstream:
+    """An `Upstream` keeping alive up to `connections` connections per origin (httpx
+    keeps 20 by default and closes the rest after each call: a new TCP or TLS handshake
+    per call once more are in flight). `verify` as httpx takes it."""
+    return Upstream(Http11Transport(connections, verify=verify), timeout=timeout)
 
 
 class Http11Transport(httpx.AsyncBaseTransport):

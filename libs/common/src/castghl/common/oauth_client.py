@@ -1,8 +1,8 @@
 """The caller side of the OAuth service's internal API: tokens, per-location settings and
 inbound routing, over HTTP, cached in-process.
 
-Requests run concurrently on a pooled `httpx.AsyncClient` (injected, so tests can swap
-its transport), each with its own timeout: a token refresh for a status write never
+Requests run concurrently on a pooled `Upstream` (injected, so tests can give it a
+transport of their own), each with its own timeout: a token refresh for a status write never
 holds up the Cast lane's settings look-up. Tokens and settings asked for at the same
 moment go out as one request (`castghl.common.batching`): a burst for hundreds of
 locations costs about one round trip, and an ask already on its way is joined, not
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from castghl.common.answers import error_from
 from castghl.common.batching import Batcher
 from castghl.common.errors import BridgeError, RetryableError, ServiceUnavailable
+from castghl.common.http import Upstream
 from castghl.common.messages import (
     CastKeysReply,
     LocationChanged,
@@ -99,7 +100,7 @@ class OAuthTimings:
 class OAuthClient:
     """Ask the OAuth service; one per process."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str,
+    def __init__(self, http: Upstream, base_url: str, api_key: str,
                  timings: OAuthTimings | None = None, *,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.http = http

@@ -27,6 +27,7 @@ from castghl.common.health import (
     mongo_check,
     watch_consumers,
 )
+from castghl.common.http import pooled_upstream
 from castghl.common.worker import Settler
 from castghl.oauth.admin import SenderIdCheck, SettingsEditor, admin_router
 from castghl.oauth.changes import ChangeNotices
@@ -73,7 +74,8 @@ def create_app(settings: OAuthSettings) -> FastAPI:
     events = MongoEventLog(database[EVENTS_COLLECTION])
     audit = MongoAuditLog(database[AUDIT_COLLECTION])
     http = httpx.AsyncClient(timeout=settings.ghl_http_timeout_seconds)
-    cast_http = httpx.AsyncClient(timeout=settings.cast_http_timeout_seconds)
+    # Sender-ID checks, a few at a time (the console's settings form).
+    cast_http = pooled_upstream(4, timeout=settings.cast_http_timeout_seconds)
     client_secret = settings.ghl_client_secret.get_secret_value()
     ghl = GhlOAuth(http, str(settings.ghl_api_url), settings.ghl_client_id, client_secret)
     tokens = TokenService(store, ghl, lease_owner(), RefreshPolicy(

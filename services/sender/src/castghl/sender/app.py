@@ -40,7 +40,7 @@ from castghl.common.health import (
     publisher_check,
     watch_consumers,
 )
-from castghl.common.http import pooled_client
+from castghl.common.http import Upstream, pooled_upstream
 from castghl.common.messages import (
     InboundSms,
     LocationChanged,
@@ -84,7 +84,7 @@ NOTICES = Counter("castghl_location_notices_total",
 def _cast_lane(settings: SenderSettings, broker: RabbitBroker, publisher: Publisher, *,
                store: MongoMessageStore,
                suppressions: MongoSuppressions, usage: MongoUsage, oauth: OAuthClient,
-               cast_http: httpx.AsyncClient) -> tuple[OutboundPipeline, ReceiptDesk]:
+               cast_http: Upstream) -> tuple[OutboundPipeline, ReceiptDesk]:
     """The two users of the Cast lane: sends, and the receipt checks behind them."""
     topology = settings.topology()
     cast = CastClient(cast_http, str(settings.cast_api_url), idempotency=settings.cast_idempotency)
@@ -111,7 +111,7 @@ def _cast_lane(settings: SenderSettings, broker: RabbitBroker, publisher: Publis
     return pipeline, desk
 
 
-def _credit_watch(settings: SenderSettings, cast_http: httpx.AsyncClient, oauth: OAuthClient,
+def _credit_watch(settings: SenderSettings, cast_http: Upstream, oauth: OAuthClient,
                   accounts: MongoAccounts, suppressions: MongoSuppressions) -> CreditWatch:
     """Every Cast account in use (the default key, and the keys locations brought): its
     credits, and its opt-out list."""
@@ -155,15 +155,16 @@ def _every_sms_queues(settings: SenderSettings, broker: RabbitBroker,
 
 
 def _upstreams(settings: SenderSettings
-               ) -> tuple[httpx.AsyncClient, httpx.AsyncClient, httpx.AsyncClient]:
-    """One pooled client per upstream (Cast, GHL, the OAuth service), keeping alive as
+               ) -> tuple[Upstream, Upstream, Upstream]:
+    """One pooled `Upstream` per upstream (Cast, GHL, the OAuth service), keeping alive as
     many connections as may be in use at once (castghl.common.http)."""
-    cast = pooled_client(settings.cast_lane_concurrency,
-                         timeout=httpx.Timeout(settings.cast_http_timeout_seconds, connect=5.0))
-    ghl = pooled_client(settings.status_concurrency + settings.inbound_concurrency,
-                        timeout=settings.ghl_http_timeout_seconds)
-    # Many look-ups in flight at once (the lane, statuses and replies ask concurrently).
-    return cast, ghl, pooled_client(OAUTH_CONNECTIONS)
+    cast = pooled_upstream(settings.cast_lane_concurrency, timeout=httpx.Timeout(
+        settings.cast_http_timeout_seconds, connect=5.0))
+    ghl = pooled_upstream(settings.status_concurrency + settings.inbound_concurrency,
+                          timeout=settings.ghl_http_timeout_seconds)
+    # Many look-ups in flight at once (the lane, statuses and replies ask concurrently);
+    # each call gives its own timeout (OAuthTimings).
+    return cast, ghl, pooled_upstream(OAUTH_CONNECTIONS, timeout=5.0)
 
 
 def create_app(settings: SenderSettings) -> FastAPI:

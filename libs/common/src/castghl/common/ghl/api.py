@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from castghl.common.errors import RetryableError
 from castghl.common.ghl.errors import error_for, transport_error
+from castghl.common.http import Upstream
 from castghl.common.messages import StatusError
 
 CONVERSATIONS_VERSION: Final = "2021-04-15"
@@ -39,9 +40,9 @@ class _InboundAnswer(_Answer):
 
 
 class GhlApi:
-    """The `httpx.AsyncClient` is injected: tests swap its transport, services share one."""
+    """The `Upstream` is injected: tests give it a transport of their own."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(self, http: Upstream, base_url: str) -> None:
         self.http = http
         self.base = base_url.rstrip("/")
 
