@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from castghl.common.errors import RateLimited
-from castghl.sender.ghl_rate import Gcra, LocationRate, PacedTokens
+from castghl.sender.ghl_rate import SCHEDULES_KEPT, Gcra, LocationRate, PacedTokens
 
 from .fakes import FakeTokens, MemorySchedules
 from .virtual_time import VirtualTime, max_in_any_window
@@ -74,6 +74,32 @@ async def test_callers_asking_at_once_are_admitted_by_one_read_and_one_swap() ->
     late = [asyncio.ensure_future(limit.acquire("loc1")) for _ in range(8)]
     await time.run(*late)
     assert time.now == pytest.approx(start + 1.0)  # then 8 calls a second
+
+
+async def test_the_next_round_sets_the_schedule_it_knows_and_reads_only_when_it_lost(
+) -> None:
+    time, schedules = VirtualTime(), CountedSchedules()
+    limit, other = rate(schedules, time), rate(schedules, time)
+    await time.run(asyncio.ensure_future(limit.acquire("loc1")))
+    assert schedules.calls == 2  # read, then set
+    await time.run(asyncio.ensure_future(limit.acquire("loc1")))
+    assert schedules.calls == 3  # set against the schedule it wrote: no read
+    await time.run(asyncio.ensure_future(other.acquire("loc1")))  # another replica
+    schedules.calls = 0
+    await time.run(asyncio.ensure_future(limit.acquire("loc1")))
+    assert schedules.calls == 3  # a set that lost, a read, a set
+
+
+async def test_schedules_are_remembered_for_a_bounded_number_of_locations() -> None:
+    time, schedules = VirtualTime(), CountedSchedules()
+    limit = rate(schedules, time)
+    for n in range(SCHEDULES_KEPT + 5):
+        await time.run(asyncio.ensure_future(limit.acquire(f"loc{n}")))
+    schedules.calls = 0
+    await time.run(asyncio.ensure_future(limit.acquire("loc0")))  # forgotten: read again
+    assert schedules.calls == 2
+    await time.run(asyncio.ensure_future(limit.acquire(f"loc{SCHEDULES_KEPT + 4}")))
+    assert schedules.calls == 3  # the latest is still known
 
 
 async def test_a_caller_that_gives_up_waiting_leaves_the_others_their_turn() -> None:
