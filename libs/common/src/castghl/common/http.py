@@ -3,7 +3,7 @@
 The sender's calls (Cast, GHL, the OAuth service) go through `Upstream`: httpx's request
 and response types, its errors, and any httpx transport below (`httpx.MockTransport` in
 unit tests), but not its client. What the client does around a call — merging URLs and
-headers, the auth and redirect machinery, hooks, timers — cost ~200 µs of CPU per call on
+headers, the auth and redirect machinery, hooks, timers — cost ~175 µs of CPU per call on
 a 2-core machine, as much as the call itself, and these upstreams need none of it
 (bench/README.md, "Cost per message, a slower machine").
 
