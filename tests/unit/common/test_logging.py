@@ -53,6 +53,11 @@ def test_secret_fields_are_masked(field: str, value: str) -> None:
         ("headers={'Authorization': 'Basic dXNlcjpwYXNz'}", "dXNlcjpwYXNz"),
         ("input_value={'api_key': 'k-secret-3'}", "k-secret-3"),
         ("callback?code=supersecretcode", "supersecretcode"),
+        # Every key the JSON pattern knows (redact_text searches for these first).
+        ('{"password": "hunter2-pw"}', "hunter2-pw"),
+        ("{'X-API-KEY': 'k-5zz9q'}", "k-5zz9q"),
+        ('{"token": "t-6qq8w"}', "t-6qq8w"),
+        ('{"authorization": "a-7xx3v"}', "a-7xx3v"),
         ("cannot connect to amqp://castghl:br0ker-pass@rabbitmq:5672/", "br0ker-pass"),
         ("ServerSelectionTimeout mongodb://oauth:m0ngo-pass@mongo:27017/cast-ghl",
          "m0ngo-pass"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from castghl.common.cache import BoundedCache
 from castghl.common.errors import RateLimited
 from castghl.sender.tokens import Tokens
 
@@ -91,7 +93,7 @@ class LocationRate:
         # The schedule this replica last read or wrote, per location: the next
         # compare-and-set is tried against it without reading first (a read per permit
         # round was a tenth of the sender's Mongo round trips); one that lost reads.
-        self._known: dict[str, int | None] = {}
+        self._known: BoundedCache[str, int] = BoundedCache(SCHEDULES_KEPT)
 
     async def acquire(self, location_id: str) -> None:
         """Return when a call for the location may go; raise RateLimited if that is
@@ -109,17 +111,20 @@ class LocationRate:
         try:
             while queue := [turn for turn in queue if not turn.done()]:
                 self._queues[location_id] = queue  # later callers join this list
-                tat = (self._known.pop(location_id) if location_id in self._known
-                       else await self.schedules.tat(location_id))
+                tat = self._known.get(location_id, self.clock())
+                if tat is None:
+                    tat = await self.schedules.tat(location_id)
                 new, admitted, wait_us = self._fit(tat, len(queue))
                 if admitted and new is not None:
                     if await self.schedules.swap(location_id, tat, new):
-                        self._keep(location_id, new)
+                        self._known.put(location_id, new, math.inf)
                         _go(queue[:admitted], waited)
-                    # Lost to another replica: the next pass reads the schedule.
+                    else:  # lost to another replica: the next pass reads the schedule
+                        self._known.pop(location_id)
                     queue = self._queues[location_id]
                     continue
-                self._keep(location_id, tat)
+                if tat is not None:
+                    self._known.put(location_id, tat, math.inf)
                 if wait_us > self.max_wait * MICROS:
                     _defer(queue, wait_us)  # everyone queued would wait at least as long
                 else:
@@ -131,11 +136,6 @@ class LocationRate:
             raise
         finally:
             del self._queues[location_id], self._admitting[location_id]
-
-    def _keep(self, location_id: str, tat: int | None) -> None:
-        self._known[location_id] = tat
-        if len(self._known) > SCHEDULES_KEPT:
-            del self._known[next(iter(self._known))]  # the longest unused
 
     def _fit(self, tat: int | None, wanted: int) -> tuple[int | None, int, int]:
         """How many of `wanted` calls may go now, the schedule after them, and when none
