@@ -5,7 +5,6 @@ Every test that waits for a receipt freezes the simulator's clock and advances i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,13 +15,6 @@ from castghl.sandbox.cast.knobs import DEFAULT_API_KEY
 OTHER_KEY = "cast_" + "ab" * 32
 NUMBER = "09171234567"
 REJECTED = "09170000001"
-
-
-@pytest.fixture(scope="module")
-async def http(_cast_server: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=_cast_server.url,
-                                 headers={"X-API-Key": DEFAULT_API_KEY}) as client:
-        yield client
 
 
 @pytest.fixture

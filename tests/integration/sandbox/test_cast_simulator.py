@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,14 +19,6 @@ from castghl.sandbox.server import serve_in_thread
 OTHER_KEY = "cast_" + "ab" * 32
 NUMBER = "09171234567"
 SEND = "/api/v1/sms/send"
-
-
-@pytest.fixture(scope="module")
-async def http(_cast_server: Any) -> AsyncIterator[httpx.AsyncClient]:
-    # Shared too: building a client (its TLS context) costs more than most tests here.
-    async with httpx.AsyncClient(base_url=_cast_server.url,
-                                 headers={"X-API-Key": DEFAULT_API_KEY}) as client:
-        yield client
 
 
 @pytest.fixture
